@@ -1,0 +1,29 @@
+"""lrdsl — learning-rate schedules as one-line expressions.
+
+    >>> import lrdsl
+    >>> e = lrdsl.parse("warmup(5) >> cosine(0.1, 100)")
+    >>> lrdsl.curve(e, 3).round(3).tolist()
+    [0.0, 0.02, 0.04]
+
+The core imports neither torch, TensorFlow nor matplotlib; ``lrdsl.torch`` and
+``lrdsl.keras`` import their framework when used.
+"""
+
+from lrdsl.catalogue import Primitive, primitives
+from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
+                          UnitError, UnknownNameError)
+from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence, call, const
+from lrdsl.parser import parse
+
+__all__ = [
+    "parse", "curve", "primitives", "Primitive",
+    "Expr", "Call", "Sequence", "Product", "Repeat", "Plateau", "call", "const",
+    "LrdslError", "LrdslSyntaxError", "UnknownNameError", "ArgumentError", "UnitError",
+    "MetricError",
+]
+__version__ = "0.1.0"
+
+from lrdsl.plan import Plan, plan  # noqa: E402  (after parse: plan imports the parser)
+from lrdsl.reference import curve  # noqa: E402
+
+__all__ += ["Plan", "plan"]

@@ -1,0 +1,118 @@
+"""Reduce-on-plateau: the rule (from ``plateau(...)``) and its state, kept apart from time.
+
+The plateau never touches the time schedule f; it holds a scale s that
+reports may lower, and the learning rate is ``min(f, max(f·s, min))``.  The
+update rules are PyTorch's ``ReduceLROnPlateau`` step for step, so
+``const(lr) | plateau(...)`` reproduces its LR sequence.  One difference,
+on purpose: PyTorch skips a reduction smaller than ``eps=1e-8`` in absolute
+LR; the scale here is independent of the LR, so no such floor applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from lrdsl.errors import MetricError
+
+
+@dataclass(frozen=True)
+class PlateauRule:
+    monitor: str
+    factor: float = 0.1
+    patience: int = 10
+    mode: str = "min"
+    threshold: float = 1e-4
+    threshold_mode: str = "rel"
+    cooldown: int = 0
+    min: float = 0.0
+
+    @classmethod
+    def from_call(cls, options) -> "PlateauRule":
+        a = options.arguments
+        mode = a["mode"]
+        if mode == "auto":
+            lowered = a["monitor"].lower()
+            mode = "max" if ("acc" in lowered or "auc" in lowered) else "min"
+        return cls(a["monitor"], a["factor"], int(a["patience"]), mode, a["threshold"],
+                   a["threshold_mode"], int(a["cooldown"]), a["min"])
+
+    def improves(self, value: float, best: float) -> bool:
+        """Better than ``best`` by the threshold; NaN never is."""
+        if self.threshold_mode == "rel":
+            bar = best * (1 - self.threshold) if self.mode == "min" else best * (1 + self.threshold)
+        else:
+            bar = best - self.threshold if self.mode == "min" else best + self.threshold
+        return value < bar if self.mode == "min" else value > bar
+
+    def value_in(self, metrics) -> float:
+        """The monitored value of one report (a number, or a mapping holding the monitor)."""
+        if isinstance(metrics, Mapping):
+            if self.monitor not in metrics:
+                present = ", ".join(sorted(map(str, metrics))) or "none"
+                raise MetricError(f"plateau monitors '{self.monitor}', but the report holds only: "
+                                  f"{present}")
+            metrics = metrics[self.monitor]
+        try:
+            return float(metrics)
+        except (TypeError, ValueError):
+            raise MetricError(f"plateau: the value reported for '{self.monitor}' is not a number: "
+                              f"{metrics!r}") from None
+
+    def scales(self, values) -> list[float]:
+        """Scale after 0, 1, …, len(values) reports of the monitored values."""
+        state = PlateauState(self)
+        out = [state.scale]
+        for value in values:
+            state.report(value)
+            out.append(state.scale)
+        return out
+
+
+class PlateauState:
+    """Mutable plateau state: scale, best, bad-report count, cooldown counter."""
+
+    def __init__(self, rule: PlateauRule):
+        self.rule = rule
+        self.scale = 1.0
+        self.best = math.inf if rule.mode == "min" else -math.inf
+        self.bad = 0
+        self.cooldown_left = 0
+        self.reports = 0
+
+    def report(self, metrics) -> float:
+        """Take one report (number or mapping); return the new scale."""
+        value = self.rule.value_in(metrics)
+        self.reports += 1
+        if self.rule.improves(value, self.best):
+            self.best = value
+            self.bad = 0
+        else:
+            self.bad += 1
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.bad = 0  # bad reports during cooldown do not count
+        if self.bad > self.rule.patience:
+            self.scale *= self.rule.factor
+            self.cooldown_left = self.rule.cooldown
+            self.bad = 0
+        return self.scale
+
+    def lr(self, f: float) -> float:
+        """The plateau applied to the time schedule's value ``f``."""
+        return min(f, max(f * self.scale, self.rule.min))
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad,
+                "cooldown_left": self.cooldown_left, "reports": self.reports}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        try:
+            self.scale = float(state["scale"])
+            self.best = float(state["best"])
+            self.bad = int(state["bad"])
+            self.cooldown_left = int(state["cooldown_left"])
+            self.reports = int(state["reports"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise MetricError(f"not a plateau state: {error}") from None

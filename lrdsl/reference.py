@@ -1,0 +1,67 @@
+"""The reference evaluator: exact closed form in float64, vectorized over ticks.
+
+Every backend is tested against :func:`curve`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence as Seq
+
+import numpy as np
+
+from lrdsl.errors import LrdslError, MetricError
+from lrdsl.nodes import Expr
+from lrdsl.plan import plan
+
+
+def _tick_array(ticks) -> np.ndarray:
+    if isinstance(ticks, bool):
+        raise LrdslError(f"ticks must be a count or an array of ticks, got {ticks!r}")
+    if isinstance(ticks, (int, np.integer)):
+        if ticks < 0:
+            raise LrdslError(f"ticks must be ≥ 0, got {ticks}")
+        return np.arange(int(ticks), dtype=np.float64)
+    try:
+        t = np.asarray(ticks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LrdslError(f"ticks must be a count or an array of ticks, got {ticks!r}") from None
+    if t.size and not (np.all(np.isfinite(t)) and t.min() >= 0):
+        raise LrdslError("ticks must be finite and ≥ 0")
+    return t
+
+
+def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
+          total: float | None = None, metrics: Mapping[str, Seq[float]] | None = None,
+          report_every: float | None = None) -> np.ndarray:
+    """The learning rate at each tick, as float64.
+
+    Args:
+        expr: expression text or :class:`lrdsl.Expr`.
+        ticks: ``n`` for ticks ``0..n-1``, or an array of ticks.
+        steps_per_epoch: converts ``ep`` durations (pass it when a tick is a batch).
+        total: the run's length in ticks, for ``%`` durations.
+        metrics: for ``| plateau``: monitor name -> one value per report; report ``i`` is
+            made at the end of epoch ``i`` and affects ticks from ``(i+1)·report_every`` on.
+        report_every: ticks between reports (default ``steps_per_epoch`` or 1).
+
+    >>> curve("warmup(2) >> 0.1", 4).tolist()
+    [0.0, 0.05, 0.1, 0.1]
+    >>> curve("0.1 | plateau(loss, 0.5, patience=0)", 3, metrics={"loss": [1, 1]}).tolist()
+    [0.1, 0.1, 0.05]
+    """
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    t = _tick_array(ticks)
+    f = compiled.values(t)
+    rule = compiled.plateau
+    if rule is None or not metrics:
+        return f
+    if rule.monitor not in metrics:
+        raise MetricError(f"plateau monitors '{rule.monitor}', but metrics holds only: "
+                          f"{', '.join(sorted(map(str, metrics)))}")
+    scales = np.asarray(rule.scales(metrics[rule.monitor]))
+    every = report_every or steps_per_epoch or 1
+    if not every > 0:
+        raise LrdslError(f"report_every must be > 0, got {every!r}")
+    reports = np.minimum(np.floor(t / every), len(scales) - 1).astype(np.int64)
+    scaled = f * scales[reports]
+    return np.minimum(f, np.maximum(scaled, rule.min))

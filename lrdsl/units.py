@@ -1,0 +1,81 @@
+"""Durations and their conversion to ticks.
+
+A bare number counts ticks (one tick = one ``step()`` of the compiled
+scheduler).  ``ep`` and ``st`` are converted with ``steps_per_epoch``; ``%`` is
+a share of ``total``.  Without ``steps_per_epoch`` an expression may use
+``ep`` *or* ``st`` — the tick is then that unit — but not both: a unit is
+never reinterpreted silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lrdsl.errors import UnitError
+
+#: spelling in the text -> canonical unit
+UNIT_SPELLINGS = {"": "", "ep": "ep", "epoch": "ep", "epochs": "ep",
+                  "st": "st", "step": "st", "steps": "st", "%": "%"}
+
+
+def format_number(x: float) -> str:
+    """The shortest text that reads back as ``x``: ``100``, ``0.1``, ``1e-5``."""
+    x = float(x)
+    text = repr(x)
+    mantissa, _, exponent = text.partition("e")
+    if mantissa.endswith(".0"):
+        mantissa = mantissa[:-2]
+    text = f"{mantissa}e{int(exponent)}" if exponent else mantissa
+    if x == int(x) and len(str(int(x))) <= len(text):
+        return str(int(x))
+    return text
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A length of time as written: ``value`` in ``unit`` ('' ticks, 'ep', 'st', '%')."""
+
+    value: float
+    unit: str = ""
+
+    def __str__(self) -> str:
+        return format_number(self.value) + self.unit
+
+
+@dataclass(frozen=True)
+class Units:
+    """How durations become ticks for one compilation.
+
+    ``steps_per_epoch`` and ``total`` come from the caller; ``uses`` is the set
+    of units the expression writes, so a missing option is named precisely.
+    """
+
+    steps_per_epoch: float | None = None
+    total: float | None = None
+
+    def __post_init__(self):
+        for name in ("steps_per_epoch", "total"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and value > 0):
+                raise UnitError(f"{name} must be a positive number, got {value!r}")
+
+    def check(self, uses: set[str]) -> None:
+        """Raise :class:`UnitError` if the units in ``uses`` cannot all be converted."""
+        if "%" in uses and self.total is None:
+            raise UnitError("the expression uses % durations; pass total= (the run's length in ticks)")
+        if {"ep", "st"} <= uses and self.steps_per_epoch is None:
+            raise UnitError("the expression mixes ep and st durations; pass steps_per_epoch=")
+
+    def ticks(self, duration: Duration | None) -> float:
+        """The duration in ticks (``inf`` for None, which means unbounded)."""
+        if duration is None:
+            return math.inf
+        if duration.unit == "%":
+            if self.total is None:
+                raise UnitError(f"{duration} needs total= (the run's length in ticks)")
+            return duration.value * self.total / 100.0
+        if duration.unit == "ep" and self.steps_per_epoch is not None:
+            return duration.value * self.steps_per_epoch
+        return duration.value

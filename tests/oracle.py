@@ -1,0 +1,74 @@
+"""Scalar formulas written straight from LANGUAGE.md and PyTorch's schedulers' own stepping.
+
+Independent of lrdsl: plain ``math``, one tick at a time, iterative where PyTorch iterates.
+"""
+
+import math
+
+
+def cosine(lr, d, t, min=0.0):
+    t = min_(t, d)
+    return min + (lr - min) * (1 + math.cos(math.pi * t / d)) / 2
+
+
+def min_(a, b):
+    return a if a < b else b
+
+
+def cyclic(low, high, up, down, mode, gamma, t):
+    """CyclicLR.get_lr, transcribed."""
+    total = up + down
+    ratio = up / total
+    cycle = math.floor(1 + t / total)
+    x = 1.0 + t / total - cycle
+    scale = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    height = (high - low) * scale
+    if mode == "triangular":
+        return low + height
+    if mode == "triangular2":
+        return low + height / (2.0 ** (cycle - 1))
+    return low + height * gamma ** t
+
+
+def sgdr(lr, period, mult, eta_min, decay, t):
+    """CosineAnnealingWarmRestarts stepped t times (T_cur/T_i bookkeeping), with decay per restart."""
+    t_cur, t_i, restarts = 0, period, 0
+    for _ in range(int(t)):
+        t_cur += 1
+        if t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= mult
+            restarts += 1
+    peak = lr * decay ** restarts
+    return eta_min + (peak - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+def onecycle(lr, d, pct, div, final_div, anneal, three_phase, t):
+    """OneCycleLR.get_lr, transcribed; past the last tick (d - 1) it holds."""
+    t = min_(t, d - 1)
+    initial = lr / div
+    final = initial / final_div
+    if three_phase:
+        phases = [(pct * d - 1, initial, lr), (2 * pct * d - 2, lr, initial), (d - 1, initial, final)]
+    else:
+        phases = [(pct * d - 1, initial, lr), (d - 1, lr, final)]
+    start = 0
+    for i, (end, a, b) in enumerate(phases):
+        if t <= end or i == len(phases) - 1:
+            x = (t - start) / (end - start)
+            if anneal == "cos":
+                return b + (a - b) / 2.0 * (math.cos(math.pi * x) + 1)
+            return (b - a) * x + a
+        start = end
+
+
+NAMES = {
+    "floor": math.floor, "ceil": math.ceil, "cos": math.cos, "exp": math.exp, "sqrt": math.sqrt,
+    "log": math.log, "pi": math.pi, "min": min, "max": max, "sum": sum,
+    "cosine": cosine, "cyclic": cyclic, "sgdr": sgdr, "onecycle": onecycle,
+}
+
+
+def expected(formula: str, ticks) -> list[float]:
+    """Evaluate the case's formula at each tick."""
+    return [float(eval(formula, {**NAMES, "t": t})) for t in ticks]  # noqa: S307 (test data)

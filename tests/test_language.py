@@ -1,0 +1,136 @@
+"""Every case of tests/cases.yaml against the reference evaluator, and the canonical form."""
+
+import re
+
+import numpy as np
+import pytest
+
+import lrdsl
+from cases import error_params, value_params
+from oracle import expected
+
+
+@pytest.mark.parametrize("case", value_params())
+def test_values(case):
+    options = case.get("options", {})
+    got = lrdsl.curve(case["expr"], case["ticks"], **options)
+    want = expected(case["expect"], case["ticks"])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("case", value_params())
+def test_canonical_form_round_trips(case):
+    expr = lrdsl.parse(case["expr"])
+    text = str(expr)
+    if "canonical" in case:
+        assert text == case["canonical"]
+    assert lrdsl.parse(text) == expr
+    assert str(lrdsl.parse(text)) == text
+    assert hash(lrdsl.parse(text)) == hash(expr)
+    assert repr(expr) == text
+
+
+@pytest.mark.parametrize("case", error_params())
+def test_errors(case):
+    error_class = getattr(lrdsl, case["error"])
+    with pytest.raises(error_class) as info:
+        lrdsl.curve(case["expr"], 4, **case.get("options", {}))
+    error = info.value
+    assert isinstance(error, lrdsl.LrdslError) and isinstance(error, ValueError)
+    if "column" in case:
+        assert error.column == case["column"]
+        pointer = str(error).splitlines()
+        assert pointer[-1].index("^") - 2 == case["column"] - 1  # caret under the column
+    if "match" in case:
+        assert re.search(case["match"], str(error)), str(error)
+    if not isinstance(error, lrdsl.LrdslSyntaxError):
+        assert "\n" not in error.message  # one line, naming the call and the argument
+
+
+def test_syntax_error_says_what_was_expected():
+    with pytest.raises(lrdsl.LrdslSyntaxError) as info:
+        lrdsl.parse("warmup(5) >> ")
+    error = info.value
+    assert (error.line, error.column) == (1, 14)
+    assert "a number" in error.expected and "a name" in error.expected
+    assert str(error).splitlines()[1:] == ["  warmup(5) >> ", "  " + " " * 13 + "^"]
+
+
+@pytest.mark.parametrize("text, canonical", [
+    ("warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)",
+     "warmup(5) >> cosine(0.1,100) | plateau(val_loss,factor=0.5)"),
+    ("cosine( 0.10 , 1e2 , min = 0 )", "cosine(0.1,100)"),
+    ("  # a comment\n warmup(5)  # ramp\n >> cosine(0.1, 100)", "warmup(5) >> cosine(0.1,100)"),
+    ("exp(0.1, k=1e-3)", "exp(0.1,k=0.001)"),
+    ("exp(1e-5, 0.5, every=10)", "exp(1e-5,0.5,every=10)"),
+    ("0.5 * (warmup(1) >> 1)", "0.5 * (warmup(1) >> 1)"),
+    ("(0.5 * 2) * cosine(1, 2)", "0.5 * 2 * cosine(1,2)"),
+    ("cosine(0.1, 100) | plateau('val/loss', mode=max)", 'cosine(0.1,100) | plateau("val/loss",mode=max)'),
+    ("cosine(0.1, 100) | plateau(\"val_loss\")", "cosine(0.1,100) | plateau(val_loss)"),
+    ("repeat(cosine(0.1, 10), 3)", "repeat(cosine(0.1,10),n=3)"),
+    ("poly(0.1, 10, cycle=false)", "poly(0.1,10)"),
+    ("cosine(0.1, 3 ep) ", None),
+])
+def test_canonical_text(text, canonical):
+    if canonical is None:
+        with pytest.raises(lrdsl.LrdslSyntaxError):
+            lrdsl.parse(text)
+        return
+    assert str(lrdsl.parse(text)) == canonical
+
+
+def test_equal_expressions_are_equal():
+    a = lrdsl.parse("cosine(0.1, 100, min=0)")
+    b = lrdsl.parse("cosine(.1, 100.0)")
+    assert a == b and hash(a) == hash(b) and str(a) == str(b)
+    assert lrdsl.parse("cosine(0.1, 100)") != lrdsl.parse("cosine(0.1, 101)")
+    assert lrdsl.parse("const(0.1)") == lrdsl.parse("0.1")
+
+
+def test_ast_is_frozen_and_composable():
+    expr = lrdsl.parse("warmup(5) >> cosine(0.1, 100)")
+    assert isinstance(expr, lrdsl.Sequence)
+    with pytest.raises(AttributeError):
+        expr.parts = ()
+    built = lrdsl.call("warmup", 5) >> lrdsl.call("cosine", 0.1, 100)
+    assert built == expr
+    assert str(0.5 * built) == "0.5 * (warmup(5) >> cosine(0.1,100))"
+    with pytest.raises(lrdsl.ArgumentError):
+        lrdsl.call("cosine", 0.1, 100) >> lrdsl.call("warmup", 5)
+    with pytest.raises(lrdsl.UnknownNameError, match="did you mean 'cosine'"):
+        lrdsl.call("cosin", 0.1, 100)
+
+
+def test_parse_is_cached_and_accepts_an_expr():
+    text = "warmup(3) >> cosine(0.1, 30)"
+    assert lrdsl.parse(text) is lrdsl.parse(text)
+    expr = lrdsl.parse(text)
+    assert lrdsl.parse(expr) is expr
+
+
+def test_primitives_catalogue_lists_every_primitive_with_a_formula():
+    catalogue = lrdsl.primitives()
+    assert set(catalogue) >= {"const", "linear", "warmup", "cosine", "poly", "step", "multistep",
+                              "piecewise", "exp", "invtime", "rsqrt", "cyclic", "sgdr",
+                              "onecycle", "repeat", "plateau"}
+    for name, primitive in catalogue.items():
+        assert primitive.doc.strip(), name
+        assert primitive.signature().startswith(name + "(")
+        lrdsl.parse(primitive.example)  # every example in the catalogue parses
+
+
+def test_curve_takes_counts_and_arrays():
+    assert lrdsl.curve("0.1", 0).shape == (0,)
+    assert lrdsl.curve("0.1", np.array([[0, 1], [2, 3]])).shape == (2, 2)
+    for bad in (-1, [-1], [np.nan], "x", True):
+        with pytest.raises(lrdsl.LrdslError):
+            lrdsl.curve("0.1", bad)
+    with pytest.raises(lrdsl.UnitError):
+        lrdsl.curve("0.1", 3, steps_per_epoch=0)
+
+
+def test_curve_is_vectorized_and_unbounded_schedules_keep_going():
+    t = np.arange(0, 10**6, 997)
+    got = lrdsl.curve("sgdr(0.1, 1000, mult=2)", t)
+    assert got.shape == t.shape and np.all((got >= 0) & (got <= 0.1))
+    assert lrdsl.curve("step(1, 10)", [10**6])[0] == 0.0  # 0.1^100000 underflows, never raises
