@@ -205,12 +205,14 @@ def convert(call: str, param: Param, value):
     if kind == "duration":
         return _duration(call, param, value)
     if kind in ("numbers", "durations"):
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise ArgumentError(f"{call}: argument '{param.name}' must be a list like [1, 2], "
                                 f"got {_describe(value)}")
         item = Param(param.name, kind[:-1], check=param.check)
         return tuple(convert(call, item, v) for v in value)
     if kind == "bool":
+        if isinstance(value, bool):
+            return value
         if isinstance(value, Name) and value in ("true", "false"):
             return value == "true"
         raise ArgumentError(f"{call}: argument '{param.name}' must be true or false, got {_describe(value)}")

@@ -1,0 +1,70 @@
+"""Core speed: parse (uncached, cached) vs a bare Lark parse; curve vs numpy by hand.
+
+    .venv/bin/python bench/core.py
+
+Prints figures and ratios from one run.  Targets (issue #2): uncached parse+AST ≤ 2× the
+bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy.
+"""
+
+import timeit
+
+import numpy as np
+from lark import Lark
+
+import lrdsl
+from lrdsl.parser import _parse_text, grammar_path
+
+EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
+
+
+def best_us(fn, number):
+    return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+
+def main():
+    bare = Lark(grammar_path().read_text(), parser="lalr")
+    bare_us = best_us(lambda: bare.parse(EXAMPLE), 2000)
+
+    def uncached():
+        _parse_text.cache_clear()
+        return lrdsl.parse(EXAMPLE)
+
+    uncached_us = best_us(uncached, 2000)
+    lrdsl.parse(EXAMPLE)
+    cached_us = best_us(lambda: lrdsl.parse(EXAMPLE), 200_000)
+
+    n = 10**6
+    losses = list(np.linspace(1.0, 0.5, 50)) + [0.5] * 50
+    t = np.arange(n, dtype=np.float64)
+    report_every = n // 100
+
+    def by_hand():
+        f = np.where(t < 5, 0.1 * t / 5,
+                     0.1 * (1 + np.cos(np.pi * np.minimum(t - 5, 100) / 100)) / 2)
+        scales = np.asarray(lrdsl.plan(EXAMPLE).plateau.scales(losses))
+        s = scales[np.minimum(t // report_every, len(losses)).astype(np.int64)]
+        return np.minimum(f, np.maximum(f * s, 0.0))
+
+    def ours():
+        return lrdsl.curve(EXAMPLE, n, metrics={"val_loss": losses}, report_every=report_every)
+
+    np.testing.assert_allclose(ours(), by_hand(), rtol=1e-12, atol=1e-15)
+    numpy_ms = best_us(by_hand, 3) / 1e3
+    curve_ms = best_us(ours, 3) / 1e3
+
+    rows = [
+        ("parse, uncached (µs)", uncached_us, "bare Lark LALR parse", bare_us, 2.0),
+        ("parse, cached (µs)", cached_us, "target", 2.0, 1.0),
+        ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
+    ]
+    print(f"expression: {EXAMPLE}")
+    print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
+    for name, ours_value, against, theirs, target in rows:
+        ratio = ours_value / theirs
+        flag = "ok" if ratio <= target else "MISS"
+        print(f"{name:<46} {ours_value:>10.2f} {against:>24} {theirs:>10.2f} {ratio:>7.2f} "
+              f"{'≤' + format(target, 'g'):>7} {flag}")
+
+
+if __name__ == "__main__":
+    main()
