@@ -27,3 +27,11 @@ from lrdsl.plan import Plan, plan  # noqa: E402  (after parse: plan imports the 
 from lrdsl.reference import curve  # noqa: E402
 
 __all__ += ["Plan", "plan"]
+
+
+def __getattr__(name):
+    """``lrdsl.torch`` / ``lrdsl.keras`` import their framework only when first used."""
+    if name in ("torch", "keras"):
+        import importlib
+        return importlib.import_module(f"lrdsl.{name}")
+    raise AttributeError(f"module 'lrdsl' has no attribute {name!r}")
