@@ -48,6 +48,8 @@ class PlateauRule:
 
     def value_in(self, metrics) -> float:
         """The monitored value of one report (a number, or a mapping holding the monitor)."""
+        if type(metrics) is float:
+            return metrics
         if isinstance(metrics, Mapping):
             if self.monitor not in metrics:
                 present = ", ".join(sorted(map(str, metrics))) or "none"
@@ -83,9 +85,10 @@ class PlateauState:
 
     def report(self, metrics) -> float:
         """Take one report (number or mapping); return the new scale."""
-        value = self.rule.value_in(metrics)
+        rule = self.rule
+        value = rule.value_in(metrics)
         self.reports += 1
-        if self.rule.improves(value, self.best):
+        if rule.improves(value, self.best):
             self.best = value
             self.bad = 0
         else:
@@ -93,9 +96,9 @@ class PlateauState:
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             self.bad = 0  # bad reports during cooldown do not count
-        if self.bad > self.rule.patience:
-            self.scale *= self.rule.factor
-            self.cooldown_left = self.rule.cooldown
+        if self.bad > rule.patience:
+            self.scale *= rule.factor
+            self.cooldown_left = rule.cooldown
             self.bad = 0
         return self.scale
 

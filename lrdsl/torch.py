@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrdsl.errors import LrdslError
@@ -62,31 +63,35 @@ class Scheduler(LRScheduler):
         self.step()
 
     # --- values ----------------------------------------------------------------------------
-    def _schedule_value(self, tick: int) -> float:
-        i = tick - self._values_from
-        if not 0 <= i < len(self._values):
-            self._values_from = tick
-            self._values = self._plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
-            i = 0
-        return self._values[i]
+    def _refill(self, tick: int) -> float:
+        """Evaluate the next CHUNK ticks at once (vectorized, float64) and return tick's value."""
+        self._values_from = tick
+        self._values = self._plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
+        return self._values[0]
 
     def lr_at(self, tick: int) -> float:
         """The learning rate of group 0 at ``tick`` under the current plateau state."""
-        f = self._schedule_value(tick)
-        if self._plateau is None:
-            return f
-        return self._plateau.lr(f)
+        i = tick - self._values_from
+        f = self._values[i] if 0 <= i < len(self._values) else self._refill(tick)
+        plateau = self._plateau
+        return f if plateau is None else plateau.lr(f)
 
     def _apply(self) -> None:
+        # the hot path: one list lookup, the plateau's min/max, one store per group
         lr = self.lr_at(self.last_epoch)
+        groups = self.optimizer.param_groups
+        if len(groups) == 1 and type(groups[0]["lr"]) is float:  # the common case, ratio 1
+            groups[0]["lr"] = lr
+            self._last_lr = [lr]
+            return
         last = []
         for group, ratio in zip(self.optimizer.param_groups, self._ratios):
             value = lr * ratio
             current = group["lr"]
-            if isinstance(current, torch.Tensor):
-                current.fill_(value)  # in place: a compiled optimizer step sees no new constant
-            else:
+            if type(current) is float or not isinstance(current, torch.Tensor):
                 group["lr"] = value
+            else:
+                current.fill_(value)  # in place: a compiled optimizer step sees no new constant
             last.append(value)
         self._last_lr = last
 
@@ -115,7 +120,9 @@ class Scheduler(LRScheduler):
 
     def _report(self, metrics) -> None:
         value = self._plateau.rule.value_in(metrics)
-        self._plateau.report(_mean_across_ranks(value))
+        if _DISTRIBUTED and dist.is_initialized():
+            value = _mean_across_ranks(value)
+        self._plateau.report(value)
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch) * r for r in self._ratios]
@@ -147,11 +154,12 @@ class Scheduler(LRScheduler):
         return f"lrdsl.torch.Scheduler({str(self.expr)!r}, tick={self.last_epoch})"
 
 
+_DISTRIBUTED = dist.is_available()
+
+
 def _mean_across_ranks(value: float) -> float:
     """Under torch.distributed, the average over ranks, so every rank decides alike."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if dist.get_world_size() == 1:
         return value
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
         else torch.device("cpu")

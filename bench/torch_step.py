@@ -1,0 +1,91 @@
+"""µs per scheduler step(): lrdsl vs the native PyTorch equivalent, measured in one run.
+
+    .venv/bin/python bench/torch_step.py
+
+Target (issue #3): every ratio ≤ 0.5.  Also prints traced memory after 10⁴ and 10⁶ steps
+(flat: values are evaluated in chunks of 4096 ticks, nothing accumulates).
+"""
+
+import timeit
+import tracemalloc
+import warnings
+
+import torch
+from torch.optim import lr_scheduler as native
+
+import lrdsl.torch
+
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+
+
+def optimizer():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(4))], lr=0.1, momentum=0.9)
+
+
+CASES = [
+    ("warmup+cosine", "warmup(5) >> cosine(0.1, 10000000)",
+     lambda o: native.SequentialLR(o, [native.LinearLR(o, 1e-8, 1.0, total_iters=5),
+                                       native.CosineAnnealingLR(o, T_max=10**7)], milestones=[5]), None),
+    ("onecycle", "onecycle(0.1, 10000000)",
+     lambda o: native.OneCycleLR(o, max_lr=0.1, total_steps=10**7, cycle_momentum=False), None),
+    ("sgdr", "sgdr(0.1, 1000, mult=2)",
+     lambda o: native.CosineAnnealingWarmRestarts(o, T_0=1000, T_mult=2), None),
+    ("cyclic", "cyclic(0.01, 0.1, 2000)",
+     lambda o: native.CyclicLR(o, 0.01, 0.1, step_size_up=2000, cycle_momentum=False), None),
+    ("const | plateau", "0.1 | plateau(val_loss, 0.5)",
+     lambda o: native.ReduceLROnPlateau(o, factor=0.5), 0.5),
+    # what a user must stack by hand for a schedule with a plateau (no native composition exists)
+    ("warmup+cos|plateau", "warmup(5) >> cosine(0.1, 10000000) | plateau(val_loss, 0.5)",
+     lambda o: _Stacked(o), 0.5),
+]
+
+
+class _Stacked:
+    """SequentialLR(LinearLR, CosineAnnealingLR) and ReduceLROnPlateau, stepped together."""
+
+    def __init__(self, o):
+        self.schedule = native.SequentialLR(o, [native.LinearLR(o, 1e-8, 1.0, total_iters=5),
+                                                native.CosineAnnealingLR(o, T_max=10**7)],
+                                            milestones=[5])
+        self.plateau = native.ReduceLROnPlateau(o, factor=0.5)
+
+    def step(self, metric):
+        self.schedule.step()
+        self.plateau.step(metric)
+
+
+def per_step_us(sched, metric, number=100_000):
+    step = sched.step if metric is None else (lambda: sched.step(metric))
+    return min(timeit.repeat(step, number=number, repeat=5)) / number * 1e6
+
+
+def memory_growth():
+    """Traced memory after 10⁴ and after 10⁶ steps (one chunk of values is live either way)."""
+    sched = lrdsl.torch.scheduler(optimizer(), "warmup(5) >> cosine(0.1, 10000000)")
+    tracemalloc.start()
+    for _ in range(10**4):
+        sched.step()
+    early, _ = tracemalloc.get_traced_memory()
+    for _ in range(10**6 - 10**4):
+        sched.step()
+    late, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return early / 1024, late / 1024, peak / 1024
+
+
+def main():
+    print(f"torch {torch.__version__}, one param group, best of 5 × 100000 steps")
+    print(f"{'schedule':<18} {'lrdsl µs':>9} {'native µs':>10} {'ratio':>7}  target ≤ 0.5")
+    for name, expr, make, metric in CASES:
+        ours = per_step_us(lrdsl.torch.scheduler(optimizer(), expr), metric)
+        theirs = per_step_us(make(optimizer()), metric)
+        ratio = ours / theirs
+        print(f"{name:<18} {ours:>9.2f} {theirs:>10.2f} {ratio:>7.2f}  {'ok' if ratio <= 0.5 else 'MISS'}")
+    early, late, peak = memory_growth()
+    print(f"traced memory after 10⁴ steps: {early:.0f} KiB; after 10⁶ steps: {late:.0f} KiB; "
+          f"peak {peak:.0f} KiB ({'flat' if late <= early + 16 else 'GROWS'})")
+
+
+if __name__ == "__main__":
+    main()
