@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-import numpy as np
-
+from lrdsl import floats
 from lrdsl.catalogue import Primitive, onecycle_complaint
 from lrdsl.errors import ArgumentError, LrdslError
 from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence
@@ -90,12 +89,21 @@ class Plan:
         """Ticks until the schedule's last segment ends (``inf`` if it runs forever)."""
         return self.schedule.duration
 
-    def values(self, t, xp=np):
-        """The time schedule f(t) (no plateau) at the tick array ``t``."""
-        if xp is np:
+    def values(self, t, xp=None):
+        """The time schedule f(t) (no plateau) at the ticks ``t``: numpy float64 by default."""
+        if xp is None:
+            import numpy as np
             with np.errstate(all="ignore"):
                 return self.schedule.values(np.asarray(t, dtype=np.float64), np)
         return self.schedule.values(t, xp)
+
+    def value_at(self, tick: float) -> float:
+        """f(tick) for one tick, in plain Python floats (no numpy)."""
+        return float(self.schedule.values(float(tick), floats))
+
+    def boundaries(self) -> list[float]:
+        """Start ticks of the top-level segments after the first (where ``>>`` switches)."""
+        return list(self.schedule.starts[1:]) if isinstance(self.schedule, TimedSequence) else []
 
 
 def _ticks_arg(units: Units, value):
@@ -139,7 +147,7 @@ def _timed(node: Expr, units: Units, target: float | None = None):
         for i in reversed(range(len(node.parts))):  # a warm-up needs its successor first
             following = None
             if isinstance(node.parts[i], Call) and node.parts[i].is_warmup:
-                following = float(parts[i + 1].values(np.zeros(1), np)[0])
+                following = float(parts[i + 1].values(0.0, floats))
             parts[i] = _timed(node.parts[i], units, following)
         starts = [0.0]
         for part in parts[:-1]:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence as Seq
 
-import numpy as np
-
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.nodes import Expr
 from lrdsl.plan import plan
 
 
-def _tick_array(ticks) -> np.ndarray:
+def _tick_array(ticks):
+    import numpy as np
+
     if isinstance(ticks, bool):
         raise LrdslError(f"ticks must be a count or an array of ticks, got {ticks!r}")
     if isinstance(ticks, (int, np.integer)):
@@ -32,8 +32,8 @@ def _tick_array(ticks) -> np.ndarray:
 
 def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
           total: float | None = None, metrics: Mapping[str, Seq[float]] | None = None,
-          report_every: float | None = None) -> np.ndarray:
-    """The learning rate at each tick, as float64.
+          report_every: float | None = None):
+    """The learning rate at each tick, as a numpy float64 array.
 
     Args:
         expr: expression text or :class:`lrdsl.Expr`.
@@ -49,6 +49,8 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     >>> curve("0.1 | plateau(loss, 0.5, patience=0)", 3, metrics={"loss": [1, 1]}).tolist()
     [0.1, 0.1, 0.05]
     """
+    import numpy as np
+
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
     t = _tick_array(ticks)
     f = compiled.values(t)

@@ -33,7 +33,7 @@ bounded = st.one_of(
     _call("const", lrs, durations),
     st.builds(lambda lr, e, f, d: lrdsl.call("step", lr, e, factor=f, d=d), lrs, durations, fractions, durations),
     st.builds(lambda lr, r, d, s: lrdsl.call("exp", lr, r, d=d, staircase=s), lrs, fractions, durations, st.booleans()),
-    _call("onecycle", lrs, st.integers(20, 500).map(float), pct=st.floats(0.1, 0.8).map(lambda x: round(x, 2)),
+    _call("onecycle", lrs, st.integers(20, 500).map(float), pct=st.floats(0.1, 0.45).map(lambda x: round(x, 2)),
           anneal=st.sampled_from(["cos", "linear"]), three_phase=st.booleans()),
 )
 unbounded = st.one_of(
