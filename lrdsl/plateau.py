@@ -14,7 +14,13 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from lrdsl import floats
 from lrdsl.errors import MetricError
+
+
+def reports_in_force(t, every: float, reports: int, xp=floats):
+    """How many reports act on tick ``t``: report i acts from tick (i+1)·every on."""
+    return xp.minimum(xp.floor(t / every), reports)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,10 @@ class PlateauRule:
             raise MetricError(f"plateau: the value reported for '{self.monitor}' is not a number: "
                               f"{metrics!r}") from None
 
+    def apply(self, f, scale, xp=floats):
+        """LR = min(f, max(f·s, min)): lowers the schedule down to ``min``, never lifts it."""
+        return xp.minimum(f, xp.maximum(f * scale, self.min))
+
     def scales(self, values) -> list[float]:
         """Scale after 0, 1, …, len(values) reports of the monitored values."""
         state = PlateauState(self)
@@ -104,7 +114,7 @@ class PlateauState:
 
     def lr(self, f: float) -> float:
         """The plateau applied to the time schedule's value ``f``."""
-        return min(f, max(f * self.scale, self.rule.min))
+        return self.rule.apply(f, self.scale)
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "best": self.best, "bad": self.bad,

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence as Seq
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.nodes import Expr
 from lrdsl.plan import plan
+from lrdsl.plateau import reports_in_force
 
 
 def _tick_array(ticks):
@@ -64,6 +65,5 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     every = report_every or steps_per_epoch or 1
     if not every > 0:
         raise LrdslError(f"report_every must be > 0, got {every!r}")
-    reports = np.minimum(np.floor(t / every), len(scales) - 1).astype(np.int64)
-    scaled = f * scales[reports]
-    return np.minimum(f, np.maximum(scaled, rule.min))
+    reports = reports_in_force(t, every, len(scales) - 1, np).astype(np.int64)
+    return rule.apply(f, scales[reports], np)

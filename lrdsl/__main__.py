@@ -1,0 +1,5 @@
+import sys
+
+from lrdsl.cli import main
+
+sys.exit(main())

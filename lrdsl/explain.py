@@ -1,0 +1,178 @@
+"""What an expression does, in words and JSON: its segments, tick ranges, values, plateau.
+
+Pure Python floats throughout (no numpy), so ``lrdsl parse`` stays quick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence as Seq
+
+from lrdsl import floats
+from lrdsl.catalogue import format_value
+from lrdsl.errors import MetricError
+from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence
+from lrdsl.plan import Plan, TimedSequence
+from lrdsl.plateau import reports_in_force
+from lrdsl.units import format_number
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One top-level segment: ticks [start, end), its expression, first and final value."""
+
+    start: float
+    end: float
+    expr: Expr
+    first: float
+    last: float | None  # None: unbounded, no final value
+
+    @property
+    def name(self) -> str:
+        if isinstance(self.expr, Call):
+            return "constant" if self.expr.name == "const" else self.expr.name
+        return type(self.expr).__name__.lower()
+
+
+def segments(plan: Plan) -> list[Segment]:
+    schedule = plan.expr.schedule if isinstance(plan.expr, Plateau) else plan.expr
+    exprs = schedule.parts if isinstance(schedule, Sequence) else (schedule,)
+    timed = plan.schedule
+    parts, starts = (timed.parts, timed.starts) if isinstance(timed, TimedSequence) else ([timed], [0.0])
+    out = []
+    for expr, part, start in zip(exprs, parts, starts):
+        first = float(part.values(0.0, floats))
+        bounded = math.isfinite(part.duration)
+        last = float(part.values(part.duration, floats)) if bounded else None
+        out.append(Segment(start, start + part.duration, expr, first, last))
+    return out
+
+
+def _shape(segment: Segment) -> str:
+    """A few words on how the segment moves between its first and final value."""
+    expr = segment.expr
+    if not isinstance(expr, Call):
+        if isinstance(expr, Repeat):
+            return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
+        if isinstance(expr, Product):
+            return f"product: {expr}"
+        return str(expr)
+    a = expr.arguments
+    words = {
+        "warmup": "linear", "linear": "linear",
+        "poly": f"power {format_number(a.get('power', 1))}" + (", cycling" if a.get("cycle") else ""),
+        "step": f"×{format_value(a.get('factor'))} every {a.get('every')}",
+        "multistep": f"×{format_value(a.get('factor'))} at {format_value(a.get('milestones'))}",
+        "piecewise": f"steps at {format_value(a.get('boundaries'))}",
+        "exp": (f"×{format_value(a['rate'])}" if a.get("rate") is not None else
+                f"×e^-{format_value(a.get('k'))}") + f" per {a.get('every')}"
+               + (" (staircase)" if a.get("staircase") else ""),
+        "invtime": f"1/(1 + {format_value(a.get('rate'))}·t/{a.get('every')})",
+        "rsqrt": f"1/√t from {a.get('d0')}",
+        "cyclic": f"{a.get('mode')} cycles up {a.get('up')}, down {a.get('down') or a.get('up')}",
+        "sgdr": f"cosine restarts every {a.get('period')}"
+                + (f" ×{format_number(a['mult'])} longer" if a.get("mult", 1) != 1 else ""),
+        "onecycle": f"one cycle, peak {format_value(a.get('lr'))}"
+                    + (", three phases" if a.get("three_phase") else ""),
+    }
+    return words.get(expr.name, "")
+
+
+def _tick(x: float) -> str:
+    return "∞" if math.isinf(x) else format_number(round(x, 6))
+
+
+def describe(plan: Plan) -> list[str]:
+    """Lines like ``[0, 5)  warmup  0 → 0.1 linear``, then ``then 0`` and the plateau."""
+    segs = segments(plan)
+    width = max(len(f"[{_tick(s.start)}, {_tick(s.end)})") for s in segs)
+    name_width = max(len(s.name) for s in segs)
+    lines = []
+    for s in segs:
+        span = f"[{_tick(s.start)}, {_tick(s.end)})".ljust(width)
+        values = (f"{format_number(s.first)} → {format_number(s.last)}" if s.last is not None
+                  else f"from {format_number(s.first)}")
+        lines.append(f"{span}  {s.name.ljust(name_width)}  {values} {_shape(s)}".rstrip())
+    if segs[-1].last is not None:
+        lines.append(f"then {format_number(segs[-1].last)}")
+    rule = plan.plateau
+    if rule is not None:
+        extra = "".join([
+            f", cooldown {rule.cooldown}" if rule.cooldown else "",
+            f", threshold {format_number(rule.threshold)} ({rule.threshold_mode})",
+        ])
+        lines.append(f"plateau on {rule.monitor} ({rule.mode}): ×{format_number(rule.factor)} once more "
+                     f"than {rule.patience} reports in a row do not improve, min "
+                     f"{format_number(rule.min)}{extra}")
+    return lines
+
+
+def to_json(expr) -> object:
+    """The AST as plain JSON data."""
+    if isinstance(expr, Call):
+        return {"call": expr.name, "args": {k: to_json(v) for k, v in expr.arguments.items()}}
+    if isinstance(expr, Sequence):
+        return {"sequence": [to_json(p) for p in expr.parts]}
+    if isinstance(expr, Product):
+        return {"product": [to_json(f) for f in expr.factors]}
+    if isinstance(expr, Repeat):
+        return {"repeat": to_json(expr.schedule), "n": expr.n}
+    if isinstance(expr, Plateau):
+        return {"schedule": to_json(expr.schedule), "plateau": to_json(expr.options)["args"]}
+    if isinstance(expr, tuple):
+        return [to_json(v) for v in expr]
+    if isinstance(expr, (bool, int, float, str)) or expr is None:
+        return expr
+    return str(expr)  # Duration
+
+
+def summary(plan: Plan) -> dict:
+    """Everything ``lrdsl parse --json`` prints."""
+    def finite(x):
+        return x if math.isfinite(x) else None
+    return {
+        "canonical": str(plan.expr),
+        "ast": to_json(plan.expr),
+        "duration": finite(plan.duration),
+        "segments": [{"start": s.start, "end": finite(s.end), "name": s.name, "expr": str(s.expr),
+                      "first": s.first, "last": s.last} for s in segments(plan)],
+        "plateau": None if plan.plateau is None else {
+            k: getattr(plan.plateau, k) for k in plan.plateau.__dataclass_fields__},
+    }
+
+
+def default_ticks(plan: Plan) -> int:
+    """A little past the bounded part; for a schedule that runs forever, a few of its periods."""
+    if math.isfinite(plan.duration):
+        return max(2, math.ceil(plan.duration * 1.1))
+    last_start = plan.boundaries()[-1] if plan.boundaries() else 0.0
+    tail = plan.schedule.parts[-1] if isinstance(plan.schedule, TimedSequence) else plan.schedule
+    p = getattr(tail, "p", None)
+    period = 0.0
+    if p is not None:
+        for name in ("period", "every", "d0"):
+            period = max(period, getattr(p, name, 0.0) or 0.0)
+        if getattr(p, "up", None):
+            period = max(period, p.up + p.down)
+        for name in ("milestones", "boundaries"):
+            if getattr(p, name, None):
+                period = max(period, p.__dict__[name][-1])
+    return max(100, math.ceil(last_start * 1.5 + 3 * period))
+
+
+def lr_function(plan: Plan, metrics: Mapping[str, Seq[float]] | None = None,
+                report_every: float = 1) -> Callable[[float], float]:
+    """tick -> LR in plain floats, with simulated plateau reports (as :func:`lrdsl.curve`)."""
+    rule = plan.plateau
+    if rule is None or not metrics:
+        return plan.value_at
+    if rule.monitor not in metrics:
+        raise MetricError(f"plateau monitors '{rule.monitor}', but the metrics given are only: "
+                          f"{', '.join(sorted(metrics))}")
+    scales = rule.scales(metrics[rule.monitor])
+
+    def lr(tick: float) -> float:
+        f = plan.value_at(tick)
+        return rule.apply(f, scales[int(reports_in_force(tick, report_every, len(scales) - 1))])
+    return lr

@@ -1,0 +1,95 @@
+"""A learning-rate curve drawn in the terminal with braille dots (2×4 per character).
+
+Written here rather than taken from plotext: plotext's import alone (~0.18 s) is more
+than the whole budget of ``lrdsl parse --plot`` (see bench/cli.sh), and a line plot
+with labelled axes and boundary marks is ~100 lines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from lrdsl.units import format_number
+
+# bit of the braille dot at (row within the cell 0..3 from the top, column 0..1)
+_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+
+
+def _label(x: float) -> str:
+    return format_number(float(f"{x:.3g}"))
+
+
+def _axis_line(width: int, marks: list[tuple[int, str]]) -> str:
+    """Labels placed at columns, left to right, skipping any that would overlap."""
+    line = [" "] * width
+    taken = -2
+    for column, text in sorted(marks):
+        start = min(max(column - len(text) // 2, 0), width - len(text))
+        if start <= taken + 1:
+            continue
+        line[start:start + len(text)] = text
+        taken = start + len(text)
+    return "".join(line).rstrip()
+
+
+def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height: int = 16,
+           boundaries: list[float] = (), log: bool = False,
+           steps_per_epoch: float | None = None) -> str:
+    """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters."""
+    ticks = max(int(ticks), 2)
+    values = []
+    samples = None
+    label_width = 9
+    columns = max(width - label_width - 2, 10)
+    pixels_x, pixels_y = columns * 2, height * 4
+    samples = [min(ticks - 1, int(i * ticks / pixels_x)) for i in range(pixels_x)]
+    values = [lr(t) for t in samples]
+    shown = [math.log10(v) if log and v > 0 else (None if log else v) for v in values]
+    finite = [v for v in shown if v is not None and math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if hi - lo < 1e-12 * max(abs(hi), 1e-300):
+        lo, hi = (lo - 1, hi + 1) if log else (lo - abs(lo) * 0.5 - 1e-12, hi + abs(hi) * 0.5 + 1e-12)
+        if not log and min(finite, default=0) >= 0:
+            lo = max(lo, 0.0)
+    grid = [[0] * columns for _ in range(height)]
+
+    def row_of(v):
+        return round((v - lo) / (hi - lo) * (pixels_y - 1))
+
+    previous = None
+    for x, v in enumerate(shown):
+        if v is None or not math.isfinite(v):
+            previous = None
+            continue
+        y = row_of(v)
+        low, high = (y, y) if previous is None else (min(y, previous), max(y, previous))
+        for yy in range(low, high + 1):  # a vertical run joins jumps into a line
+            top = pixels_y - 1 - yy
+            grid[top // 4][x // 2] |= _DOTS[top % 4][x % 2]
+        previous = y
+
+    def y_label(row):
+        v = hi - (hi - lo) * row / max(height - 1, 1)
+        return _label(10 ** v if log else v)
+
+    label_rows = {0, height - 1, (height - 1) // 2}
+    lines = []
+    for r, cells in enumerate(grid):
+        label = y_label(r) if r in label_rows else ""
+        tick_mark = "┤" if r in label_rows else "│"
+        lines.append(f"{label:>{label_width}} {tick_mark}" + "".join(chr(0x2800 + c) for c in cells))
+    boundary_columns = sorted({min(columns - 1, int(b / ticks * columns)) for b in boundaries if b < ticks})
+    axis = ["─"] * columns
+    for c in boundary_columns:
+        axis[c] = "┴"
+    lines.append(" " * label_width + " └" + "".join(axis))
+    pad = label_width + 2
+    marks = [(0, "0"), (columns - 1, format_number(ticks))]
+    marks += [(c, _label(b)) for c, b in zip(boundary_columns, boundaries)]
+    lines.append(" " * pad + _axis_line(columns, marks) + "  tick")
+    if steps_per_epoch:
+        epoch_marks = [(0, "0"), (columns - 1, _label(ticks / steps_per_epoch))]
+        epoch_marks += [(c, _label(b / steps_per_epoch)) for c, b in zip(boundary_columns, boundaries)]
+        lines.append(" " * pad + _axis_line(columns, epoch_marks) + "  epoch")
+    return "\n".join(lines)
