@@ -304,7 +304,7 @@ def _cyclic(xp, t, p):
     size = p.up + p.down
     ratio = p.up / size
     cycle = xp.floor(1.0 + t / size)
-    x = 1.0 + t / size - cycle
+    x = xp.mod(t, size) / size  # = 1 + t/size − cycle, without float32 cancellation
     scale = xp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
     height = (p.high - p.low) * scale
     if p.mode == "triangular2":

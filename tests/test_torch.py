@@ -328,8 +328,10 @@ GLOO_WORKER = textwrap.dedent("""
     series = [[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 0.2, 0.1]][rank]
     for value in series:
         sched.step(value)
-    print(repr(sched.get_last_lr()[0]))
+    print(repr(sched.get_last_lr()[0]), flush=True)
+    dist.barrier()  # neither rank tears down while the other is still talking
     dist.destroy_process_group()
+    os._exit(0)  # skip C++ static teardown: gloo's threads sometimes abort it at exit
 """)
 
 
