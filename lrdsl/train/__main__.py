@@ -1,0 +1,5 @@
+import sys
+
+from lrdsl.train.app import main
+
+sys.exit(main())

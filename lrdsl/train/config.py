@@ -1,0 +1,133 @@
+"""Hydra config: dataclass schemas in the ConfigStore, the conf/ directory, validation.
+
+A misspelt key or a wrong type fails when Hydra composes (the schemas are structured
+configs); a bad schedule expression fails right after, naming the key with a caret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from lrdsl.errors import LrdslError
+
+UNITS = ("step", "epoch")
+
+
+@dataclass
+class ScheduleConfig:
+    expr: str = MISSING
+    #: what one tick is: "step" (the scheduler steps per batch) or "epoch"
+    unit: str = "step"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class BackendConfig:
+    name: str = "torch"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    dropout: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    path: Optional[str] = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+    strategy: str = "single"
+    resume: Optional[str] = None
+    stop_after: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+CHOICES = {
+    "optimizer.name": ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"),
+    "backend.name": ("torch", "keras"),
+    "model.name": ("mlp", "cnn"),
+    "data.name": ("digits", "npz"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.strategy": ("single", "ddp"),
+    "schedule.unit": UNITS,
+}
+
+
+def conf_dir() -> Path:
+    """The shipped configs: inside the installed package, else the source tree's conf/."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise LrdslError(f"lrdsl's Hydra configs are missing (looked in {here / 'conf'}); reinstall lrdsl")
+
+
+def validate(cfg: Any) -> None:
+    """Check what the schema cannot: choices, the expression, and its units against the unit."""
+    from omegaconf import OmegaConf
+
+    from lrdsl.errors import did_you_mean
+    from lrdsl.parser import parse
+
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise LrdslError(f"config key {key}={value!r} is not one of {', '.join(choices)}"
+                             + did_you_mean(str(value), choices))
+    for key, positive in (("trainer.epochs", 1), ("trainer.batch_size", 1)):
+        if OmegaConf.select(cfg, key) < positive:
+            raise LrdslError(f"config key {key} must be ≥ {positive}, got {OmegaConf.select(cfg, key)}")
+    text = cfg.schedule.expr
+    try:
+        expr = parse(str(text))
+    except LrdslError as error:
+        raise LrdslError(f"config key schedule.expr: {error.pointed()}", expr=error.expr) from None
+    if cfg.schedule.unit == "epoch" and "st" in expr.units():
+        raise LrdslError(f"config key schedule.expr counts optimizer steps (st), but schedule.unit is "
+                         f"epoch: set schedule.unit=step")
+
+
+def compose(overrides: list[str] = ()) -> Any:
+    """Compose conf/train.yaml with overrides (as the app does) and validate it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    validate(cfg)
+    return cfg

@@ -1,0 +1,133 @@
+"""Training with Keras 3: the lrdsl callback drives the optimizer's LR.
+
+Each epoch is one ``fit`` call on data shuffled with ``seed + epoch`` and a reseeded RNG, so
+a run resumed from ``checkpoint.keras`` trains exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lrdsl.errors import LrdslError
+from lrdsl.train.artifacts import RunLog, carry_over_logs, plot_curves, read_csv
+from lrdsl.train.data import Dataset
+
+
+def _select_device(device: str):
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before TensorFlow starts
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    if device == "cuda":
+        import tensorflow as tf
+
+        if keras.backend.backend() == "tensorflow" and not tf.config.list_physical_devices("GPU"):
+            raise LrdslError("trainer.device=cuda, but TensorFlow sees no GPU; use auto or cpu")
+    return keras
+
+
+def build_model(keras, cfg, data: Dataset):
+    layers = [keras.Input(data.x_train.shape[1:])]
+    if cfg.name == "cnn":
+        if data.image_shape is None:
+            raise LrdslError("model=cnn needs image data (x of shape N×H×W); use model=mlp")
+        layers.append(keras.layers.Reshape((*data.image_shape, 1)))
+        for channels in cfg.channels:
+            layers += [keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
+                       keras.layers.MaxPooling2D(2, padding="same")]
+    layers.append(keras.layers.Flatten())
+    for width in cfg.hidden:
+        layers += [keras.layers.Dense(width, activation="relu"), keras.layers.Dropout(cfg.dropout)]
+    layers.append(keras.layers.Dense(data.classes))
+    return keras.Sequential(layers)
+
+
+def build_optimizer(keras, cfg):
+    o = keras.optimizers
+    wd = cfg.weight_decay or None
+    if cfg.name == "sgd":
+        return o.SGD(learning_rate=0.1, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                     weight_decay=wd)
+    if cfg.name == "rmsprop":
+        return o.RMSprop(learning_rate=0.01, momentum=cfg.momentum, weight_decay=wd)
+    if cfg.name == "adamw":
+        return o.AdamW(learning_rate=0.01, weight_decay=cfg.weight_decay)
+    classes = {"adam": o.Adam, "adagrad": o.Adagrad, "adadelta": o.Adadelta}
+    return classes[cfg.name](learning_rate=0.01, weight_decay=wd)  # the schedule sets the lr
+
+
+def train(cfg, data: Dataset, out: Path) -> dict:
+    import lrdsl.keras
+
+    trainer = cfg.trainer
+    if trainer.strategy != "single":
+        raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
+    keras = _select_device(trainer.device)
+    steps = -(-len(data.x_train) // trainer.batch_size)
+    per_step = cfg.schedule.unit == "step"
+    ticks_per_epoch = steps if per_step else 1
+    units = dict(steps_per_epoch=steps if per_step else None, total=trainer.epochs * ticks_per_epoch)
+    start = 0
+    if trainer.resume:
+        checkpoint = Path(str(trainer.resume)).expanduser()
+        if not checkpoint.is_file():
+            raise LrdslError(f"config key trainer.resume: no checkpoint at {checkpoint}")
+        model = keras.models.load_model(checkpoint)
+        start = json.loads(checkpoint.with_suffix(".json").read_text())["epoch"] + 1
+        carry_over_logs(checkpoint, out, start, ticks_per_epoch)
+    else:
+        keras.utils.set_random_seed(trainer.seed)
+        model = build_model(keras, cfg.model, data)
+        model.compile(optimizer=build_optimizer(keras, cfg.optimizer),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units)
+    log = RunLog(out, append=bool(trainer.resume))
+
+    class Recorder(keras.callbacks.Callback):
+        """lr.csv: the LR each tick used (read before the batch); the epoch row."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if per_step or batch == 0:
+                tick = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) if per_step else self.epoch
+                log.lr(tick, float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.began = epoch, time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.row = dict(epoch=epoch + 1, lr=logs["lr"], loss=float(logs["loss"]),
+                            val_loss=float(logs["val_loss"]), val_acc=float(logs["val_acc"]),
+                            seconds=round(time.perf_counter() - self.began, 3))
+
+    recorder = Recorder()
+    last_epoch = trainer.epochs if trainer.stop_after is None else min(trainer.epochs, start + trainer.stop_after)
+    rng_order = np.random.RandomState
+    result: dict = {}
+    try:
+        for epoch in range(start, last_epoch):
+            keras.utils.set_random_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
+            order = rng_order(trainer.seed + epoch).permutation(len(data.x_train))
+            model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
+                      initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                      validation_data=(data.x_val, data.y_val), callbacks=[schedule_cb, recorder],
+                      verbose=1 if trainer.progress else 0)
+            row = recorder.row
+            log.epoch(**row)
+            result = row
+            print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {row['lr']:.4g}  loss {row['loss']:.4f}  "
+                  f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}", flush=True)
+            model.save(out / "checkpoint.keras")
+            (out / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
+    finally:
+        log.close()
+        if (out / "metrics.csv").exists() and read_csv(out / "metrics.csv"):
+            plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")
+    return result
+

@@ -1,0 +1,221 @@
+"""Training with PyTorch: one lrdsl scheduler, single process or DDP under torchrun.
+
+Each epoch reseeds from ``seed + epoch`` (shuffle and dropout), so a run resumed from a
+checkpoint trains exactly as the uninterrupted one: same losses, so the same plateau
+reports, so the same LR sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import lrdsl.torch
+from lrdsl.errors import LrdslError
+from lrdsl.train.artifacts import RunLog, carry_over_logs, plot_curves, read_csv
+from lrdsl.train.data import Dataset
+
+
+def build_model(cfg, data: Dataset) -> nn.Module:
+    layers: list[nn.Module] = []
+    if cfg.name == "cnn":
+        if data.image_shape is None:
+            raise LrdslError("model=cnn needs image data (x of shape N×H×W); use model=mlp")
+        height, width = data.image_shape
+        layers.append(nn.Unflatten(1, (1, height)))
+        channels = 1
+        for out in cfg.channels:
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
+            if min(height, width) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            channels = out
+        features = channels * height * width
+    else:
+        features = data.features
+    layers.append(nn.Flatten())
+    for width_ in cfg.hidden:
+        layers += [nn.Linear(features, width_), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        features = width_
+    layers.append(nn.Linear(features, data.classes))
+    return nn.Sequential(*layers)
+
+
+def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    name, wd = cfg.name, cfg.weight_decay
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.1, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=0.01, momentum=cfg.momentum, weight_decay=wd)
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
+    return classes[name](params, lr=0.01, weight_decay=wd)  # the schedule sets the lr
+
+
+def _device(cfg, local_rank: int) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise LrdslError("trainer.device=cuda, but no CUDA device is visible; use auto or cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+class _Distributed:
+    """Rank, world size and the collective helpers (a no-op when single)."""
+
+    def __init__(self, strategy: str, device_kind: str):
+        self.active = strategy == "ddp"
+        if self.active:
+            if "RANK" not in os.environ:
+                raise LrdslError("trainer.strategy=ddp runs under torchrun: "
+                                 "torchrun --nproc_per_node=2 -m lrdsl.train trainer.strategy=ddp")
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+
+    def sum(self, values: list[float], device) -> list[float]:
+        if not self.active:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def _loader(x, y, batch_size, seed, epoch, distributed: _Distributed, shuffle: bool):
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    if distributed.active:
+        sampler = torch.utils.data.DistributedSampler(dataset, distributed.world, distributed.rank,
+                                                      shuffle=shuffle, seed=seed)
+        sampler.set_epoch(epoch)
+    elif shuffle:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed + epoch))
+    else:
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+
+
+def _evaluate(model, loader, device, distributed) -> tuple[float, float]:
+    model.eval()
+    loss_sum = correct = count = 0.0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += float((logits.argmax(1) == y).sum())
+            count += len(y)
+    loss_sum, correct, count = distributed.sum([loss_sum, correct, count], device)
+    return loss_sum / count, correct / count
+
+
+def train(cfg, data: Dataset, out: Path) -> dict:
+    trainer = cfg.trainer
+    distributed = _Distributed(trainer.strategy, "cuda" if trainer.device == "cuda" or (
+        trainer.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = _device(trainer, distributed.local_rank)
+    torch.manual_seed(trainer.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    model = build_model(cfg.model, data).to(device)
+    if distributed.active:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    steps = len(_loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, 0, distributed, True))
+    per_step = cfg.schedule.unit == "step"
+    ticks_per_epoch = steps if per_step else 1
+    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr,
+                                      steps_per_epoch=steps if per_step else None,
+                                      total=trainer.epochs * ticks_per_epoch)
+    start = 0
+    if trainer.resume:
+        checkpoint = Path(str(trainer.resume)).expanduser()
+        if not checkpoint.is_file():
+            raise LrdslError(f"config key trainer.resume: no checkpoint at {checkpoint}")
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        (model.module if distributed.active else model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["epoch"] + 1
+        if distributed.rank == 0:
+            carry_over_logs(checkpoint, out, start, ticks_per_epoch)
+    log = RunLog(out, enabled=distributed.rank == 0, append=bool(trainer.resume))
+    last_epoch = trainer.epochs if trainer.stop_after is None else min(trainer.epochs, start + trainer.stop_after)
+    val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
+    result: dict = {}
+    try:
+        for epoch in range(start, last_epoch):
+            began = time.perf_counter()
+            torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
+            loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch,
+                             distributed, True)
+            model.train()
+            loss_sum = seen = 0.0
+            bar = _progress(loader, epoch, trainer, distributed.rank)
+            for x, y in bar:
+                x, y = x.to(device), y.to(device)
+                if per_step or seen == 0:
+                    log.lr(scheduler.last_epoch, scheduler.get_last_lr()[0])
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if per_step:
+                    scheduler.step()
+                loss_sum += float(loss.detach()) * len(y)
+                seen += len(y)
+            loss_sum, seen = distributed.sum([loss_sum, seen], device)
+            val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
+            lr_used = scheduler.get_last_lr()[0] if not per_step else log_last_lr(scheduler)
+            metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
+            if per_step:
+                scheduler.report(metrics)  # acts from the next step on
+            else:
+                scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
+            row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
+            log.epoch(**row)
+            result = row
+            if distributed.rank == 0:
+                print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {lr_used:.4g}  loss {row['loss']:.4f}  "
+                      f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}", flush=True)
+                _save(out / "checkpoint.pt", model, optimizer, scheduler, epoch, distributed)
+    finally:
+        log.close()
+        if distributed.rank == 0 and (out / "metrics.csv").exists() and read_csv(out / "metrics.csv"):
+            plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, torch)")
+        if distributed.active:
+            dist.barrier()
+            dist.destroy_process_group()
+    return result
+
+
+def log_last_lr(scheduler) -> float:
+    """The LR of the epoch's last step (the tick before the current one)."""
+    return scheduler.lr_at(scheduler.last_epoch - 1)
+
+
+def _save(path: Path, model, optimizer, scheduler, epoch: int, distributed) -> None:
+    state = {"model": (model.module if distributed.active else model).state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    shutil.move(tmp, path)  # never a half-written checkpoint
+
+
+def _progress(loader, epoch, trainer, rank):
+    if not trainer.progress or rank != 0:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False, unit="batch",
+                dynamic_ncols=True)
+
