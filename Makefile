@@ -20,7 +20,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m lrdsl.demo
+	$(PY) -m lrdsl train
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,7 +1,8 @@
 """``lrdsl check``: find schedule expressions in YAML files and report the bad ones.
 
 An expression is the scalar value of a key named ``expr`` or ``schedule`` (Hydra configs
-included); Hydra ``defaults`` lists and ``${...}`` interpolations are not expressions.
+included); Hydra ``defaults`` lists, Hydra's own ``hydra:`` settings (sweep lists) and
+``${...}`` interpolations are not expressions.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _expressions(node) -> Iterator:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else None
-                if name == "defaults":
+                if name in ("defaults", "hydra"):
                     continue
                 if name in KEYS and isinstance(value, yaml.ScalarNode):
                     yield value

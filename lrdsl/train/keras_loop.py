@@ -112,7 +112,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     result: dict = {}
     try:
         for epoch in range(start, last_epoch):
-            keras.utils.set_random_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
+            keras.utils.set_random_seed(trainer.seed + epoch)
+            _reseed_layers(keras, model, trainer.seed + epoch)  # dropout: the same in a resumed run
             order = rng_order(trainer.seed + epoch).permutation(len(data.x_train))
             model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
                       initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
@@ -131,3 +132,15 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")
     return result
 
+
+def _reseed_layers(keras, model, seed: int) -> None:
+    """Set each layer's own seed generator (dropout) from the epoch's seed.
+
+    Keras layers draw from a per-layer state that ``set_random_seed`` does not touch and that a
+    loaded model rebuilds afresh; pinning it per epoch makes a resumed run draw the same masks.
+    """
+    for index, layer in enumerate(model.layers):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            dtype = keras.ops.convert_to_numpy(generator.state).dtype
+            generator.state.assign(np.array([seed * 1009 + index, 0], dtype=dtype))
