@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/core.py
+	$(PY) bench/torch_step.py
+	$(PY) bench/torch_compile.py
+	$(PY) bench/keras_fit.py
+	$(PY) bench/train_overhead.py
+	bash bench/cli.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache outputs multirun

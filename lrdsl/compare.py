@@ -62,14 +62,17 @@ def figure(runs: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_lr, ax_loss, ax_acc) = plt.subplots(1, 3, figsize=(16, 4.8))
-    for run in runs:
+    colors = plt.get_cmap("tab20").colors
+    for i, run in enumerate(runs):
         m, lrs = run["metrics"], run["lrs"]
         epochs = m["epoch"]
+        style = {"label": run["name"], "color": colors[(2 * i) % 20 + (i // 10) % 2],
+                 "linestyle": ("-", "--", ":")[(i // 10) % 3]}  # distinct beyond ten runs
         if lrs.get("tick"):
             per_epoch = len(lrs["tick"]) / len(epochs)
-            ax_lr.plot([t / per_epoch for t in range(len(lrs["lr"]))], lrs["lr"], label=run["name"])
-        ax_loss.plot(epochs, m["val_loss"], label=run["name"])
-        ax_acc.plot(epochs, m["val_acc"], label=run["name"])
+            ax_lr.plot([t / per_epoch for t in range(len(lrs["lr"]))], lrs["lr"], **style)
+        ax_loss.plot(epochs, m["val_loss"], **style)
+        ax_acc.plot(epochs, m["val_acc"], **style)
     ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
     ax_loss.set(xlabel="epoch", ylabel="validation loss", title="validation loss")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
