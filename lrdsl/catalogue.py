@@ -245,16 +245,25 @@ def _const(xp, t, p):
     return xp.zeros_like(t) + p.lr
 
 
+# Constants are folded in Python (once per trace in a Keras graph), so each formula costs as
+# few array operations as it can: start + slope·t, middle + half·cos(ω·t).
+
+def _ramp(t, start, end, d):
+    slope = (end - start) / d
+    return start + slope * t if start else slope * t
+
+
 def _linear(xp, t, p):
-    return p.start + (p.end - p.start) * (t / p.d)
+    return _ramp(t, p.start, p.end, p.d)
 
 
 def _warmup(xp, t, p):
-    return p.target * (p.start + (1.0 - p.start) * (t / p.d))
+    return _ramp(t, p.target * p.start, p.target, p.d)
 
 
 def _cosine(xp, t, p):
-    return p.min + (p.lr - p.min) * (1.0 + xp.cos(math.pi * t / p.d)) / 2.0
+    half = (p.lr - p.min) / 2.0
+    return (p.min + half) + half * xp.cos((math.pi / p.d) * t)
 
 
 def _poly(xp, t, p):
