@@ -44,13 +44,18 @@ class PlateauRule:
         return cls(a["monitor"], a["factor"], int(a["patience"]), mode, a["threshold"],
                    a["threshold_mode"], int(a["cooldown"]), a["min"])
 
-    def improves(self, value: float, best: float) -> bool:
-        """Better than ``best`` by the threshold; NaN never is."""
+    def __post_init__(self):
+        # the comparison, chosen once: improves(value, best) is called on every report
+        t = self.threshold
         if self.threshold_mode == "rel":
-            bar = best * (1 - self.threshold) if self.mode == "min" else best * (1 + self.threshold)
+            rule = (lambda v, b: v < b * (1 - t)) if self.mode == "min" else (lambda v, b: v > b * (1 + t))
         else:
-            bar = best - self.threshold if self.mode == "min" else best + self.threshold
-        return value < bar if self.mode == "min" else value > bar
+            rule = (lambda v, b: v < b - t) if self.mode == "min" else (lambda v, b: v > b + t)
+        object.__setattr__(self, "improves", rule)
+
+    def improves(self, value: float, best: float) -> bool:  # replaced per instance above
+        """Better than ``best`` by the threshold (PyTorch's rel/abs rules); NaN never is."""
+        raise NotImplementedError
 
     def value_in(self, metrics) -> float:
         """The monitored value of one report (a number, or a mapping holding the monitor)."""
@@ -95,8 +100,11 @@ class PlateauState:
 
     def report(self, metrics) -> float:
         """Take one report (number or mapping); return the new scale."""
+        return self.report_value(self.rule.value_in(metrics))
+
+    def report_value(self, value: float) -> float:
+        """Take one report of the monitored value; return the new scale."""
         rule = self.rule
-        value = rule.value_in(metrics)
         self.reports += 1
         if rule.improves(value, self.best):
             self.best = value

@@ -45,6 +45,7 @@ class Scheduler(LRScheduler):
         self._plan = plan(self.expr, steps_per_epoch=steps_per_epoch, total=total)
         rule = self._plan.plateau
         self._plateau = PlateauState(rule) if rule is not None else None
+        self._plateau_min = rule.min if rule is not None else 0.0
         self._values: list[float] = []
         self._values_from = 0
         try:
@@ -74,7 +75,12 @@ class Scheduler(LRScheduler):
         i = tick - self._values_from
         f = self._values[i] if 0 <= i < len(self._values) else self._refill(tick)
         plateau = self._plateau
-        return f if plateau is None else plateau.lr(f)
+        if plateau is None:
+            return f
+        lr = f * plateau.scale  # PlateauRule.apply, inlined: min(f, max(f·s, min))
+        if lr < self._plateau_min:
+            lr = self._plateau_min
+        return f if lr > f else lr
 
     def _apply(self) -> None:
         # the hot path: one list lookup, the plateau's min/max, one store per group
@@ -119,10 +125,11 @@ class Scheduler(LRScheduler):
         self._apply()
 
     def _report(self, metrics) -> None:
-        value = self._plateau.rule.value_in(metrics)
+        plateau = self._plateau
+        value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
         if _DISTRIBUTED and dist.is_initialized():
             value = _mean_across_ranks(value)
-        self._plateau.report(value)
+        plateau.report_value(value)
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch) * r for r in self._ratios]
