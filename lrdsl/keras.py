@@ -147,13 +147,15 @@ class Callback(keras.callbacks.Callback):
         if self.tick == "epoch":
             self.schedule.set_epoch(epoch)
 
+    def last_lr(self, epoch: int) -> float:
+        """The LR of the epoch's last tick (what ``lr`` in the epoch logs says)."""
+        if self.tick == "epoch":
+            return self.schedule.lr_at(epoch)
+        return self.schedule.lr_at(max(int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0))
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        if self.tick == "epoch":
-            tick = epoch
-        else:
-            tick = max(int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0)
-        logs["lr"] = self.schedule.lr_at(tick)
+        logs["lr"] = self.last_lr(epoch)
         self.schedule.report(logs)
 
     def get_config(self) -> dict[str, Any]:

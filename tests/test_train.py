@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -157,9 +158,11 @@ def test_train_writes_artifacts_and_lr_csv_equals_curve(tmp_path, backend):
     assert [int(r["tick"]) for r in lrs] == list(range(46))
 
 
-def test_train_is_deterministic_on_cpu(tmp_path):
-    a, _ = run_train(tmp_path, "trainer.epochs=2", name="a")
-    b, _ = run_train(tmp_path, "trainer.epochs=2", name="b")
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_train_is_deterministic_on_cpu(tmp_path, backend):
+    pytest.importorskip(backend)
+    a, _ = run_train(tmp_path, f"backend={backend}", "trainer.epochs=2", name="a")
+    b, _ = run_train(tmp_path, f"backend={backend}", "trainer.epochs=2", name="b")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(rows(a / "metrics.csv")) == strip(rows(b / "metrics.csv"))
 
@@ -181,6 +184,22 @@ def test_resume_matches_the_uninterrupted_run(tmp_path, backend, schedule):
     assert lr_resumed == lr_whole
     vals = lambda d: [float(r["val_loss"]) for r in rows(d / "metrics.csv")]  # noqa: E731
     np.testing.assert_allclose(vals(resumed), vals(whole), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_a_failed_run_keeps_the_metrics_it_wrote(tmp_path, backend):
+    pytest.importorskip(backend)
+    out = tmp_path / "failed"
+    result = subprocess.run([str(BIN / "lrdsl"), "train", f"backend={backend}", "trainer.epochs=3",
+                             "trainer.progress=false", 'schedule.expr="cosine(0.1, 100%) | plateau(val_los)"',
+                             f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert re.search(r"lrdsl train: plateau monitors 'val_los', but the report holds only: .*\bloss, .*val_acc, val_loss",
+                     result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert [r["epoch"] for r in rows(out / "metrics.csv")] == ["1"]  # the epoch it finished
+    assert len(rows(out / "lr.csv")) == 23 and (out / "curves.png").exists()
 
 
 def test_multirun_then_compare(tmp_path):

@@ -69,6 +69,10 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     if trainer.strategy != "single":
         raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
     keras = _select_device(trainer.device)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()  # same seed, same run (CPU and GPU)
     steps = -(-len(data.x_train) // trainer.batch_size)
     per_step = cfg.schedule.unit == "step"
     ticks_per_epoch = steps if per_step else 1
@@ -101,10 +105,11 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch, self.began = epoch, time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.row = dict(epoch=epoch + 1, lr=logs["lr"], loss=float(logs["loss"]),
+        def on_epoch_end(self, epoch, logs=None):  # runs before the schedule's report can fail
+            self.row = dict(epoch=epoch + 1, lr=schedule_cb.last_lr(epoch), loss=float(logs["loss"]),
                             val_loss=float(logs["val_loss"]), val_acc=float(logs["val_acc"]),
                             seconds=round(time.perf_counter() - self.began, 3))
+            log.epoch(**self.row)
 
     recorder = Recorder()
     last_epoch = trainer.epochs if trainer.stop_after is None else min(trainer.epochs, start + trainer.stop_after)
@@ -117,10 +122,9 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             order = rng_order(trainer.seed + epoch).permutation(len(data.x_train))
             model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
                       initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                      validation_data=(data.x_val, data.y_val), callbacks=[schedule_cb, recorder],
+                      validation_data=(data.x_val, data.y_val), callbacks=[recorder, schedule_cb],
                       verbose=1 if trainer.progress else 0)
             row = recorder.row
-            log.epoch(**row)
             result = row
             print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {row['lr']:.4g}  loss {row['loss']:.4f}  "
                   f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}", flush=True)

@@ -176,16 +176,17 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
             lr_used = scheduler.get_last_lr()[0] if not per_step else log_last_lr(scheduler)
             metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
-            if per_step:
-                scheduler.report(metrics)  # acts from the next step on
-            else:
-                scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
             row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
-            log.epoch(**row)
+            log.epoch(**row)  # written before anything below can fail
             result = row
             if distributed.rank == 0:
                 print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {lr_used:.4g}  loss {row['loss']:.4f}  "
                       f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}", flush=True)
+            if per_step:
+                scheduler.report(metrics)  # acts from the next step on
+            else:
+                scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
+            if distributed.rank == 0:
                 _save(out / "checkpoint.pt", model, optimizer, scheduler, epoch, distributed)
     finally:
         log.close()
