@@ -14,7 +14,6 @@ Keras, so ``keras.models.load_model`` restores it (plateau state included) once
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras

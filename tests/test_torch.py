@@ -295,7 +295,7 @@ def test_lightning_style_loop_and_grad_scaler_loop_warn_nothing():
         scaler = torch.amp.GradScaler("cpu", enabled=use_scaler) if use_scaler else None
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            for epoch in range(4):
+            for _ in range(4):
                 for _ in range(5):
                     _train_step(model, opt, scaler)
                     config["scheduler"].step()

@@ -119,8 +119,8 @@ def validate(cfg: Any) -> None:
     except LrdslError as error:
         raise LrdslError(f"config key schedule.expr: {error.pointed()}", expr=error.expr) from None
     if cfg.schedule.unit == "epoch" and "st" in expr.units():
-        raise LrdslError(f"config key schedule.expr counts optimizer steps (st), but schedule.unit is "
-                         f"epoch: set schedule.unit=step")
+        raise LrdslError("config key schedule.expr counts optimizer steps (st), but schedule.unit is "
+                         "epoch: set schedule.unit=step")
 
 
 def compose(overrides: list[str] = ()) -> Any:

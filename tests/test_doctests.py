@@ -1,0 +1,15 @@
+"""The examples in the core's docstrings are tests too."""
+
+import doctest
+
+import pytest
+
+import lrdsl
+import lrdsl.parser
+import lrdsl.reference
+
+
+@pytest.mark.parametrize("module", [lrdsl, lrdsl.parser, lrdsl.reference], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
