@@ -11,7 +11,6 @@ from typing import Callable, Mapping, Sequence as Seq
 
 from lrdsl import floats
 from lrdsl.catalogue import format_value
-from lrdsl.errors import MetricError
 from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence
 from lrdsl.plan import Plan, TimedSequence
 from lrdsl.plateau import reports_in_force
@@ -167,10 +166,7 @@ def lr_function(plan: Plan, metrics: Mapping[str, Seq[float]] | None = None,
     rule = plan.plateau
     if rule is None or not metrics:
         return plan.value_at
-    if rule.monitor not in metrics:
-        raise MetricError(f"plateau monitors '{rule.monitor}', but the metrics given are only: "
-                          f"{', '.join(sorted(metrics))}")
-    scales = rule.scales(metrics[rule.monitor])
+    scales = rule.scales(rule.monitored(metrics, "--metric"))
 
     def lr(tick: float) -> float:
         f = plan.value_at(tick)

@@ -11,8 +11,8 @@ LR; the scale here is independent of the LR, so no such floor applies.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from lrdsl import floats
 from lrdsl.errors import MetricError
@@ -33,6 +33,9 @@ class PlateauRule:
     threshold_mode: str = "rel"
     cooldown: int = 0
     min: float = 0.0
+    #: improves(value, best): better than best by the threshold (PyTorch's rel/abs rules);
+    #: NaN never is.  Chosen once from mode and threshold_mode: it runs on every report.
+    improves: Callable[[float, float], bool] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_call(cls, options) -> "PlateauRule":
@@ -45,7 +48,6 @@ class PlateauRule:
                    a["threshold_mode"], int(a["cooldown"]), a["min"])
 
     def __post_init__(self):
-        # the comparison, chosen once: improves(value, best) is called on every report
         t = self.threshold
         if self.threshold_mode == "rel":
             rule = (lambda v, b: v < b * (1 - t)) if self.mode == "min" else (lambda v, b: v > b * (1 + t))
@@ -53,20 +55,19 @@ class PlateauRule:
             rule = (lambda v, b: v < b - t) if self.mode == "min" else (lambda v, b: v > b + t)
         object.__setattr__(self, "improves", rule)
 
-    def improves(self, value: float, best: float) -> bool:  # replaced per instance above
-        """Better than ``best`` by the threshold (PyTorch's rel/abs rules); NaN never is."""
-        raise NotImplementedError
+    def monitored(self, mapping: Mapping, what: str = "the report"):
+        """``mapping[monitor]``, or a :class:`MetricError` naming what the mapping holds."""
+        if self.monitor not in mapping:
+            present = ", ".join(sorted(map(str, mapping))) or "nothing"
+            raise MetricError(f"plateau monitors '{self.monitor}', but {what} holds only: {present}")
+        return mapping[self.monitor]
 
     def value_in(self, metrics) -> float:
         """The monitored value of one report (a number, or a mapping holding the monitor)."""
         if type(metrics) is float:
             return metrics
         if isinstance(metrics, Mapping):
-            if self.monitor not in metrics:
-                present = ", ".join(sorted(map(str, metrics))) or "none"
-                raise MetricError(f"plateau monitors '{self.monitor}', but the report holds only: "
-                                  f"{present}")
-            metrics = metrics[self.monitor]
+            metrics = self.monitored(metrics)
         try:
             return float(metrics)
         except (TypeError, ValueError):

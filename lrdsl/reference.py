@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence as Seq
 
-from lrdsl.errors import LrdslError, MetricError
+from lrdsl.errors import LrdslError
 from lrdsl.nodes import Expr
 from lrdsl.plan import plan
 from lrdsl.plateau import reports_in_force
@@ -58,10 +58,7 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     rule = compiled.plateau
     if rule is None or not metrics:
         return f
-    if rule.monitor not in metrics:
-        raise MetricError(f"plateau monitors '{rule.monitor}', but metrics holds only: "
-                          f"{', '.join(sorted(map(str, metrics)))}")
-    scales = np.asarray(rule.scales(metrics[rule.monitor]))
+    scales = np.asarray(rule.scales(rule.monitored(metrics, "metrics")))
     every = report_every or steps_per_epoch or 1
     if not every > 0:
         raise LrdslError(f"report_every must be > 0, got {every!r}")

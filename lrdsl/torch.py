@@ -91,7 +91,7 @@ class Scheduler(LRScheduler):
             self._last_lr = [lr]
             return
         last = []
-        for group, ratio in zip(self.optimizer.param_groups, self._ratios):
+        for group, ratio in zip(groups, self._ratios):
             value = lr * ratio
             current = group["lr"]
             if type(current) is float or not isinstance(current, torch.Tensor):
@@ -125,11 +125,10 @@ class Scheduler(LRScheduler):
         self._apply()
 
     def _report(self, metrics) -> None:
-        plateau = self._plateau
-        value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
+        value = self._plateau.rule.value_in(metrics)
         if _DISTRIBUTED and dist.is_initialized():
             value = _mean_across_ranks(value)
-        plateau.report_value(value)
+        self._plateau.report_value(value)
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch) * r for r in self._ratios]

@@ -9,6 +9,19 @@ from pathlib import Path
 METRICS = ("epoch", "lr", "loss", "val_loss", "val_acc", "seconds")
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """The one summary line a run prints per epoch."""
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4g}  loss {row['loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}")
+
+
+def end_epoch(trainer, start: int) -> int:
+    """Where this run stops: trainer.epochs, or sooner with trainer.stop_after."""
+    if trainer.stop_after is None:
+        return trainer.epochs
+    return min(trainer.epochs, start + trainer.stop_after)
+
+
 class RunLog:
     """Appends per-epoch metrics and per-tick LRs; rank 0 alone writes (``enabled``)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import RunLog, carry_over_logs, plot_curves, read_csv
+from lrdsl.train.artifacts import RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves, read_csv
 from lrdsl.train.data import Dataset
 
 
@@ -112,7 +112,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             log.epoch(**self.row)
 
     recorder = Recorder()
-    last_epoch = trainer.epochs if trainer.stop_after is None else min(trainer.epochs, start + trainer.stop_after)
+    last_epoch = end_epoch(trainer, start)
     rng_order = np.random.RandomState
     result: dict = {}
     try:
@@ -126,8 +126,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                       verbose=1 if trainer.progress else 0)
             row = recorder.row
             result = row
-            print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {row['lr']:.4g}  loss {row['loss']:.4f}  "
-                  f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}", flush=True)
+            print(epoch_line(row, trainer.epochs), flush=True)
             model.save(out / "checkpoint.keras")
             (out / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
     finally:

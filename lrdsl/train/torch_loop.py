@@ -18,7 +18,7 @@ from torch import nn
 
 import lrdsl.torch
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import RunLog, carry_over_logs, plot_curves, read_csv
+from lrdsl.train.artifacts import RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves, read_csv
 from lrdsl.train.data import Dataset
 
 
@@ -148,7 +148,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         if distributed.rank == 0:
             carry_over_logs(checkpoint, out, start, ticks_per_epoch)
     log = RunLog(out, enabled=distributed.rank == 0, append=bool(trainer.resume))
-    last_epoch = trainer.epochs if trainer.stop_after is None else min(trainer.epochs, start + trainer.stop_after)
+    last_epoch = end_epoch(trainer, start)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
     result: dict = {}
     try:
@@ -180,8 +180,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             log.epoch(**row)  # written before anything below can fail
             result = row
             if distributed.rank == 0:
-                print(f"epoch {epoch + 1:>3}/{trainer.epochs}  lr {lr_used:.4g}  loss {row['loss']:.4f}  "
-                      f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}", flush=True)
+                print(epoch_line(row, trainer.epochs), flush=True)
             if per_step:
                 scheduler.report(metrics)  # acts from the next step on
             else:
