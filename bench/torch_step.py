@@ -6,6 +6,7 @@ Target (issue #3): every ratio ≤ 0.5.  Also prints traced memory after 10⁴ a
 (flat: values are evaluated in chunks of 4096 ticks, nothing accumulates).
 """
 
+import itertools
 import timeit
 import tracemalloc
 import warnings
@@ -35,6 +36,10 @@ CASES = [
      lambda o: native.CyclicLR(o, 0.01, 0.1, step_size_up=2000, cycle_momentum=False), None),
     ("const | plateau", "0.1 | plateau(val_loss, 0.5)",
      lambda o: native.ReduceLROnPlateau(o, factor=0.5), 0.5),
+    # the same with a metric that improves, stalls and reduces (the row above never improves)
+    ("  varying metric", "0.1 | plateau(val_loss, 0.5, patience=2, cooldown=1)",
+     lambda o: native.ReduceLROnPlateau(o, factor=0.5, patience=2, cooldown=1),
+     [1.0, 0.9, 0.95, 0.8, 0.8, 0.81, 0.82, 0.7, 0.75, 0.72, 0.74, 0.73]),
     # what a user must stack by hand for a schedule with a plateau (no native composition exists)
     ("warmup+cos|plateau", "warmup(5) >> cosine(0.1, 10000000) | plateau(val_loss, 0.5)",
      lambda o: _Stacked(o), 0.5),
@@ -56,7 +61,13 @@ class _Stacked:
 
 
 def per_step_us(sched, metric, number=100_000):
-    step = sched.step if metric is None else (lambda: sched.step(metric))
+    if metric is None:
+        step = sched.step
+    elif isinstance(metric, list):  # both sides pay the same next()
+        values = itertools.cycle(metric)
+        step = lambda: sched.step(next(values))  # noqa: E731
+    else:
+        step = lambda: sched.step(metric)  # noqa: E731
     return min(timeit.repeat(step, number=number, repeat=5)) / number * 1e6
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Mapping
 
 from lrdsl import floats
 from lrdsl.errors import MetricError
@@ -33,9 +33,13 @@ class PlateauRule:
     threshold_mode: str = "rel"
     cooldown: int = 0
     min: float = 0.0
-    #: improves(value, best): better than best by the threshold (PyTorch's rel/abs rules);
-    #: NaN never is.  Chosen once from mode and threshold_mode: it runs on every report.
-    improves: Callable[[float, float], bool] = field(init=False, repr=False, compare=False)
+    #: a report improves on ``best`` when it beats the bar ``best·bar_scale + bar_shift``: lies
+    #: below it in min mode, above it in max mode.  That is PyTorch's rule bit for bit:
+    #: best·(1 ∓ threshold) for "rel", best ∓ threshold for "abs" (x·1 and x + 0 are exact).
+    #: NaN never improves.  Set once from mode and threshold_mode: it runs on every report.
+    bar_scale: float = field(init=False, repr=False, compare=False)
+    bar_shift: float = field(init=False, repr=False, compare=False)
+    minimize: bool = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_call(cls, options) -> "PlateauRule":
@@ -48,12 +52,11 @@ class PlateauRule:
                    a["threshold_mode"], int(a["cooldown"]), a["min"])
 
     def __post_init__(self):
-        t = self.threshold
-        if self.threshold_mode == "rel":
-            rule = (lambda v, b: v < b * (1 - t)) if self.mode == "min" else (lambda v, b: v > b * (1 + t))
-        else:
-            rule = (lambda v, b: v < b - t) if self.mode == "min" else (lambda v, b: v > b + t)
-        object.__setattr__(self, "improves", rule)
+        object.__setattr__(self, "minimize", self.mode == "min")
+        sign = -1.0 if self.minimize else 1.0
+        rel = self.threshold_mode == "rel"
+        object.__setattr__(self, "bar_scale", 1.0 + sign * self.threshold if rel else 1.0)
+        object.__setattr__(self, "bar_shift", 0.0 if rel else sign * self.threshold)
 
     def monitored(self, mapping: Mapping, what: str = "the report"):
         """``mapping[monitor]``, or a :class:`MetricError` naming what the mapping holds."""
@@ -89,36 +92,47 @@ class PlateauRule:
 
 
 class PlateauState:
-    """Mutable plateau state: scale, best, bad-report count, cooldown counter."""
+    """Mutable plateau state: scale, best, bad-report count, cooldown counter.
+
+    ``bar`` is what the next report must beat to improve, kept from ``best`` (see PlateauRule).
+    """
 
     def __init__(self, rule: PlateauRule):
         self.rule = rule
         self.scale = 1.0
-        self.best = math.inf if rule.mode == "min" else -math.inf
+        self._set_best(math.inf if rule.minimize else -math.inf)
         self.bad = 0
         self.cooldown_left = 0
-        self.reports = 0
+
+    def _set_best(self, best: float) -> None:
+        self.best = best
+        self.bar = best * self.rule.bar_scale + self.rule.bar_shift
 
     def report(self, metrics) -> float:
         """Take one report (number or mapping); return the new scale."""
         return self.report_value(self.rule.value_in(metrics))
 
     def report_value(self, value: float) -> float:
-        """Take one report of the monitored value; return the new scale."""
+        """Take one report of the monitored value; return the new scale.
+
+        ``lrdsl.torch.Scheduler.step`` runs this same body inlined (it is on every step(metric)
+        call); tests/test_torch.py holds both to ReduceLROnPlateau and to :func:`lrdsl.curve`.
+        """
         rule = self.rule
-        self.reports += 1
-        if rule.improves(value, self.best):
+        if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
             self.best = value
-            self.bad = 0
+            self.bar = value * rule.bar_scale + rule.bar_shift
+            bad = 0
         else:
-            self.bad += 1
+            bad = self.bad + 1
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
-            self.bad = 0  # bad reports during cooldown do not count
-        if self.bad > rule.patience:
+            bad = 0  # bad reports during cooldown do not count
+        if bad > rule.patience:
             self.scale *= rule.factor
             self.cooldown_left = rule.cooldown
-            self.bad = 0
+            bad = 0
+        self.bad = bad
         return self.scale
 
     def lr(self, f: float) -> float:
@@ -127,14 +141,13 @@ class PlateauState:
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "best": self.best, "bad": self.bad,
-                "cooldown_left": self.cooldown_left, "reports": self.reports}
+                "cooldown_left": self.cooldown_left}
 
     def load_state_dict(self, state: Mapping) -> None:
         try:
             self.scale = float(state["scale"])
-            self.best = float(state["best"])
+            self._set_best(float(state["best"]))
             self.bad = int(state["bad"])
             self.cooldown_left = int(state["cooldown_left"])
-            self.reports = int(state["reports"])
         except (KeyError, TypeError, ValueError) as error:
             raise MetricError(f"not a plateau state: {error}") from None

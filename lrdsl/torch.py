@@ -47,7 +47,7 @@ class Scheduler(LRScheduler):
         self._plateau = PlateauState(rule) if rule is not None else None
         self._plateau_min = rule.min if rule is not None else 0.0
         self._values: list[float] = []
-        self._values_from = 0
+        self._values_from = -CHUNK  # empty: the first lookup refills
         try:
             super().__init__(optimizer, last_epoch)
         except KeyError as error:  # last_epoch ≥ 0 on groups that never had a scheduler
@@ -60,7 +60,11 @@ class Scheduler(LRScheduler):
             raise LrdslError("parameter group 0 has lr=0, so the other groups' lr ratios to it are "
                              "undefined; give group 0 a nonzero lr")
         self._ratios = [b / bases[0] if bases[0] else 1.0 for b in bases]
-        self._step_count = 0
+        groups = self.optimizer.param_groups
+        # one group holding a float lr: step() stores into it directly
+        self._plain = len(groups) == 1 and type(groups[0]["lr"]) is float
+        self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
+        self._first_tick = self.last_epoch + 1
         self.step()
 
     # --- values ----------------------------------------------------------------------------
@@ -75,43 +79,61 @@ class Scheduler(LRScheduler):
         i = tick - self._values_from
         f = self._values[i] if 0 <= i < len(self._values) else self._refill(tick)
         plateau = self._plateau
-        if plateau is None:
-            return f
-        lr = f * plateau.scale  # PlateauRule.apply, inlined: min(f, max(f·s, min))
-        if lr < self._plateau_min:
-            lr = self._plateau_min
-        return f if lr > f else lr
+        return f if plateau is None else plateau.lr(f)
 
-    def _apply(self) -> None:
-        # the hot path: one list lookup, the plateau's min/max, one store per group
-        lr = self.lr_at(self.last_epoch)
-        groups = self.optimizer.param_groups
-        if len(groups) == 1 and type(groups[0]["lr"]) is float:  # the common case, ratio 1
-            groups[0]["lr"] = lr
-            self._last_lr = [lr]
-            return
-        last = []
-        for group, ratio in zip(groups, self._ratios):
-            value = lr * ratio
+    def _write(self, lr: float) -> None:
+        """Set every group's lr to ``lr`` times its ratio; tensors in place."""
+        for group, ratio in zip(self.optimizer.param_groups, self._ratios):
             current = group["lr"]
-            if type(current) is float or not isinstance(current, torch.Tensor):
-                group["lr"] = value
+            if isinstance(current, torch.Tensor):
+                current.fill_(lr * ratio)  # in place: a compiled optimizer step sees no new constant
             else:
-                current.fill_(value)  # in place: a compiled optimizer step sees no new constant
-            last.append(value)
-        self._last_lr = last
+                group["lr"] = lr * ratio
 
     # --- the scheduler protocol ------------------------------------------------------------
     def step(self, metrics: float | Mapping[str, Any] | None = None, epoch: None = None) -> None:
         """Advance one tick; with ``metrics`` (the monitor's value, or a dict) also report."""
+        # This runs on every batch, so lr_at(), report() and PlateauState.report_value() are
+        # inlined: a call costs as much as the work (bench/torch_step.py).
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
-        if metrics is not None and self._plateau is not None:
-            self._report(metrics)
-        self._step_count += 1
-        self.last_epoch += 1
-        self._apply()
+        plateau = self._plateau
+        if metrics is not None and plateau is not None:  # report first: a bad metric changes nothing
+            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
+            if self._world is not False:
+                value = self._across_ranks(value)
+            # PlateauState.report_value(value), inlined
+            rule = plateau.rule
+            if value < plateau.bar if rule.minimize else value > plateau.bar:  # NaN never improves
+                plateau.best = value
+                plateau.bar = value * rule.bar_scale + rule.bar_shift
+                bad = 0
+            else:
+                bad = plateau.bad + 1
+            if plateau.cooldown_left > 0:
+                plateau.cooldown_left -= 1
+                bad = 0
+            if bad > rule.patience:
+                plateau.scale *= rule.factor
+                plateau.cooldown_left = rule.cooldown
+                bad = 0
+            plateau.bad = bad
+        tick = self.last_epoch + 1
+        self.last_epoch = tick
+        i = tick - self._values_from
+        lr = self._values[i] if 0 <= i < CHUNK else self._refill(tick)
+        if plateau is not None:  # PlateauRule.apply: min(f, max(f·s, min))
+            f = lr
+            lr = f * plateau.scale
+            if lr < self._plateau_min:
+                lr = self._plateau_min
+            if lr > f:
+                lr = f
+        if self._plain:
+            self.optimizer.param_groups[0]["lr"] = lr
+        else:
+            self._write(lr)
 
     def report(self, metrics: float | Mapping[str, Any] | None = None, /, **named: Any) -> None:
         """Report validation metrics to the plateau without advancing the tick.
@@ -119,16 +141,39 @@ class Scheduler(LRScheduler):
         ``report(val_loss=0.3)``, ``report({"val_loss": 0.3})`` or ``report(0.3)``.  The new
         scale applies at once, to the current tick on.
         """
-        if self._plateau is None:
+        plateau = self._plateau
+        if plateau is None:
             return
-        self._report(named if metrics is None else metrics)
-        self._apply()
+        value = plateau.rule.value_in(named if metrics is None else metrics)
+        plateau.report_value(self._across_ranks(value))
+        self._write(self.lr_at(self.last_epoch))
 
-    def _report(self, metrics) -> None:
-        value = self._plateau.rule.value_in(metrics)
-        if _DISTRIBUTED and dist.is_initialized():
-            value = _mean_across_ranks(value)
-        self._plateau.report_value(value)
+    def _across_ranks(self, value: float) -> float:
+        """Under torch.distributed, the average over ranks, so every rank decides alike.
+
+        Whether a process group is up is looked up at the first report and then kept: the
+        group is initialized before training starts, and step(metric) must stay cheap.
+        """
+        if self._world is None:
+            self._world = _DISTRIBUTED and dist.is_initialized()
+        return _mean_across_ranks(value) if self._world else value
+
+    @property
+    def _step_count(self) -> int:
+        """step() calls so far, the one at construction included (as PyTorch counts them)."""
+        return self.last_epoch - self._first_tick + 1
+
+    @_step_count.setter
+    def _step_count(self, count: int) -> None:
+        self._first_tick = self.last_epoch - count + 1
+
+    @property
+    def _last_lr(self) -> list[float]:
+        return self.get_lr()
+
+    def get_last_lr(self) -> list[float]:
+        """The groups' learning rates at the current tick (floats, also for tensor lrs)."""
+        return self.get_lr()
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch) * r for r in self._ratios]
@@ -154,7 +199,7 @@ class Scheduler(LRScheduler):
         self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
         if self._plateau is not None and state_dict.get("plateau") is not None:
             self._plateau.load_state_dict(state_dict["plateau"])
-        self._apply()
+        self._write(self.lr_at(self.last_epoch))
 
     def __repr__(self) -> str:
         return f"lrdsl.torch.Scheduler({str(self.expr)!r}, tick={self.last_epoch})"

@@ -241,6 +241,43 @@ def test_tensor_lr_is_updated_in_place():
         sched.step()
     assert opt.param_groups[0]["lr"] is lr_tensor
     assert math.isclose(lr_tensor.item(), 0.1, rel_tol=1e-7)  # a float32 tensor
+    assert sched.get_last_lr() == [0.1]  # as floats
+
+
+@pytest.mark.parametrize("mode, threshold_mode", [("min", "rel"), ("max", "rel"), ("min", "abs"),
+                                                  ("max", "abs")])
+@pytest.mark.parametrize("patience, cooldown", [(0, 0), (2, 1), (1, 3)])
+def test_step_metric_and_report_then_step_agree_with_curve(mode, threshold_mode, patience, cooldown):
+    # step(m) runs the plateau update inlined; report(m) runs PlateauState.report_value
+    rng = np.random.default_rng(patience * 10 + cooldown)
+    values = list(np.round(rng.uniform(0.5, 1.0, 60), 2))  # ties, improvements and stalls
+    values[7] = values[30] = float("nan")
+    expr = (f"warmup(3) >> cosine(0.1, 70) | plateau(m, 0.7, patience={patience}, mode={mode}, "
+            f"threshold=0.01, threshold_mode={threshold_mode}, cooldown={cooldown}, min=0.002)")
+    a_opt, b_opt = _optimizer(), _optimizer()
+    a, b = lrdsl.torch.scheduler(a_opt, expr), lrdsl.torch.scheduler(b_opt, expr)
+    a_lrs, b_lrs = [], []
+    for value in values:
+        a.step(value)
+        b.report(m=value)
+        b.step()
+        a_lrs.append(a_opt.param_groups[0]["lr"])
+        b_lrs.append(b_opt.param_groups[0]["lr"])
+    assert a_lrs == b_lrs
+    assert a._plateau.state_dict() == b._plateau.state_dict()
+    want = lrdsl.curve(expr, len(values) + 1, metrics={"m": values})[1:]
+    np.testing.assert_allclose(a_lrs, want, rtol=1e-12)
+    assert len(set(a_lrs)) > 10 and a._plateau.scale < 1  # the plateau did act
+
+
+def test_an_optimizer_state_loaded_after_the_scheduler_is_followed():
+    # Optimizer.load_state_dict replaces the param group dicts; the scheduler must write the new ones
+    opt = _optimizer()
+    sched = lrdsl.torch.scheduler(opt, "cosine(0.1, 10)")
+    other = _optimizer(lr=0.7)
+    opt.load_state_dict(other.state_dict())
+    sched.step()
+    assert opt.param_groups[0]["lr"] == lrdsl.curve("cosine(0.1, 10)", [1])[0]
 
 
 def test_report_and_step_metrics_forms():
@@ -253,6 +290,9 @@ def test_report_and_step_metrics_forms():
     assert a.get_last_lr() == [0.025]
     with pytest.raises(lrdsl.MetricError, match="holds only: loss"):
         a.report(loss=1.0)
+    with pytest.raises(lrdsl.MetricError, match="not a number"):
+        a.step("high")
+    assert a.last_epoch == 0 and a.get_last_lr() == [0.025]  # a failed step changes nothing
     with pytest.raises(lrdsl.LrdslError):
         a.step(epoch=3)
     b = lrdsl.torch.scheduler(_optimizer(), "cosine(0.1, 10)")
@@ -320,14 +360,18 @@ GLOO_WORKER = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
     import lrdsl.torch
     rank = int(sys.argv[1])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    # made before the process group: whether reports are averaged is decided at the first one
+    sched = lrdsl.torch.scheduler(opt, "0.1 | plateau(val_loss, 0.5, patience=0)")
     dist.init_process_group("gloo", rank=rank, world_size=2,
                             init_method="tcp://127.0.0.1:" + sys.argv[2])
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = lrdsl.torch.scheduler(opt, "0.1 | plateau(val_loss, 0.5, patience=0)")
     # rank 0 sees a stalling loss, rank 1 an improving one; their mean decides
     series = [[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 0.2, 0.1]][rank]
-    for value in series:
+    for value in series[:2]:
         sched.step(value)
+    for value in series[2:]:
+        sched.report(val_loss=value)
+        sched.step()
     print(repr(sched.get_last_lr()[0]), flush=True)
     dist.barrier()  # neither rank tears down while the other is still talking
     dist.destroy_process_group()
