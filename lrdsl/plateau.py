@@ -120,8 +120,7 @@ class PlateauState:
         """
         rule = self.rule
         if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
-            self.best = value
-            self.bar = value * rule.bar_scale + rule.bar_shift
+            self._set_best(value)
             bad = 0
         else:
             bad = self.bad + 1
