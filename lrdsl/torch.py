@@ -169,6 +169,7 @@ class Scheduler(LRScheduler):
 
     @property
     def _last_lr(self) -> list[float]:
+        """PyTorch's cached last LRs, which some wrappers read: derived, so step() skips a list."""
         return self.get_lr()
 
     def get_last_lr(self) -> list[float]:
