@@ -136,6 +136,12 @@ def cmd_check(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_compare(args) -> int:
+    from lrdsl.compare import compare
+
+    return compare(args.directory, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrdsl", description="Learning-rate schedules as one-line expressions.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare the runs of a multirun directory")
     p.add_argument("directory")
     p.add_argument("--out", metavar="FILE", help="figure path (default DIR/compare.png)")
+    p.set_defaults(run=cmd_compare)
     return parser
 
 
@@ -179,10 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "compare":
-        from lrdsl.compare import main as compare_main
-
-        return compare_main(args.directory, args.out)
     try:
         return args.run(args)
     except LrdslError as error:

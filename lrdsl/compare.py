@@ -6,7 +6,6 @@ table of final metrics, best validation accuracy first.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
@@ -85,18 +84,15 @@ def figure(runs: list[dict], path: Path) -> Path:
     return path
 
 
-def main(directory: str, out: str | None = None) -> int:
+def compare(directory: str, out: str | None = None) -> int:
+    """Print the table and write the figure; an :class:`LrdslError` if there are no runs."""
     root = Path(directory)
-    try:
-        if not root.is_dir():
-            raise LrdslError(f"no such directory: {root}")
-        runs = load_runs(root)
-        if not runs:
-            raise LrdslError(f"no runs with a metrics.csv under {root} (expected a Hydra multirun "
-                             f"directory: {root}/0/metrics.csv, …)")
-    except LrdslError as error:
-        print(f"lrdsl compare: {error}", file=sys.stderr)
-        return 2
+    if not root.is_dir():
+        raise LrdslError(f"no such directory: {root}")
+    runs = load_runs(root)
+    if not runs:
+        raise LrdslError(f"no runs with a metrics.csv under {root} (expected a Hydra multirun "
+                         f"directory: {root}/0/metrics.csv, …)")
     path = figure(runs, Path(out) if out else root / "compare.png")
     print(table(runs))
     print(f"\nfigure: {path}")

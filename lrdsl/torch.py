@@ -77,7 +77,7 @@ class Scheduler(LRScheduler):
     def lr_at(self, tick: int) -> float:
         """The learning rate of group 0 at ``tick`` under the current plateau state."""
         i = tick - self._values_from
-        f = self._values[i] if 0 <= i < len(self._values) else self._refill(tick)
+        f = self._values[i] if 0 <= i < CHUNK else self._refill(tick)
         plateau = self._plateau
         return f if plateau is None else plateau.lr(f)
 

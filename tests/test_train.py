@@ -93,6 +93,11 @@ def test_npz_data(tmp_path):
     assert data.x_train.shape == (40, 6) and data.classes == 2
     with pytest.raises(lrdsl.LrdslError, match="data.path"):
         load(compose(["data=npz", f"data.path={tmp_path / 'missing.npz'}"]).data)
+    flat_cnn = subprocess.run([str(BIN / "lrdsl"), "train", "data=npz", f"data.path={tmp_path / 'd.npz'}",
+                               "model=cnn", f"hydra.run.dir={tmp_path / 'run'}"],
+                              capture_output=True, text=True, cwd=tmp_path)
+    assert flat_cnn.returncode == 2 and "Traceback" not in flat_cnn.stderr
+    assert "model=cnn needs image data" in flat_cnn.stderr
 
 
 def test_a_bad_key_a_bad_type_and_a_bad_expression_are_clear_errors():

@@ -20,6 +20,8 @@ def _app(cfg) -> float:
         from lrdsl.train.data import load
 
         data = load(cfg.data)
+        if cfg.model.name == "cnn" and data.image_shape is None:
+            raise LrdslError("model=cnn needs image data (x of shape N×H×W); use model=mlp")
         if cfg.backend.name == "torch":
             from lrdsl.train.torch_loop import train
         else:

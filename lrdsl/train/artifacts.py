@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from lrdsl.errors import LrdslError
+
 METRICS = ("epoch", "lr", "loss", "val_loss", "val_acc", "seconds")
 
 
@@ -20,6 +22,16 @@ def end_epoch(trainer, start: int) -> int:
     if trainer.stop_after is None:
         return trainer.epochs
     return min(trainer.epochs, start + trainer.stop_after)
+
+
+def resume_checkpoint(trainer) -> Path | None:
+    """The checkpoint ``trainer.resume`` names (None for a fresh run); it must exist."""
+    if not trainer.resume:
+        return None
+    checkpoint = Path(str(trainer.resume)).expanduser()
+    if not checkpoint.is_file():
+        raise LrdslError(f"config key trainer.resume: no checkpoint at {checkpoint}")
+    return checkpoint
 
 
 class RunLog:
@@ -80,15 +92,19 @@ def read_csv(path: Path) -> dict[str, list[float]]:
     return {key: [float(r[key]) for r in rows] for key in (rows[0].keys() if rows else ())}
 
 
-def plot_curves(directory: Path, title: str) -> Path:
-    """curves.png: the LR per tick, and loss / accuracy per epoch."""
+def plot_curves(directory: Path, title: str) -> Path | None:
+    """curves.png: the LR per tick, and loss / accuracy per epoch; None before any epoch row."""
+    directory = Path(directory)
+    if not (directory / "metrics.csv").exists():
+        return None
+    metrics, lrs = read_csv(directory / "metrics.csv"), read_csv(directory / "lr.csv")
+    if not metrics:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    directory = Path(directory)
-    metrics, lrs = read_csv(directory / "metrics.csv"), read_csv(directory / "lr.csv")
     fig, (ax_lr, ax_loss, ax_acc) = plt.subplots(1, 3, figsize=(14, 4))
     ax_lr.plot(lrs.get("tick", []), lrs.get("lr", []))
     ax_lr.set(xlabel="tick", ylabel="learning rate", title="learning rate")

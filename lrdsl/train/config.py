@@ -123,6 +123,15 @@ def validate(cfg: Any) -> None:
                          "epoch: set schedule.unit=step")
 
 
+def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict]:
+    """(per step?, ticks per epoch, the scheduler's units) for ``schedule.unit``."""
+    per_step = cfg.schedule.unit == "step"
+    ticks_per_epoch = steps_per_epoch if per_step else 1
+    units = {"steps_per_epoch": steps_per_epoch if per_step else None,
+             "total": cfg.trainer.epochs * ticks_per_epoch}
+    return per_step, ticks_per_epoch, units
+
+
 def compose(overrides: list[str] = ()) -> Any:
     """Compose conf/train.yaml with overrides (as the app does) and validate it."""
     from hydra import compose as hydra_compose, initialize_config_dir

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves, read_csv
+from lrdsl.train.artifacts import (RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves,
+                                   resume_checkpoint)
+from lrdsl.train.config import tick_units
 from lrdsl.train.data import Dataset
 
 
@@ -35,8 +37,6 @@ def _select_device(device: str):
 def build_model(keras, cfg, data: Dataset):
     layers = [keras.Input(data.x_train.shape[1:])]
     if cfg.name == "cnn":
-        if data.image_shape is None:
-            raise LrdslError("model=cnn needs image data (x of shape N×H×W); use model=mlp")
         layers.append(keras.layers.Reshape((*data.image_shape, 1)))
         for channels in cfg.channels:
             layers += [keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
@@ -74,14 +74,10 @@ def train(cfg, data: Dataset, out: Path) -> dict:
 
         tf.config.experimental.enable_op_determinism()  # same seed, same run (CPU and GPU)
     steps = -(-len(data.x_train) // trainer.batch_size)
-    per_step = cfg.schedule.unit == "step"
-    ticks_per_epoch = steps if per_step else 1
-    units = dict(steps_per_epoch=steps if per_step else None, total=trainer.epochs * ticks_per_epoch)
+    per_step, ticks_per_epoch, units = tick_units(cfg, steps)
     start = 0
-    if trainer.resume:
-        checkpoint = Path(str(trainer.resume)).expanduser()
-        if not checkpoint.is_file():
-            raise LrdslError(f"config key trainer.resume: no checkpoint at {checkpoint}")
+    checkpoint = resume_checkpoint(trainer)
+    if checkpoint is not None:
         model = keras.models.load_model(checkpoint)
         start = json.loads(checkpoint.with_suffix(".json").read_text())["epoch"] + 1
         carry_over_logs(checkpoint, out, start, ticks_per_epoch)
@@ -92,7 +88,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
     schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units)
-    log = RunLog(out, append=bool(trainer.resume))
+    log = RunLog(out, append=checkpoint is not None)
 
     class Recorder(keras.callbacks.Callback):
         """lr.csv: the LR each tick used (read before the batch); the epoch row."""
@@ -131,8 +127,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             (out / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
     finally:
         log.close()
-        if (out / "metrics.csv").exists() and read_csv(out / "metrics.csv"):
-            plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")
+        plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")
     return result
 
 

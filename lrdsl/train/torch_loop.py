@@ -18,15 +18,15 @@ from torch import nn
 
 import lrdsl.torch
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves, read_csv
+from lrdsl.train.artifacts import (RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves,
+                                   resume_checkpoint)
+from lrdsl.train.config import tick_units
 from lrdsl.train.data import Dataset
 
 
 def build_model(cfg, data: Dataset) -> nn.Module:
     layers: list[nn.Module] = []
     if cfg.name == "cnn":
-        if data.image_shape is None:
-            raise LrdslError("model=cnn needs image data (x of shape N×H×W); use model=mlp")
         height, width = data.image_shape
         layers.append(nn.Unflatten(1, (1, height)))
         channels = 1
@@ -59,12 +59,16 @@ def build_optimizer(cfg, params) -> torch.optim.Optimizer:
     return classes[name](params, lr=0.01, weight_decay=wd)  # the schedule sets the lr
 
 
-def _device(cfg, local_rank: int) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise LrdslError("trainer.device=cuda, but no CUDA device is visible; use auto or cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def _wants_cuda(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def _device(cuda: bool, local_rank: int) -> torch.device:
+    if not cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise LrdslError("trainer.device=cuda, but no CUDA device is visible; use auto or cpu")
+    return torch.device("cuda", local_rank)
 
 
 class _Distributed:
@@ -119,9 +123,9 @@ def _evaluate(model, loader, device, distributed) -> tuple[float, float]:
 
 def train(cfg, data: Dataset, out: Path) -> dict:
     trainer = cfg.trainer
-    distributed = _Distributed(trainer.strategy, "cuda" if trainer.device == "cuda" or (
-        trainer.device == "auto" and torch.cuda.is_available()) else "cpu")
-    device = _device(trainer, distributed.local_rank)
+    cuda = _wants_cuda(trainer.device)
+    distributed = _Distributed(trainer.strategy, "cuda" if cuda else "cpu")
+    device = _device(cuda, distributed.local_rank)
     torch.manual_seed(trainer.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -130,16 +134,11 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     steps = len(_loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, 0, distributed, True))
-    per_step = cfg.schedule.unit == "step"
-    ticks_per_epoch = steps if per_step else 1
-    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr,
-                                      steps_per_epoch=steps if per_step else None,
-                                      total=trainer.epochs * ticks_per_epoch)
+    per_step, ticks_per_epoch, units = tick_units(cfg, steps)
+    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, **units)
     start = 0
-    if trainer.resume:
-        checkpoint = Path(str(trainer.resume)).expanduser()
-        if not checkpoint.is_file():
-            raise LrdslError(f"config key trainer.resume: no checkpoint at {checkpoint}")
+    checkpoint = resume_checkpoint(trainer)
+    if checkpoint is not None:
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         (model.module if distributed.active else model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -147,7 +146,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         start = state["epoch"] + 1
         if distributed.rank == 0:
             carry_over_logs(checkpoint, out, start, ticks_per_epoch)
-    log = RunLog(out, enabled=distributed.rank == 0, append=bool(trainer.resume))
+    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None)
     last_epoch = end_epoch(trainer, start)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
     result: dict = {}
@@ -189,7 +188,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                 _save(out / "checkpoint.pt", model, optimizer, scheduler, epoch, distributed)
     finally:
         log.close()
-        if distributed.rank == 0 and (out / "metrics.csv").exists() and read_csv(out / "metrics.csv"):
+        if distributed.rank == 0:
             plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, torch)")
         if distributed.active:
             dist.barrier()
