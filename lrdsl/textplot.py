@@ -38,8 +38,6 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
            steps_per_epoch: float | None = None) -> str:
     """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters."""
     ticks = max(int(ticks), 2)
-    values = []
-    samples = None
     label_width = 9
     columns = max(width - label_width - 2, 10)
     pixels_x, pixels_y = columns * 2, height * 4
