@@ -1,11 +1,24 @@
-"""The catalogue of primitives: one table that the parser, ``lrdsl list`` and the docs read.
+"""The catalogue of primitives: everything lrdsl knows about each call, in one entry.
 
-Each :class:`Primitive` holds its parameters (kind, default, check), a
-docstring with the formula, and — for time schedules — its value function.
-A value function is ``value(xp, t, p)``: ``xp`` is an array namespace
-(``numpy`` or ``keras.ops``, which share these names), ``t`` the local tick
-array (≥ 0, already clamped to the end of a bounded call), ``p`` the
-arguments with durations in ticks.  Each formula is written once, here.
+A :class:`Primitive` holds its parameters (kind, default, check), a docstring with the
+formula and a reference, and hooks that the rest of lrdsl asks instead of branching on
+names: ``value`` (the formula), ``resolve`` (constants derived in float64 once units are
+known, and checks that need ticks), ``range`` (the interval its values lie in, from its
+arguments), ``end`` (the tick from which it holds), ``bounded``, ``placement`` (warm-up
+before / cool-down after a neighbour in ``>>``), ``describe`` (words for ``lrdsl parse``),
+``span`` (a period worth plotting), ``short`` (a shorter canonical spelling) and
+``build`` (an AST node other than :class:`lrdsl.Call`).
+
+A formula is ``value(xp, t, p)``: ``xp`` is an array namespace (``numpy``, ``keras.ops``,
+``jax.numpy``, or :mod:`lrdsl.floats` for one plain float), ``t`` the local tick array
+(≥ 0, clamped to the call's end when bounded), ``p`` the resolved arguments, durations in
+ticks.  Each formula is written once, here, against names those namespaces share.
+
+Numerics: every formula is a non-negative combination of non-negative numbers, exact at
+its ends (a ramp is ``start·v + end·u`` with the elapsed share ``u`` and the remaining
+share ``v`` each computed from its own end, so ``linear(0.9, 0, 7)`` is exactly 0 at tick
+7 and a cosine tail keeps its digits in float32); geometric factors use ``exp(n·log r)``
+with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -21,6 +34,7 @@ from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
 from lrdsl.units import Duration, format_number
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+HALF_PI = math.pi / 2
 
 
 class _Required:
@@ -54,9 +68,10 @@ COUNT = Check(lambda x: x == int(x) and x >= 1, "must be a whole number ≥ 1")
 class Param:
     """One parameter.
 
-    ``kind`` is one of number, duration, bool, choice, string, numbers,
-    durations, schedule.  ``default`` is :data:`REQUIRED`, a value, or None
-    for "absent" (unbounded ``d``, ``exp``'s rate-or-k, ``cyclic``'s down=up).
+    ``kind`` is one of number, duration, bool, choice, string, numbers, durations,
+    schedule, schedules (every positional argument from here on).  ``default`` is
+    :data:`REQUIRED`, a value, or None for "absent" (unbounded ``d``, ``exp``'s
+    rate-or-k, ``cyclic``'s down=up, ``onecycle``'s start=lr/div).
     """
 
     name: str
@@ -77,6 +92,8 @@ class Param:
         return self.default is REQUIRED
 
     def signature(self) -> str:
+        if self.kind == "schedules":
+            return f"{self.name}…"
         if self.required:
             return self.name
         return f"{self.name}={self.shown or format_value(self.default)}"
@@ -97,59 +114,115 @@ def format_value(value) -> str:
     return str(value)  # Duration, Expr
 
 
+def _no_range(p) -> tuple[float, float]:
+    return (0.0, 0.0)
+
+
 @dataclass(frozen=True)
 class Primitive:
-    """A named call of the language: its parameters, formula and meaning."""
+    """A named call of the language: its parameters, formula, range and meaning."""
 
     name: str
     params: tuple[Param, ...]
     doc: str
     native: str = ""
     example: str = ""
+    #: the formula value(xp, t, p); None for combinators (repeat, min, max, plateau)
     value: Callable | None = None
-    #: cross-argument condition on the bound arguments: returns a complaint or None
+    #: cross-argument condition on the bound written arguments: returns a complaint or None
     validate: Callable[[dict], str | None] | None = None
-    #: the tick at which a bounded call has reached its final value, from its resolved args
-    end: Callable[[SimpleNamespace], float] = field(default=lambda p: p.d)
+    #: in ticks: derives constants into p (float64) and returns a complaint or None
+    resolve: Callable[[SimpleNamespace], str | None] | None = None
+    #: (lowest, highest) value from the resolved arguments; inf where it grows without bound
+    range: Callable[[SimpleNamespace], tuple[float, float]] = _no_range
+    #: the tick from which a bounded call holds its final value
+    end: Callable[[SimpleNamespace], float] = lambda p: p.d
+    #: whether the written arguments make a finite duration (so it may stand before >>)
+    bounded: Callable[[dict], bool] = lambda a: a.get("d") is not None
+    #: "before": a warm-up ramping to the next segment; "after": a cool-down from the previous
+    placement: str = ""
+    #: a few words on how the values move, for ``lrdsl parse``
+    describe: Callable[[dict], str] = lambda a: ""
+    #: ticks worth plotting for an unbounded call (a period or the last event)
+    span: Callable[[SimpleNamespace], float] = lambda p: 0.0
+    #: a shorter canonical spelling for these arguments, or None (const(x) is x)
+    short: Callable[[dict], str | None] = lambda a: None
+    #: builds the AST node for bound values; None: a plain Call
+    build: Callable[[tuple], Any] | None = None
 
     def signature(self) -> str:
         return f"{self.name}({', '.join(p.signature() for p in self.params)})"
 
     def param(self, name: str) -> Param:
         for p in self.params:
-            if p.name == name:
+            if p.name == name and p.kind != "schedules":
                 return p
         raise UnknownNameError(f"{self.name}: unknown keyword '{name}'"
-                               + did_you_mean(name, [p.name for p in self.params]))
+                               + did_you_mean(name, [p.name for p in self.params]), argument=name)
 
     def bind(self, positional: list, keywords: list[tuple[str, Any]]) -> tuple:
         """Match written arguments to parameters; return every value in catalogue order."""
-        if len(positional) > len(self.params):
-            raise ArgumentError(f"{self.name}: takes at most {len(self.params)} arguments, "
-                                f"got {len(positional)} — {self.signature()}")
-        given: dict[str, Any] = {p.name: v for p, v in zip(self.params, positional)}
+        params = self.params
+        if params and params[-1].kind == "schedules":  # min(a, b, …): the rest are one tuple
+            fixed = len(params) - 1
+            positional = positional[:fixed] + [tuple(positional[fixed:])]
+        if len(positional) > len(params):
+            raise ArgumentError(f"{self.name}: takes at most {len(params)} arguments, "
+                                f"got {len(positional)} — {self.signature()}",
+                                argument=len(params))
+        given: dict[str, Any] = {p.name: v for p, v in zip(params, positional)}
         for name, value in keywords:
             param = self.param(name)
             if param.name in given:
-                raise ArgumentError(f"{self.name}: argument '{name}' given twice")
+                raise ArgumentError(f"{self.name}: argument '{name}' given twice", argument=name)
             given[param.name] = value
         values = []
-        for param in self.params:
+        for param in params:
             if param.name in given:
-                values.append(convert(self.name, param, given[param.name]))
+                values.append(self._convert(param, given[param.name]))
             elif param.required:
                 raise ArgumentError(f"{self.name}: missing argument '{param.name}' — {self.signature()}")
             else:
                 values.append(param.default)
-        bound = dict(zip((p.name for p in self.params), values))
-        for i, param in enumerate(self.params):
+        return self._finish(values)
+
+    def check(self, values: tuple) -> tuple:
+        """The arguments of a hand-built ``Call`` (every value, in catalogue order), checked
+        exactly as :meth:`bind` checks written ones."""
+        if not isinstance(values, tuple) or len(values) != len(self.params):
+            raise ArgumentError(f"{self.name}: needs a tuple of {len(self.params)} argument values "
+                                f"in catalogue order — {self.signature()}")
+        return self._finish([value if value is None and param.default is None
+                             else self._convert(param, value)
+                             for param, value in zip(self.params, values)])
+
+    def _convert(self, param: Param, value):
+        try:
+            return convert(self.name, param, value)
+        except ArgumentError as error:
+            error.argument = param.name if error.argument is None else error.argument
+            raise
+
+    def _finish(self, values: list) -> tuple:
+        params = self.params
+        bound = dict(zip((p.name for p in params), values))
+        for i, param in enumerate(params):
             if param.same_as and values[i] == bound[param.same_as]:
                 values[i] = None  # one spelling for one meaning: cyclic(…, 10, down=10) is cyclic(…, 10)
         if self.validate is not None:
             complaint = self.validate(bound)
             if complaint:
-                raise ArgumentError(f"{self.name}: {complaint}")
+                raise ArgumentError(f"{self.name}: {complaint}",
+                                    argument=_first_named(complaint, params))
         return tuple(values)
+
+
+def _first_named(complaint: str, params) -> str | None:
+    """The parameter a cross-argument complaint names first (where its caret goes)."""
+    for word in re.findall(r"[A-Za-z_]+", complaint):
+        if any(p.name == word for p in params):
+            return word
+    return None
 
 
 class Name(str):
@@ -166,7 +239,7 @@ def _describe(value) -> str:
         return f"the name {value}"
     if isinstance(value, str):
         return f"the string {value!r}"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
     return repr(value)
 
@@ -174,7 +247,10 @@ def _describe(value) -> str:
 def _number(call: str, param: Param, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentError(f"{call}: argument '{param.name}' must be a number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int beyond float range
+        value = math.inf
     if not math.isfinite(value):
         raise ArgumentError(f"{call}: argument '{param.name}' must be finite, got {value}")
     if param.check is not None and not param.check.holds(value):
@@ -183,16 +259,16 @@ def _number(call: str, param: Param, value) -> float:
     return value
 
 
-def _duration(call: str, param: Param, value) -> Duration:
+def convert_duration(call: str, name: str, value, check: Check = POSITIVE) -> Duration:
+    """A written duration (a number counts ticks) checked finite and by ``check``."""
     if isinstance(value, Duration):
         number = value.value
     else:
-        number = _number(call, Param(param.name, "number"), value)
+        number = _number(call, Param(name, "number"), value)
     if not math.isfinite(number):
-        raise ArgumentError(f"{call}: argument '{param.name}' must be finite, got {number}")
-    check = param.check or POSITIVE
+        raise ArgumentError(f"{call}: duration '{name}' must be finite, got {value}")
     if not check.holds(number):
-        raise ArgumentError(f"{call}: duration '{param.name}' {check.words}, got {value}")
+        raise ArgumentError(f"{call}: duration '{name}' {check.words}, got {value}")
     return value if isinstance(value, Duration) else Duration(number)
 
 
@@ -203,7 +279,7 @@ def convert(call: str, param: Param, value):
     if kind == "number":
         return _number(call, param, value)
     if kind == "duration":
-        return _duration(call, param, value)
+        return convert_duration(call, param.name, value, param.check or POSITIVE)
     if kind in ("numbers", "durations"):
         if not isinstance(value, (list, tuple)):
             raise ArgumentError(f"{call}: argument '{param.name}' must be a list like [1, 2], "
@@ -221,7 +297,7 @@ def convert(call: str, param: Param, value):
             return str(value)
         if isinstance(value, str):
             raise UnknownNameError(f"{call}: {param.name}={value} is not known"
-                                   + did_you_mean(value, param.choices))
+                                   + did_you_mean(value, param.choices), argument=param.name)
         raise ArgumentError(f"{call}: argument '{param.name}' must be one of "
                             f"{', '.join(param.choices)}, got {_describe(value)}")
     if kind == "string":
@@ -235,150 +311,302 @@ def convert(call: str, param: Param, value):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return const(_number(call, Param(param.name, "number", check=LR), value))
         raise ArgumentError(f"{call}: argument '{param.name}' must be a schedule, got {_describe(value)}")
+    if kind == "schedules":
+        if len(value) < 2:
+            raise ArgumentError(f"{call}: needs at least two schedules or numbers, got {len(value)}")
+        return tuple(convert(call, Param(param.name, "schedule"), v) for v in value)
     raise AssertionError(kind)
 
 
-# --- the formulas -----------------------------------------------------------------
+# --- shared pieces of the formulas ---------------------------------------------------
+
+def shares(xp, t, d, power=1.0):
+    """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
+
+    Each is computed from its own end — v from the remaining ticks d − t, and for a power
+    1 − (1 − v)^power = −expm1(power·log1p(−v)) — so neither loses digits near 0.
+    """
+    u = t / d
+    v = (d - t) / d
+    if power != 1:
+        u, v = xp.power(u, power), -xp.expm1(power * xp.log1p(-v))
+    return u, v
+
+
+def _weighted(xp, t, terms):
+    """Σ value·weight, leaving out terms whose value is a literal 0."""
+    out = None
+    for value, weight in terms:
+        if isinstance(value, float) and value == 0.0:
+            continue
+        term = value * weight
+        out = term if out is None else out + term
+    return xp.zeros_like(t) if out is None else out
+
+
+def _linear_shape(xp, t, start, end, u, v):
+    """S(u) = u: start·(1 − u) + end·u."""
+    return _weighted(xp, t, ((start, v), (end, u)))
+
+
+def _cos_shape(xp, t, start, end, u, v):
+    """S(u) = (1 − cos πu)/2 = sin²(πu/2), and 1 − S(u) = sin²(πv/2)."""
+    return _weighted(xp, t, ((start, xp.square(xp.sin(HALF_PI * v))),
+                             (end, xp.square(xp.sin(HALF_PI * u)))))
+
+
+def _exp_shape(xp, t, start, end, u, v):
+    """Geometric: start·(end/start)^u, from whichever end is nearer (both ends > 0)."""
+    log_ratio = math.log(end) - math.log(start)
+    return xp.where(u <= v, start * xp.exp(log_ratio * u), end * xp.exp(-log_ratio * v))
+
+
+#: shape name -> shape(xp, t, start, end, u, v); S(0) = 0 and S(1) = 1 exactly
+SHAPES = {"linear": _linear_shape, "cos": _cos_shape, "exp": _exp_shape}
+
+
+def interpolate(xp, t, d, start, end, shape="linear", power=1.0):
+    """start + (end − start)·S((t/d)^power), written so that both ends are exact."""
+    u, v = shares(xp, t, d, power)
+    return SHAPES[shape](xp, t, start, end, u, v)
+
+
+def _geometric(xp, base_log, n):
+    """base^n as exp(n·log base), log folded in float64: no drift of a rounded base."""
+    return xp.exp(n * base_log)
+
+
+def _grows(p, base: float, every: float) -> float:
+    """The largest factor base^(t/every) reaches within the call's duration (inf if unbounded)."""
+    if base <= 1:
+        return 1.0
+    exponent = p.d / every * math.log(base)  # inf when d is
+    return math.exp(exponent) if exponent < 709 else math.inf
+
+
+def _span(*values: float) -> tuple[float, float]:
+    return (min(values), max(values))
+
+
+# --- the primitives -------------------------------------------------------------------
 # t: local ticks (float array, ≥ 0, clamped to the call's end when bounded); p: resolved args.
 
+def _unbounded(doc: str = "") -> Param:
+    return Param("d", "duration", None, shown="∞",
+                 doc=doc or "bound the schedule so it can stand before >>")
+
+
+D = _unbounded()
+SHAPE = Param("shape", "choice", "linear", choices=tuple(SHAPES))
+POWER = Param("power", "number", 1.0, POSITIVE)
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def _add(primitive: Primitive) -> None:
+    PRIMITIVES[primitive.name] = primitive
+
+
 def _const(xp, t, p):
+    """lr at every tick."""
     return xp.zeros_like(t) + p.lr
 
 
-# Constants are folded in Python (once per trace in a Keras graph), so each formula costs as
-# few array operations as it can: start + slope·t, middle + half·cos(ω·t).
-
-def _ramp(t, start, end, d):
-    slope = (end - start) / d
-    return start + slope * t if start else slope * t
+_add(Primitive(
+    "const", (Param("lr", "number", check=LR), D),
+    """Constant: ``lr`` at every tick.  A bare number ``0.1`` is ``const(0.1)``.""",
+    native="ConstantLR / a float learning rate", example="0.1", value=_const,
+    range=lambda p: (p.lr, p.lr),
+    describe=lambda a: "",
+    short=lambda a: format_value(a["lr"]) if a["d"] is None else None))
 
 
 def _linear(xp, t, p):
-    return _ramp(t, p.start, p.end, p.d)
+    """start + (end − start)·x, x = min(t, d)/d — exactly ``end`` from t = d on."""
+    return interpolate(xp, t, p.d, p.start, p.end)
+
+
+_add(Primitive(
+    "linear", (Param("start", "number", check=LR), Param("end", "number", check=LR),
+               Param("d", "duration")),
+    """Linear ramp: start + (end − start)·min(t, d)/d; exactly ``end`` from t = d on.""",
+    native="LinearLR (as factors)", example="linear(0.1, 0.001, 50)", value=_linear,
+    range=lambda p: _span(p.start, p.end), describe=lambda a: "linear"))
+
+
+def _shape_check(ends: str):
+    def validate(a):
+        if a["shape"] == "exp" and any(a[name] <= 0 for name in ends.split()):
+            return f"shape=exp is geometric, so {' and '.join(ends.split())} must be > 0"
+        return None
+    return validate
+
+
+def _anneal(xp, t, p):
+    """start + (end − start)·S((min(t, d)/d)^power); S linear, cos (1 − cos πu)/2 or exp
+    (geometric).  optax ``cosine_decay_schedule`` / timm's k-decay (power) / Smith's range
+    test sweep (shape=exp)."""
+    return interpolate(xp, t, p.d, p.start, p.end, p.shape, p.power)
+
+
+def _anneal_check(a):
+    if a["start"] == 0 and a["end"] == 0:
+        return "start and end are both 0: the schedule would be 0 throughout"
+    return _shape_check("start end")(a)
+
+
+_add(Primitive(
+    "anneal", (Param("start", "number", check=LR), Param("end", "number", check=LR),
+               Param("d", "duration"), Param("shape", "choice", "cos", choices=tuple(SHAPES)),
+               POWER),
+    """Anneal from start to end over d ticks (rising or falling): start + (end − start)·S(x^power),
+    x = min(t, d)/d; S is linear, cos ((1 − cos πu)/2) or exp (geometric: start·(end/start)^u).""",
+    native="optax/HF/timm shapes; rising cosines (DINO weight decay, EMA momentum)",
+    example="anneal(0.04, 0.4, 100)", value=_anneal, validate=_anneal_check,
+    range=lambda p: _span(p.start, p.end),
+    describe=lambda a: a["shape"] + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
 
 
 def _warmup(xp, t, p):
-    return _ramp(t, p.target * p.start, p.target, p.d)
+    """L·(start + (1 − start)·S(x^power)), L = ``p.anchor`` = the next segment's value at its
+    t = 0.  LinearLR(start_factor=start, total_iters=d) in front of a schedule."""
+    return interpolate(xp, t, p.d, p.anchor * p.start, p.anchor, p.shape, p.power)
+
+
+_add(Primitive(
+    "warmup", (Param("d", "duration"), Param("start", "number", 0.0, UNIT_CLOSED), SHAPE, POWER),
+    """Warm-up to the next segment: L·(start + (1 − start)·S(x^power)), L = the value of the
+    segment after ``>>`` at its t = 0.  Must be followed by ``>>`` and a schedule.""",
+    native="LinearLR(start_factor=start, total_iters=d) in front; Keras CosineDecay warm-up",
+    example="warmup(5) >> cosine(0.1, 100)", value=_warmup, validate=_shape_check("start"),
+    range=lambda p: (p.anchor * p.start, p.anchor), placement="before",
+    describe=lambda a: a["shape"]))
+
+
+def _cooldown(xp, t, p):
+    """P·(1 + (end − 1)·S(x^power)), P = ``p.anchor`` = the previous segment's final value.
+    WSD's decay phase (Hägele et al. 2024: power=0.5 is 1 − √x)."""
+    return interpolate(xp, t, p.d, p.anchor, p.anchor * p.end, p.shape, p.power)
+
+
+_add(Primitive(
+    "cooldown", (Param("d", "duration"), Param("end", "number", 0.0, UNIT_CLOSED), SHAPE, POWER),
+    """Cool-down from the previous segment: P·(1 + (end − 1)·S(x^power)), P = the final value of
+    the segment before ``>>``; end is the share of P it ends at.  Must follow ``>>``.""",
+    native="WSD decay phase; HF warmup_stable_decay; Hägele et al. 2024 (power=0.5: 1 − √x)",
+    example="warmup(10) >> 0.1 >> cooldown(20)", value=_cooldown, validate=_shape_check("end"),
+    range=lambda p: (p.anchor * p.end, p.anchor), placement="after",
+    describe=lambda a: a["shape"] + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
 
 
 def _cosine(xp, t, p):
-    half = (p.lr - p.min) / 2.0
-    return (p.min + half) + half * xp.cos((math.pi / p.d) * t)
+    """min + (lr − min)·(1 + cos(π·x))/2 = lr·sin²(π(1 − x)/2) + min·sin²(πx/2).
+    CosineAnnealingLR (Loshchilov & Hutter 2017) for t ≤ d; Keras CosineDecay."""
+    return interpolate(xp, t, p.d, p.lr, p.min, "cos")
 
-
-def _poly(xp, t, p):
-    span = p.d * xp.maximum(1.0, xp.ceil(t / p.d)) if p.cycle else p.d
-    return (p.lr - p.end) * xp.power(1.0 - t / span, p.power) + p.end
-
-
-def _step(xp, t, p):
-    return p.lr * xp.power(p.factor, xp.floor(t / p.every))
-
-
-def _multistep(xp, t, p):
-    passed = xp.zeros_like(t)
-    for milestone in p.milestones:
-        passed = passed + xp.where(t >= milestone, 1.0, 0.0)
-    return p.lr * xp.power(p.factor, passed)
-
-
-def _piecewise(xp, t, p):
-    out = xp.zeros_like(t) + p.values[0]
-    for boundary, value in zip(p.boundaries, p.values[1:]):
-        out = xp.where(t >= boundary, value, out)
-    return out
-
-
-def _decay_exponent(xp, t, p):
-    e = t / p.every
-    return xp.floor(e) if p.staircase else e
-
-
-def _exp(xp, t, p):
-    e = _decay_exponent(xp, t, p)
-    if p.k is not None:
-        return p.lr * xp.exp(-p.k * e)
-    return p.lr * xp.power(p.rate, e)
-
-
-def _invtime(xp, t, p):
-    return p.lr / (1.0 + p.rate * _decay_exponent(xp, t, p))
-
-
-def _rsqrt(xp, t, p):
-    return p.lr * xp.sqrt(p.d0 / xp.maximum(t, p.d0))
-
-
-def _cyclic(xp, t, p):
-    size = p.up + p.down
-    ratio = p.up / size
-    cycle = xp.floor(1.0 + t / size)
-    x = xp.mod(t, size) / size  # = 1 + t/size − cycle, without float32 cancellation
-    scale = xp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
-    height = (p.high - p.low) * scale
-    if p.mode == "triangular2":
-        height = height * xp.power(0.5, cycle - 1.0)
-    elif p.mode == "exp_range":
-        height = height * xp.power(p.gamma, t)
-    return p.low + height
-
-
-def _sgdr(xp, t, p):
-    if p.mult == 1:
-        restarts = xp.floor(t / p.period)
-        start = restarts * p.period
-        length = p.period
-    else:
-        def begins(n):  # tick at which restart n begins
-            return p.period * (xp.power(p.mult, n) - 1.0) / (p.mult - 1.0)
-        restarts = xp.floor(xp.log(t / p.period * (p.mult - 1.0) + 1.0) / math.log(p.mult))
-        # the logarithm can land a hair off an exact restart tick: settle it by comparison
-        restarts = xp.where(t < begins(restarts), restarts - 1.0, restarts)
-        restarts = xp.where(t >= begins(restarts + 1.0), restarts + 1.0, restarts)
-        start = begins(restarts)
-        length = p.period * xp.power(p.mult, restarts)
-    peak = p.lr * xp.power(p.decay, restarts)
-    return p.min + (peak - p.min) * (1.0 + xp.cos(math.pi * (t - start) / length)) / 2.0
-
-
-def _onecycle_phases(p) -> list[tuple[float, float, float]]:
-    """(end tick, lr at phase start, lr at phase end), as OneCycleLR builds them."""
-    initial = p.lr / p.div
-    final = initial / p.final_div
-    if p.three_phase:
-        return [(p.pct * p.d - 1, initial, p.lr), (2 * p.pct * p.d - 2, p.lr, initial),
-                (p.d - 1, initial, final)]
-    return [(p.pct * p.d - 1, initial, p.lr), (p.d - 1, p.lr, final)]
-
-
-def _onecycle(xp, t, p):
-    phases = _onecycle_phases(p)
-    starts = [0.0] + [end for end, _, _ in phases[:-1]]
-    out = None
-    for (end, first, last), start in reversed(list(zip(phases, starts))):
-        x = (t - start) / (end - start)
-        if p.anneal == "cos":
-            value = last + (first - last) / 2.0 * (xp.cos(math.pi * x) + 1.0)
-        else:
-            value = (last - first) * x + first
-        out = value if out is None else xp.where(t <= end, value, out)
-    return out
-
-
-# --- cross-argument checks ----------------------------------------------------------
 
 def _min_below_lr(a):
     return f"min={a['min']:g} must not exceed lr={a['lr']:g}" if a["min"] > a["lr"] else None
 
 
-def _exp_rate_or_k(a):
-    if (a["rate"] is None) == (a["k"] is None):
-        return "give exactly one of rate (lr·rate^t) and k (lr·e^(−k·t))"
+_add(Primitive(
+    "cosine", (Param("lr", "number", check=PEAK), Param("d", "duration"),
+               Param("min", "number", 0.0, LR)),
+    """Cosine decay: min + (lr − min)·(1 + cos(π·min(t, d)/d))/2; holds min after d.""",
+    native="CosineAnnealingLR(T_max=d, eta_min=min); Keras CosineDecay(alpha=min/lr)",
+    example="cosine(0.1, 100, min=0.001)", value=_cosine, validate=_min_below_lr,
+    range=lambda p: (p.min, p.lr)))
+
+
+def _poly(xp, t, p):
+    """(lr − end)·(1 − t/D)^power + end = lr·w + end·(1 − w), w = (1 − t/D)^power; D = d, or
+    with cycle D = d·max(1, ⌈t/d⌉).  Keras PolynomialDecay; PolynomialLR when end = 0."""
+    if p.power == 0:
+        return xp.zeros_like(t) + p.lr
+    span = p.d * xp.maximum(1.0, xp.ceil(t / p.d)) if p.cycle else p.d
+    u, v = shares(xp, t, span)
+    if p.power == 1:
+        return _weighted(xp, t, ((p.lr, v), (p.end, u)))
+    return _weighted(xp, t, ((p.lr, xp.power(v, p.power)),
+                             (p.end, -xp.expm1(p.power * xp.log1p(-u)))))
+
+
+def _poly_check(a):
+    return "lr and end are both 0: the schedule would be 0 throughout" \
+        if a["lr"] == 0 and a["end"] == 0 else None
+
+
+_add(Primitive(
+    "poly", (Param("lr", "number", check=LR), Param("d", "duration"),
+             Param("end", "number", 0.0, LR), Param("power", "number", 1.0, NONNEGATIVE),
+             Param("cycle", "bool", False)),
+    """Polynomial decay: (lr − end)·(1 − min(t, D)/D)^power + end, D = d, or with
+    cycle=true D = d·max(1, ⌈t/d⌉) (unbounded).  lr may be 0 (a rising poly).""",
+    native="Keras PolynomialDecay; PolynomialLR when end=0",
+    example="poly(0.1, 100, power=2)", value=_poly, validate=_poly_check,
+    range=lambda p: _span(p.lr, p.end), bounded=lambda a: not a["cycle"],
+    end=lambda p: math.inf if p.cycle else p.d, span=lambda p: 3 * p.d,
+    describe=lambda a: f"power {format_number(a['power'])}" + (", cycling" if a["cycle"] else "")))
+
+
+def _step(xp, t, p):
+    """lr·factor^⌊t/every⌋.  StepLR(step_size=every, gamma=factor)."""
+    return p.lr * _geometric(xp, p.log_factor, xp.floor(t / p.every))
+
+
+def _resolve_factor(p):
+    p.log_factor = math.log(p.factor)
+
+
+_add(Primitive(
+    "step", (Param("lr", "number", check=PEAK), Param("every", "duration"),
+             Param("factor", "number", 0.1, POSITIVE), D),
+    """Step decay: lr·factor^⌊t/every⌋.""",
+    native="StepLR(step_size=every, gamma=factor)", example="step(0.1, 30, factor=0.5)",
+    value=_step, resolve=_resolve_factor,
+    range=lambda p: (0.0 if p.factor < 1 else p.lr, p.lr * _grows(p, p.factor, p.every)),
+    span=lambda p: 3 * p.every,
+    describe=lambda a: f"×{format_value(a['factor'])} every {a['every']}"))
+
+
+def _levels(xp, t, marks, levels):
+    """levels[i] from marks[i−1] on (levels[0] before the first mark)."""
+    out = xp.zeros_like(t) + levels[0]
+    for mark, level in zip(marks, levels[1:]):
+        out = xp.where(t >= mark, level, out)
+    return out
+
+
+def _multistep(xp, t, p):
+    """lr·factor^#{mᵢ ≤ t}, each level lr·factorᵏ computed once in float64.  MultiStepLR."""
+    return _levels(xp, t, p.milestones, p.levels)
+
+
+def _in_order(name: str, ticks, strict: bool) -> str | None:
+    if any(b < a or (strict and b == a) for a, b in zip(ticks, ticks[1:])):
+        order = "strictly increasing" if strict else "in increasing order"
+        return f"{name} must be {order} in ticks, got {', '.join(f'{v:g}' for v in ticks)}"
     return None
 
 
-def _cyclic_order(a):
-    return f"low={a['low']:g} must not exceed high={a['high']:g}" if a["low"] > a["high"] else None
+def _resolve_multistep(p):
+    p.levels = tuple(p.lr * p.factor ** k for k in range(len(p.milestones) + 1))
+    return _in_order("milestones", p.milestones, strict=False)
+
+
+_add(Primitive(
+    "multistep", (Param("lr", "number", check=PEAK), Param("milestones", "durations"),
+                  Param("factor", "number", 0.1, POSITIVE), D),
+    """Decay at milestones: lr·factor^#{mᵢ ≤ t}.""",
+    native="MultiStepLR(milestones, gamma=factor)", example="multistep(0.1, [30, 60, 90])",
+    value=_multistep, resolve=_resolve_multistep, range=lambda p: _span(*p.levels),
+    span=lambda p: 1.5 * max(p.milestones, default=0.0),
+    describe=lambda a: f"×{format_value(a['factor'])} at {format_value(a['milestones'])}"))
+
+
+def _piecewise(xp, t, p):
+    """vᵢ for bᵢ ≤ t < bᵢ₊₁ (b₀ = 0).  Keras PiecewiseConstantDecay with boundaries bᵢ − 1."""
+    return _levels(xp, t, p.boundaries, p.values)
 
 
 def _piecewise_lengths(a):
@@ -388,133 +616,275 @@ def _piecewise_lengths(a):
     return None
 
 
-def _onecycle_phase_lengths(a):
-    if not isinstance(a["d"], Duration) or a["d"].unit:
-        return None  # checked again in ticks when units are resolved
-    return onecycle_complaint(SimpleNamespace(**{**a, "d": a["d"].value}))
-
-
-def onecycle_complaint(p) -> str | None:
-    """OneCycleLR divides by each phase's length: every phase must span at least a tick."""
-    ends = [0.0] + [end for end, _, _ in _onecycle_phases(p)]
-    if any(b - a <= 0 for a, b in zip(ends, ends[1:])):
-        return f"pct={p.pct:g} leaves a phase of no length over d={p.d:g} ticks"
-    return None
-
-
-def _unbounded(doc: str) -> Param:
-    return Param("d", "duration", None, shown="∞",
-                 doc=doc or "bound the schedule so it can stand before >>")
-
-
-D = _unbounded("")
-
-PRIMITIVES: dict[str, Primitive] = {}
-
-
-def _add(primitive: Primitive) -> None:
-    PRIMITIVES[primitive.name] = primitive
-
-
-_add(Primitive(
-    "const", (Param("lr", "number", check=LR), D),
-    """Constant: ``lr`` at every tick.  A bare number ``0.1`` is ``const(0.1)``.""",
-    native="ConstantLR / a float learning rate", example="0.1", value=_const))
-_add(Primitive(
-    "linear", (Param("start", "number", check=LR), Param("end", "number", check=LR),
-               Param("d", "duration")),
-    """Linear ramp: start + (end − start)·min(t, d)/d.""",
-    native="LinearLR (as factors)", example="linear(0.1, 0.001, 50)", value=_linear))
-_add(Primitive(
-    "warmup", (Param("d", "duration"), Param("start", "number", 0.0, UNIT_CLOSED)),
-    """Linear warm-up to the next segment: L·(start + (1 − start)·min(t, d)/d),
-    L = value of the segment after ``>>`` at its t = 0.  Must be followed by ``>>``.""",
-    native="LinearLR(start_factor=start, total_iters=d) in front; Keras CosineDecay warm-up",
-    example="warmup(5) >> cosine(0.1, 100)", value=_warmup))
-_add(Primitive(
-    "cosine", (Param("lr", "number", check=PEAK), Param("d", "duration"),
-               Param("min", "number", 0.0, LR)),
-    """Cosine decay: min + (lr − min)·(1 + cos(π·min(t, d)/d))/2; holds min after d.""",
-    native="CosineAnnealingLR(T_max=d, eta_min=min); Keras CosineDecay(alpha=min/lr)",
-    example="cosine(0.1, 100, min=0.001)", value=_cosine, validate=_min_below_lr))
-_add(Primitive(
-    "poly", (Param("lr", "number", check=PEAK), Param("d", "duration"),
-             Param("end", "number", 0.0, LR), Param("power", "number", 1.0, NONNEGATIVE),
-             Param("cycle", "bool", False)),
-    """Polynomial decay: (lr − end)·(1 − min(t, D)/D)^power + end, D = d, or with
-    cycle=true D = d·max(1, ⌈t/d⌉) (unbounded).""",
-    native="Keras PolynomialDecay; PolynomialLR when end=0",
-    example="poly(0.1, 100, power=2)", value=_poly))
-_add(Primitive(
-    "step", (Param("lr", "number", check=PEAK), Param("every", "duration"),
-             Param("factor", "number", 0.1, POSITIVE), D),
-    """Step decay: lr·factor^⌊t/every⌋.""",
-    native="StepLR(step_size=every, gamma=factor)", example="step(0.1, 30, factor=0.5)",
-    value=_step))
-_add(Primitive(
-    "multistep", (Param("lr", "number", check=PEAK), Param("milestones", "durations"),
-                  Param("factor", "number", 0.1, POSITIVE), D),
-    """Decay at milestones: lr·factor^#{mᵢ ≤ t}.""",
-    native="MultiStepLR(milestones, gamma=factor)", example="multistep(0.1, [30, 60, 90])",
-    value=_multistep))
 _add(Primitive(
     "piecewise", (Param("boundaries", "durations"), Param("values", "numbers", check=LR), D),
     """Piecewise constant: vᵢ for bᵢ ≤ t < bᵢ₊₁ (b₀ = 0); one more value than boundaries.""",
     native="Keras PiecewiseConstantDecay with boundaries bᵢ − 1",
     example="piecewise([50%, 75%], [0.1, 0.01, 0.001])", value=_piecewise,
-    validate=_piecewise_lengths))
+    validate=_piecewise_lengths, resolve=lambda p: _in_order("boundaries", p.boundaries, True),
+    range=lambda p: _span(*p.values), span=lambda p: 1.5 * max(p.boundaries, default=0.0),
+    describe=lambda a: f"steps at {format_value(a['boundaries'])}"))
+
+
+def _decay_exponent(xp, t, p):
+    e = t / p.every
+    return xp.floor(e) if p.staircase else e
+
+
+def _exp(xp, t, p):
+    """lr·rate^(t/every) (⌊t/every⌋ with staircase) = lr·exp(e·log rate); k: log rate = −k.
+    Keras ExponentialDecay; ExponentialLR(gamma=rate) when every = 1."""
+    return p.lr * _geometric(xp, p.log_rate, _decay_exponent(xp, t, p))
+
+
+def _exp_rate_or_k(a):
+    if (a["rate"] is None) == (a["k"] is None):
+        return "give exactly one of rate (lr·rate^t) and k (lr·e^(−k·t))"
+    return None
+
+
+def _resolve_exp(p):
+    p.log_rate = -p.k if p.rate is None else math.log(p.rate)
+
+
 _add(Primitive(
-    "exp", (Param("lr", "number", check=PEAK), Param("rate", "number", None, POSITIVE, shown="e^-k", positional=True),
+    "exp", (Param("lr", "number", check=PEAK),
+            Param("rate", "number", None, POSITIVE, shown="e^-k", positional=True),
             Param("every", "duration", Duration(1.0)), Param("staircase", "bool", False),
             Param("k", "number", None, NONNEGATIVE, shown="none"), D),
     """Exponential decay: lr·rate^(t/every) (⌊t/every⌋ with staircase); with k instead of
-    rate, lr·e^(−k·t/every).""",
+    rate, lr·e^(−k·t/every).  A rate > 1 grows, so it needs d=.""",
     native="Keras ExponentialDecay; ExponentialLR(gamma=rate) when every=1",
-    example="exp(0.1, 0.95)", value=_exp, validate=_exp_rate_or_k))
+    example="exp(0.1, 0.95)", value=_exp, validate=_exp_rate_or_k, resolve=_resolve_exp,
+    range=lambda p: (0.0 if p.log_rate <= 0 else p.lr,
+                     p.lr * _grows(p, math.exp(p.log_rate), p.every)),
+    span=lambda p: 3 * p.every / max(abs(p.log_rate), 1e-9) if p.log_rate else 100.0,
+    describe=lambda a: (f"×{format_value(a['rate'])}" if a["rate"] is not None else
+                        f"×e^-{format_value(a['k'])}") + f" per {a['every']}"
+    + (" (staircase)" if a["staircase"] else "")))
+
+
+def _invtime(xp, t, p):
+    """lr / (1 + rate·t/every)^power.  Keras InverseTimeDecay (power = 1)."""
+    e = _decay_exponent(xp, t, p)
+    if p.power == 1:
+        return p.lr / (1.0 + p.rate * e)
+    return p.lr * xp.exp(-p.power * xp.log1p(p.rate * e))
+
+
 _add(Primitive(
     "invtime", (Param("lr", "number", check=PEAK), Param("rate", "number", check=NONNEGATIVE),
-                Param("every", "duration", Duration(1.0)), Param("staircase", "bool", False), D),
-    """Inverse-time ("time-based") decay: lr / (1 + rate·t/every) (⌊t/every⌋ with staircase).""",
-    native="Keras InverseTimeDecay", example="invtime(0.1, 0.5)", value=_invtime))
+                Param("every", "duration", Duration(1.0)), Param("staircase", "bool", False),
+                Param("power", "number", 1.0, NONNEGATIVE), D),
+    """Inverse-time ("time-based") decay: lr / (1 + rate·t/every)^power (⌊t/every⌋ with
+    staircase).""",
+    native="Keras InverseTimeDecay; timm power-law stable phase",
+    example="invtime(0.1, 0.5)", value=_invtime, range=lambda p: (0.0, p.lr),
+    span=lambda p: 10 * p.every / max(p.rate, 1e-9) if p.rate else 100.0,
+    describe=lambda a: f"1/(1 + {format_value(a['rate'])}·t/{a['every']})"
+    + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
+
+
+def _rsqrt(xp, t, p):
+    """lr·(d0 / max(t, d0))^power.  t5x rsqrt_normalized_decay (power = 0.5)."""
+    ratio = p.d0 / xp.maximum(t, p.d0)
+    return p.lr * (xp.sqrt(ratio) if p.power == 0.5 else xp.power(ratio, p.power))
+
+
 _add(Primitive(
-    "rsqrt", (Param("lr", "number", check=PEAK), Param("d0", "duration", Duration(1.0)), D),
-    """Inverse square root: lr·√(d0 / max(t, d0)).""",
-    native="t5x rsqrt_normalized_decay", example="rsqrt(0.01, d0=1000)", value=_rsqrt))
+    "rsqrt", (Param("lr", "number", check=PEAK), Param("d0", "duration", Duration(1.0)),
+              Param("power", "number", 0.5, NONNEGATIVE), D),
+    """Inverse square root: lr·(d0 / max(t, d0))^power (power 0.5: √).""",
+    native="t5x rsqrt_normalized_decay; power schedulers (t^−0.51)",
+    example="rsqrt(0.01, d0=1000)", value=_rsqrt, range=lambda p: (0.0, p.lr),
+    span=lambda p: 3 * p.d0,
+    describe=lambda a: f"(t/{a['d0']})^-{format_number(a['power'])} from {a['d0']}"))
+
+
+def _cyclic(xp, t, p):
+    """CyclicLR (Smith 2017): low + (high − low)·s·a, s the triangle (m/up rising, (size − m)/down
+    falling, m = t mod size) and a the amplitude (1; 0.5^cycle for triangular2; gamma^t for
+    exp_range).  Written as low·(1 − s·a) + high·s·a with 1 − s·a = (1 − s) + s·(1 − a), each
+    share from its own end; high < low is an inverted cycle (CyclicLR's momentum)."""
+    size = p.up + p.down
+    m = xp.mod(t, size)
+    rising = m <= p.up
+    s = xp.where(rising, m / p.up, (size - m) / p.down)
+    rest = xp.where(rising, (p.up - m) / p.up, (m - p.up) / p.down)  # 1 − s
+    if p.mode == "triangular":
+        return _weighted(xp, t, ((p.low, rest), (p.high, s)))
+    if p.mode == "triangular2":
+        a = xp.power(0.5, xp.floor(t / size))
+        lost = 1.0 - a
+    else:
+        a = _geometric(xp, p.log_gamma, t)
+        lost = -xp.expm1(p.log_gamma * t)
+    return _weighted(xp, t, ((p.low, rest + s * lost), (p.high, s * a)))
+
+
+def _resolve_cyclic(p):
+    if p.down is None:
+        p.down = p.up
+    p.log_gamma = math.log(p.gamma)
+
+
+def _cyclic_range(p):
+    a = _grows(p, p.gamma, 1.0) if p.mode == "exp_range" else 1.0
+    return _span(p.low, p.low + (p.high - p.low) * a, p.high)
+
+
+def _cyclic_check(a):
+    return "low and high are both 0: the schedule would be 0 throughout" \
+        if a["low"] == 0 and a["high"] == 0 else None
+
+
 _add(Primitive(
-    "cyclic", (Param("low", "number", check=LR), Param("high", "number", check=PEAK),
+    "cyclic", (Param("low", "number", check=LR), Param("high", "number", check=LR),
                Param("up", "duration"), Param("down", "duration", None, shown="up", same_as="up"),
                Param("mode", "choice", "triangular",
                      choices=("triangular", "triangular2", "exp_range")),
                Param("gamma", "number", 1.0, POSITIVE), D),
     """Cyclical LR (Smith 2017): up ticks from low to high, down ticks back (down=up by
-    default); triangular2 halves the height each cycle, exp_range scales it by gamma^t.""",
+    default); triangular2 halves the height each cycle, exp_range scales it by gamma^t.
+    high < low is an inverted cycle (CyclicLR's momentum).""",
     native="CyclicLR(base_lr=low, max_lr=high, step_size_up=up, step_size_down=down)",
-    example="cyclic(0.001, 0.1, 10)", value=_cyclic, validate=_cyclic_order))
+    example="cyclic(0.001, 0.1, 10)", value=_cyclic, validate=_cyclic_check,
+    resolve=_resolve_cyclic, range=_cyclic_range, span=lambda p: 3 * (p.up + p.down),
+    describe=lambda a: f"{a['mode']} cycles up {a['up']}, down {a['down'] or a['up']}"))
+
+
+def _sgdr(xp, t, p):
+    """Restart i runs min + (peakᵢ − min)·(1 + cos(π·τ/Tᵢ))/2, τ ticks into it, Tᵢ = period·multⁱ,
+    peakᵢ = lr·decayⁱ.  CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) (decay = 1);
+    Keras CosineDecayRestarts(t_mul, m_mul) (min = 0)."""
+    if p.mult == 1:
+        restarts = xp.floor(t / p.period)
+        into = xp.mod(t, p.period)
+        length = p.period
+    else:
+        def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
+            return p.period * (xp.power(p.mult, n) - 1.0) / (p.mult - 1.0)
+        restarts = xp.floor(xp.log1p(t / p.period * (p.mult - 1.0)) / p.log_mult)
+        # the logarithm can land a hair off an exact restart tick: settle it by comparison
+        restarts = xp.where(t < begins(restarts), restarts - 1.0, restarts)
+        restarts = xp.where(t >= begins(restarts + 1.0), restarts + 1.0, restarts)
+        into = t - begins(restarts)
+        length = p.period * xp.power(p.mult, restarts)
+    peak = p.lr * _geometric(xp, p.log_decay, restarts)
+    u, v = into / length, (length - into) / length
+    return _cos_shape(xp, t, peak, p.min, u, v)
+
+
+def _resolve_sgdr(p):
+    p.log_mult, p.log_decay = math.log(p.mult), math.log(p.decay)
+
+
 _add(Primitive(
     "sgdr", (Param("lr", "number", check=PEAK), Param("period", "duration"),
              Param("mult", "number", 1.0, AT_LEAST_ONE), Param("min", "number", 0.0, LR),
              Param("decay", "number", 1.0, POSITIVE), D),
     """Cosine with warm restarts: restart i runs a cosine from lr·decayⁱ to min over
-    period·multⁱ ticks.""",
+    period·multⁱ ticks.  A decay > 1 grows, so it needs d=.""",
     native="CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) when decay=1; "
            "Keras CosineDecayRestarts(t_mul, m_mul) when min=0",
-    example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr))
+    example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr, resolve=_resolve_sgdr,
+    range=lambda p: (p.min, p.lr * _grows(p, p.decay, p.period)),
+    span=lambda p: 3 * p.period * p.mult ** 2,
+    describe=lambda a: f"cosine restarts every {a['period']}"
+    + (f" ×{format_number(a['mult'])} longer" if a["mult"] != 1 else "")))
+
+
+def onecycle_phases(p) -> list[tuple[float, float, float]]:
+    """(end tick, value at phase start, value at phase end), as OneCycleLR builds them."""
+    first = p.lr / p.div if p.start is None else p.start
+    last = first / p.final_div if p.end is None else p.end
+    if p.three_phase:
+        return [(p.pct * p.d - 1, first, p.lr), (2 * p.pct * p.d - 2, p.lr, first),
+                (p.d - 1, first, last)]
+    return [(p.pct * p.d - 1, first, p.lr), (p.d - 1, p.lr, last)]
+
+
+def _onecycle(xp, t, p):
+    """OneCycleLR (Smith & Topin 2018): phases from start to the peak lr and on to end, each
+    annealed by cos or linear, switching at the phase's last tick as OneCycleLR does."""
+    out = None
+    begin = [0.0] + [end for end, _, _ in p.phases[:-1]]
+    for (end, first, last), start in reversed(list(zip(p.phases, begin))):
+        length = end - start
+        u, v = (t - start) / length, (end - t) / length
+        value = SHAPES[p.anneal](xp, t, first, last, u, v)
+        out = value if out is None else xp.where(t <= end, value, out)
+    return out
+
+
+def _onecycle_written(a):
+    if a["start"] is not None and a["div"] != 25.0:
+        return "give div or start, not both (start is lr/div)"
+    if a["end"] is not None and a["final_div"] != 1e4:
+        return "give final_div or end, not both (end is start/final_div)"
+    if not isinstance(a["d"], Duration) or a["d"].unit:
+        return None  # checked again in ticks when units are resolved
+    return _onecycle_ticks(SimpleNamespace(**{**a, "d": a["d"].value}))
+
+
+def _onecycle_ticks(p) -> str | None:
+    """OneCycleLR divides by each phase's length: every phase must span at least a tick."""
+    ends = [0.0] + [end for end, _, _ in onecycle_phases(p)]
+    if any(b - a <= 0 for a, b in zip(ends, ends[1:])):
+        return f"pct={p.pct:g} leaves a phase of no length over d={p.d:g} ticks"
+    return None
+
+
+def _resolve_onecycle(p):
+    complaint = _onecycle_ticks(p)
+    p.phases = onecycle_phases(p)
+    return complaint
+
+
 _add(Primitive(
     "onecycle", (Param("lr", "number", check=PEAK), Param("d", "duration"),
                  Param("pct", "number", 0.3, UNIT_OPEN), Param("div", "number", 25.0, POSITIVE),
                  Param("final_div", "number", 1e4, POSITIVE),
                  Param("anneal", "choice", "cos", choices=("cos", "linear")),
-                 Param("three_phase", "bool", False)),
-    """One-cycle policy (lr is the peak): from lr/div up to lr over pct·d ticks, then down to
-    lr/(div·final_div) at tick d − 1 (three_phase: back to lr/div first), annealed by cos or
-    linear, exactly as OneCycleLR; holds its final value from tick d − 1.""",
+                 Param("three_phase", "bool", False),
+                 Param("start", "number", None, LR, shown="lr/div"),
+                 Param("end", "number", None, LR, shown="start/final_div")),
+    """One-cycle policy (lr is the peak): from start = lr/div to lr over pct·d ticks, then to
+    end = start/final_div at tick d − 1 (three_phase: back to start first), annealed by cos or
+    linear, exactly as OneCycleLR; holds its final value from tick d − 1.  start=/end= set the
+    ends directly; a peak below them is an inverted cycle (OneCycleLR's momentum:
+    onecycle(0.85, d, start=0.95, end=0.95)).""",
     native="OneCycleLR(max_lr=lr, total_steps=d, pct_start, div_factor, final_div_factor)",
-    example="onecycle(0.1, 1000)", value=_onecycle, validate=_onecycle_phase_lengths,
-    end=lambda p: p.d - 1))
+    example="onecycle(0.1, 1000)", value=_onecycle, validate=_onecycle_written,
+    resolve=_resolve_onecycle, end=lambda p: p.d - 1,
+    range=lambda p: _span(*(v for _, a, b in p.phases for v in (a, b))),
+    describe=lambda a: f"one cycle, peak {format_value(a['lr'])}"
+    + (", three phases" if a["three_phase"] else "")))
+
+
+def _build(kind: str):
+    def build(values):
+        from lrdsl import nodes
+        return getattr(nodes, kind)(*values)
+    return build
+
+
 _add(Primitive(
     "repeat", (Param("schedule", "schedule"), Param("n", "number", None, COUNT, shown="∞")),
     """Run a bounded schedule n times (forever by default), each with a fresh clock.""",
-    example="repeat(warmup(2) >> cosine(0.1, 18))"))
+    example="repeat(warmup(2) >> cosine(0.1, 18))", build=_build("Repeat")))
+_add(Primitive(
+    "min", (Param("schedules", "schedules"),),
+    """Pointwise minimum of schedules or numbers (a ceiling); as long as its longest bounded
+    operand.""",
+    native="clipping", example="min(exp(0.1, 0.9, d=50), 0.05)",
+    build=_build("Minimum")))
+_add(Primitive(
+    "max", (Param("schedules", "schedules"),),
+    """Pointwise maximum of schedules or numbers (a floor); as long as its longest bounded
+    operand.""",
+    native="optax end_value floors", example="max(exp(0.1, 0.97), 1e-4)",
+    build=_build("Maximum")))
 _add(Primitive(
     "plateau", (Param("monitor", "string"), Param("factor", "number", 0.1, UNIT_OPEN),
                 Param("patience", "number", 10.0, INTEGER),
@@ -527,9 +897,6 @@ _add(Primitive(
     mode=auto is max for monitors named *acc*/*auc*, else min.""",
     native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)",
     example="cosine(0.1, 100) | plateau(val_loss, 0.5, patience=3)"))
-
-#: names that are not time schedules: they never stand alone in an expression
-COMBINATORS = ("repeat", "plateau")
 
 
 def primitives() -> dict[str, Primitive]:

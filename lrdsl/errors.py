@@ -16,16 +16,20 @@ class LrdslError(ValueError):
     """Base class of every error lrdsl raises on bad input.
 
     ``column`` (1-based) and ``expr`` are set when the error can be placed in
-    the expression text; :meth:`pointed` then renders it with a caret.
+    the expression text; :meth:`pointed` then renders it with a caret.  ``str()`` is
+    the one-line message.
     """
 
     def __init__(self, message: str, *, expr: str | None = None, column: int | None = None,
-                 line: int | None = None):
+                 line: int | None = None, argument: str | int | None = None):
         super().__init__(message)
         self.message = message
         self.expr = expr
         self.column = column
         self.line = line
+        #: the call's argument at fault (a parameter name, or a positional index): the
+        #: parser puts the caret under it
+        self.argument = argument
 
     def pointed(self) -> str:
         """The message followed by the expression line and a caret under the column."""

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence as Seq
 
 from lrdsl import floats
-from lrdsl.catalogue import format_value
-from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence
-from lrdsl.plan import Plan, TimedSequence
+from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+                         Sequence, Slice, Sum)
+from lrdsl.plan import Plan, TimedCall, TimedSequence
 from lrdsl.plateau import reports_in_force
 from lrdsl.units import format_number
 
@@ -51,31 +51,11 @@ def segments(plan: Plan) -> list[Segment]:
 def _shape(segment: Segment) -> str:
     """A few words on how the segment moves between its first and final value."""
     expr = segment.expr
-    if not isinstance(expr, Call):
-        if isinstance(expr, Repeat):
-            return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
-        if isinstance(expr, Product):
-            return f"product: {expr}"
-        return str(expr)
-    a = expr.arguments
-    words = {
-        "warmup": "linear", "linear": "linear",
-        "poly": f"power {format_number(a.get('power', 1))}" + (", cycling" if a.get("cycle") else ""),
-        "step": f"×{format_value(a.get('factor'))} every {a.get('every')}",
-        "multistep": f"×{format_value(a.get('factor'))} at {format_value(a.get('milestones'))}",
-        "piecewise": f"steps at {format_value(a.get('boundaries'))}",
-        "exp": (f"×{format_value(a['rate'])}" if a.get("rate") is not None else
-                f"×e^-{format_value(a.get('k'))}") + f" per {a.get('every')}"
-               + (" (staircase)" if a.get("staircase") else ""),
-        "invtime": f"1/(1 + {format_value(a.get('rate'))}·t/{a.get('every')})",
-        "rsqrt": f"1/√t from {a.get('d0')}",
-        "cyclic": f"{a.get('mode')} cycles up {a.get('up')}, down {a.get('down') or a.get('up')}",
-        "sgdr": f"cosine restarts every {a.get('period')}"
-                + (f" ×{format_number(a['mult'])} longer" if a.get("mult", 1) != 1 else ""),
-        "onecycle": f"one cycle, peak {format_value(a.get('lr'))}"
-                    + (", three phases" if a.get("three_phase") else ""),
-    }
-    return words.get(expr.name, "")
+    if isinstance(expr, Call):
+        return expr.primitive.describe(expr.arguments)
+    if isinstance(expr, Repeat):
+        return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
+    return f"{type(expr).__name__.lower()}: {expr}"
 
 
 def _tick(x: float) -> str:
@@ -107,14 +87,22 @@ def describe(plan: Plan) -> list[str]:
     return lines
 
 
+#: combination nodes in JSON: node class -> (key, field holding the operands)
+_JSON_LISTS = {Sequence: ("sequence", "parts"), Product: ("product", "factors"),
+               Sum: ("sum", "terms"), Minimum: ("min", "operands"), Maximum: ("max", "operands")}
+
+
 def to_json(expr) -> object:
     """The AST as plain JSON data."""
     if isinstance(expr, Call):
         return {"call": expr.name, "args": {k: to_json(v) for k, v in expr.arguments.items()}}
-    if isinstance(expr, Sequence):
-        return {"sequence": [to_json(p) for p in expr.parts]}
-    if isinstance(expr, Product):
-        return {"product": [to_json(f) for f in expr.factors]}
+    if type(expr) in _JSON_LISTS:
+        key, field = _JSON_LISTS[type(expr)]
+        return {key: [to_json(p) for p in getattr(expr, field)]}
+    if isinstance(expr, Difference):
+        return {"difference": [to_json(expr.minuend), to_json(expr.subtrahend)]}
+    if isinstance(expr, Slice):
+        return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):
         return {"repeat": to_json(expr.schedule), "n": expr.n}
     if isinstance(expr, Plateau):
@@ -147,17 +135,8 @@ def default_ticks(plan: Plan) -> int:
         return max(2, math.ceil(plan.duration * 1.1))
     last_start = plan.boundaries()[-1] if plan.boundaries() else 0.0
     tail = plan.schedule.parts[-1] if isinstance(plan.schedule, TimedSequence) else plan.schedule
-    p = getattr(tail, "p", None)
-    period = 0.0
-    if p is not None:
-        for name in ("period", "every", "d0"):
-            period = max(period, getattr(p, name, 0.0) or 0.0)
-        if getattr(p, "up", None):
-            period = max(period, p.up + p.down)
-        for name in ("milestones", "boundaries"):
-            if getattr(p, name, None):
-                period = max(period, p.__dict__[name][-1])
-    return max(100, math.ceil(last_start * 1.5 + 3 * period))
+    period = tail.primitive.span(tail.p) if isinstance(tail, TimedCall) else 0.0
+    return max(100, min(math.ceil(last_start * 1.5 + period), 10**7))
 
 
 def lr_function(plan: Plan, metrics: Mapping[str, Seq[float]] | None = None,

@@ -1,12 +1,14 @@
 """The array namespace for plain Python floats: the catalogue's formulas, one tick at a time.
 
 It lets ``lrdsl parse``, the warm-up targets and the terminal plot evaluate a schedule exactly
-without importing numpy (a third of a CLI call's time).  Same names as ``numpy``/``keras.ops``.
+without importing numpy (a third of a CLI call's time).  Same names and the same IEEE results
+as ``numpy`` / ``keras.ops`` / ``jax.numpy`` where Python's ``math`` would raise instead
+(overflow gives inf, log(0) gives −inf); tests hold it to numpy and to the oracle.
 """
 
 import math
 
-cos, floor, ceil, sqrt, log = math.cos, math.floor, math.ceil, math.sqrt, math.log
+cos, sin, floor, ceil, sqrt = math.cos, math.sin, math.floor, math.ceil, math.sqrt
 minimum, maximum = min, max
 
 
@@ -18,10 +20,16 @@ def where(condition, a, b):
     return a if condition else b
 
 
+def square(x):
+    return x * x
+
+
 def power(base, exponent):
     try:
         return float(base) ** exponent
     except OverflowError:
+        return math.inf
+    except ZeroDivisionError:  # 0 ** negative
         return math.inf
 
 
@@ -30,6 +38,21 @@ def exp(x):
         return math.exp(x)
     except OverflowError:
         return math.inf
+
+
+def expm1(x):
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
+
+
+def log(x):
+    return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
+
+
+def log1p(x):
+    return math.log1p(x) if x > -1 else (-math.inf if x == -1 else math.nan)
 
 
 def mod(a, b):

@@ -3,18 +3,23 @@
 The grammar is ``grammar/lrdsl.lark`` (shipped inside the wheel as
 ``lrdsl/grammar/lrdsl.lark``).  The LALR parser is built once, lazily, and
 runs the transformer inline, so no parse tree is built and nesting costs no
-Python recursion.  Lark's exceptions become :class:`LrdslError`.
+Python recursion.  Lark's exceptions become :class:`LrdslError`: syntax errors
+with a caret under the column and, for common mistakes, a hint (Lark's
+``match_examples`` against the bad examples in :data:`HINTS`); argument errors
+with the caret under the argument at fault.
 """
 
 from __future__ import annotations
 
 import ast as python_ast
+import difflib
 import functools
+import re
 from pathlib import Path
 
 from lrdsl.catalogue import PRIMITIVES, Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
-from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence, _check_time_schedule, const
+from lrdsl.nodes import Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, check_operand, const
 from lrdsl.units import UNIT_SPELLINGS, Duration
 
 #: deeper nesting than this is refused (no real schedule comes close)
@@ -25,7 +30,25 @@ _TERMINAL_WORDS = {
     "NUMBER": "a number", "DURATION": "a duration like 5ep", "NAME": "a name",
     "STRING": "a quoted string", "_LPAR": "'('", "_RPAR": "')'", "_LSQB": "'['",
     "_RSQB": "']'", "_COMMA": "','", "_EQUAL": "'='", "_THEN": "'>>'", "_TIMES": "'*'",
-    "_PIPE": "'|'", "$END": "end of expression",
+    "_PLUS": "'+'", "_MINUS": "'-'", "_COLON": "':'", "_PIPE": "'|'", "$END": "end of expression",
+}
+
+#: common mistakes, as examples that fail in the same parser state (Lark's match_examples)
+HINTS = {
+    "unit": ["cosine(0.1, 5eps)", "warmup(3epocs) >> 0.1", "cosine(0.1, 100)[5eps:]"],
+    "comma": ["cosine(0.1 100)", "cosine(0.1, 100 min=0.1)"],
+    "operator": ["warmup(5) cosine(0.1, 100)", "0.1 cosine(0.1, 100)", "(0.1) 0.2"],
+    "unclosed": ["cosine(0.1, 100", "warmup(5) >> cosine(0.1", "repeat(cosine(0.1, 10)",
+                 "cosine(0.1, 100, min=0", "multistep(0.1, [30, 60)"],
+    "pipe": ["cosine(0.1, 100) | 0.5", "0.1 | (plateau(loss))", "0.1 | [1]"],
+}
+
+_HINT_WORDS = {
+    "comma": "a ',' is missing between two arguments",
+    "operator": "two schedules side by side: join them with '>>' (one after the other) or an "
+                "operator (+ - *)",
+    "unclosed": "a '(' or '[' is not closed",
+    "pipe": "only plateau(...) may follow '|'",
 }
 
 
@@ -46,11 +69,25 @@ class _Keyword:
         self.name, self.value = name, value
 
 
-def _schedule(value, where: str) -> Expr:
-    """A value in schedule position: a number is a constant; warm-ups and plateaus are checked."""
-    node = const(value) if isinstance(value, float) else value
-    _check_time_schedule(node, where)
-    return node
+def _finite(value: float, token) -> float:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ArgumentError(f"the number {token} is beyond float range", line=token.line,
+                            column=token.column)
+    return value
+
+
+def _duration(text: str) -> Duration:
+    number = text.rstrip("%abcdefghijklmnopqrstuvwxyz")
+    return Duration(float(number), UNIT_SPELLINGS[text[len(number):]])
+
+
+def parse_duration(text: str) -> Duration:
+    """``"5ep"``, ``"10%"``, ``"2 epochs"``, ``"30"`` -> :class:`Duration` (for ``expr["5ep":]``)."""
+    match = re.fullmatch(r"\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)\s*"
+                         r"(epochs?|ep|steps?|st|%)?\s*", text)
+    if match is None:
+        raise ArgumentError(f"not a duration: {text!r} (write 5ep, 500st, 10% or a tick count)")
+    return Duration(float(match.group(1)), UNIT_SPELLINGS[match.group(4) or ""])
 
 
 def _build_transformer():
@@ -61,12 +98,12 @@ def _build_transformer():
         """Lark callbacks, run inline by the LALR parser, bottom-up."""
 
         def number(self, token):
-            return float(token)
+            return _finite(float(token), token)
 
         def duration(self, token):
-            text = str(token)
-            cut = len(text.rstrip("%abcdefghijklmnopqrstuvwxyz"))
-            return Duration(float(text[:cut]), UNIT_SPELLINGS[text[cut:]])
+            duration = _duration(re.sub(r"[ \t]+", "", str(token)))
+            _finite(duration.value, token)
+            return duration
 
         def name(self, token):
             return Name(token)
@@ -90,18 +127,33 @@ def _build_transformer():
             except LrdslError as error:
                 if error.column is None:
                     error.line, error.column = name.line, name.column
+                    error.site = (name.start_pos, str(name))  # for the argument's caret
                 raise
 
         def seq(self, *parts):
-            return Sequence(tuple(parts))
+            return Sequence(tuple(_schedule(p, "in a sequence") for p in parts))
 
         def prod(self, *factors):
-            return Product(tuple(factors))
+            return Product(tuple(_schedule(f, "as a factor of '*'") for f in factors))
+
+        def add(self, a, b):
+            return Sum((_schedule(a, "as a term of '+'"), _schedule(b, "as a term of '+'")))
+
+        def subtract(self, a, b):
+            return Difference(_schedule(a, "before '-'"), _schedule(b, "after '-'"))
+
+        def slice(self, schedule, start, end):
+            return Slice(_schedule(schedule, "sliced"), start, end)
 
         def plateau(self, schedule, options):
             return Plateau(schedule, options)
 
     return ToAst()
+
+
+def _schedule(value, where: str) -> Expr:
+    """A value in schedule position: a number is a constant."""
+    return const(value) if isinstance(value, float) else value
 
 
 def _call(name: str, args: list) -> Expr:
@@ -110,15 +162,15 @@ def _call(name: str, args: list) -> Expr:
         if isinstance(arg, _Keyword):
             keywords.append((arg.name, arg.value))
         elif keywords:
-            raise ArgumentError(f"{name}: a positional argument follows a keyword argument")
+            raise ArgumentError(f"{name}: a positional argument follows a keyword argument",
+                                argument=len(positional))
         else:
             positional.append(arg)
     if name not in PRIMITIVES:
         raise UnknownNameError(f"unknown schedule '{name}'" + did_you_mean(name, PRIMITIVES))
-    values = PRIMITIVES[name].bind(positional, keywords)
-    if name == "repeat":
-        return Repeat(*values)
-    return Call(name, values)
+    primitive = PRIMITIVES[name]
+    values = primitive.bind(positional, keywords)
+    return primitive.build(values) if primitive.build is not None else Call.checked(name, values)
 
 
 @functools.cache
@@ -141,6 +193,83 @@ def _nesting(text: str) -> int:
     return deepest
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """(line, column), 1-based, of a character offset."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _arguments(text: str, open_paren: int) -> list[tuple[int, str | None]]:
+    """(offset, keyword or None) of each top-level argument of the call opened at ``open_paren``."""
+    found, depth, i = [], 0, open_paren + 1
+    start = None
+    while i < len(text):
+        char = text[i]
+        if start is None and not char.isspace():
+            start = i
+            keyword = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\s*=", text[i:])
+            found.append((i, keyword.group(1) if keyword else None))
+        if char in "\"'":
+            close = text.find(char, i + 1)
+            i = len(text) if close < 0 else close
+        elif char == "#":
+            i = text.find("\n", i) if "\n" in text[i:] else len(text)
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+            if depth < 0:
+                break
+        elif char == "," and depth == 0:
+            start = None
+        i += 1
+    return found
+
+
+def _point_at_argument(text: str, error: LrdslError) -> None:
+    """Move the caret from the call's name to the argument the error is about."""
+    site = getattr(error, "site", None)
+    if site is None or error.argument is None:
+        return
+    offset, name = site
+    open_paren = text.find("(", offset)
+    if open_paren < 0:
+        return
+    arguments = _arguments(text, open_paren)
+    target = error.argument
+    if isinstance(target, str):
+        keyword = [at for at, key in arguments if key == target]
+        if keyword:
+            error.line, error.column = _position(text, keyword[0])
+            return
+        params = [p.name for p in PRIMITIVES[name].params] if name in PRIMITIVES else []
+        if target not in params:
+            return
+        target = params.index(target)
+    positional = [at for at, key in arguments if key is None]
+    if 0 <= target < len(positional):
+        error.line, error.column = _position(text, positional[target])
+
+
+def _hint(text: str, error) -> str:
+    """A few words for a common mistake, or ''."""
+    from lark.exceptions import UnexpectedInput
+
+    try:
+        label = error.match_examples(_lark().parse, HINTS, token_type_match_fallback=True)
+    except (UnexpectedInput, LrdslError, RecursionError):
+        return ""
+    token = getattr(error, "token", None)
+    if label == "unit":
+        word = str(token) if token is not None and token.type == "NAME" else ""
+        close = difflib.get_close_matches(word, [u for u in UNIT_SPELLINGS if u], n=1, cutoff=0.5)
+        if not close:
+            return _HINT_WORDS["comma"]
+        return (f"'{word}' is not a unit — did you mean '{close[0]}'? Durations are written "
+                f"5ep, 5 epochs, 500st, 10%")
+    return _HINT_WORDS.get(label, "")
+
+
 def _syntax_error(text: str, error) -> LrdslSyntaxError:
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
@@ -160,9 +289,13 @@ def _syntax_error(text: str, error) -> LrdslSyntaxError:
             line, column = token.line, token.column
             found = f"'{token}'"
     words = sorted({_TERMINAL_WORDS.get(t, t) for t in expected})
-    hint = f"; expected {' or '.join(words)}" if words else ""
-    return LrdslSyntaxError(f"syntax error at line {line}, column {column}: unexpected {found}{hint}",
-                            expr=text, line=line, column=column, expected=words)
+    message = f"syntax error at line {line}, column {column}: unexpected {found}"
+    hint = _hint(text, error) if not isinstance(error, UnexpectedCharacters) else ""
+    if hint:
+        message += f" — {hint}"
+    elif words:
+        message += f"; expected {' or '.join(words)}"
+    return LrdslSyntaxError(message, expr=text, line=line, column=column, expected=words)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -179,12 +312,15 @@ def _parse_text(text: str) -> Expr:
         inner = error.orig_exc
         if isinstance(inner, LrdslError):
             inner.expr = text
-            raise inner from None
+            _point_at_argument(text, inner)
+            raise inner.with_traceback(None) from None
         raise LrdslError(f"cannot read the expression: {inner}", expr=text) from None
     except LrdslError as error:
         error.expr = text
+        _point_at_argument(text, error)
         raise error.with_traceback(None) from None
-    return result if isinstance(result, Plateau) else _schedule(result, "alone")
+    result = _schedule(result, "alone")
+    return result if isinstance(result, Plateau) else check_operand(result, "alone")
 
 
 def parse(text: str | Expr) -> Expr:
@@ -192,6 +328,8 @@ def parse(text: str | Expr) -> Expr:
 
     >>> str(parse("warmup(5) >> cosine(0.1, 100, min=0) | plateau(val_loss, 0.5)"))
     'warmup(5) >> cosine(0.1,100) | plateau(val_loss,factor=0.5)'
+    >>> str(parse("warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"))
+    'warmup(1%) >> 0.0003 >> cooldown(20%,power=0.5)'
     """
     if isinstance(text, Expr):
         return text

@@ -1,10 +1,15 @@
-"""AST -> plan: durations converted to ticks, warm-up targets fixed, ready to evaluate.
+"""AST -> plan: durations in ticks, neighbours' levels fixed, every value proven finite and ≥ 0.
 
-A plan is what every backend runs.  ``Plan.values(t, xp)`` evaluates the time
-schedule at the tick array ``t`` with the array namespace ``xp`` (``numpy``
-for the reference and the PyTorch backend, ``keras.ops`` in a Keras graph):
-one code path, no Python per tick.  The plateau's rule rides along; its
-state lives with whoever receives the reports.
+A plan is what every backend runs.  ``Plan.values(t, xp)`` evaluates the time schedule at
+the tick array ``t`` with an array namespace ``xp`` (``numpy`` for the reference and the
+PyTorch backend, ``keras.ops`` in a Keras graph, ``jax.numpy`` for optax): one code path,
+no Python per tick.  The plateau's rule rides along; its state lives with whoever receives
+the reports.
+
+Planning also proves the values safe (LANGUAGE.md §5): each timed node knows the interval
+its values lie in — a call from its catalogue entry's ``range``, a combination by interval
+arithmetic over its operands — and an interval that leaves [0, ∞) anywhere is an
+:class:`ArgumentError` naming the node, as is a derived constant that is not finite.
 """
 
 from __future__ import annotations
@@ -13,22 +18,72 @@ import functools
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any, Protocol
 
 from lrdsl import floats
-from lrdsl.catalogue import Primitive, onecycle_complaint
-from lrdsl.errors import ArgumentError, LrdslError
-from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence
+from lrdsl.errors import ArgumentError, LrdslError, UnitError
+from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+                         Sequence, Slice, Sum)
 from lrdsl.parser import parse
 from lrdsl.plateau import PlateauRule
 from lrdsl.units import Duration, Units
 
 
-class TimedCall:
-    """A primitive with its arguments in ticks."""
+class Timed(Protocol):
+    """A node of the plan: a duration in ticks, a proven value range, and its values."""
 
-    def __init__(self, primitive: Primitive, p: SimpleNamespace, duration: float):
-        self.primitive, self.p, self.duration = primitive, p, duration
-        self.end = primitive.end(p) if math.isfinite(duration) else math.inf
+    duration: float
+    range: tuple[float, float]
+
+    def values(self, t, xp) -> Any: ...
+
+
+def _numbers(value):
+    """The floats in an argument or derived constant, tuples flattened."""
+    if isinstance(value, tuple):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, float):
+        yield value
+
+
+def _checked_range(node, lo: float, hi: float) -> tuple[float, float]:
+    """The range, or an error naming the node where it first leaves [0, ∞)."""
+    if math.isnan(lo) or math.isnan(hi):
+        raise ArgumentError(f"{node}: computes a value that is not a number")
+    if lo < 0:
+        raise ArgumentError(f"{node}: may go negative (its values can reach {lo:.6g}); a learning "
+                            f"rate or hyperparameter must stay ≥ 0")
+    if not math.isfinite(hi):
+        raise ArgumentError(f"{node}: grows without bound or beyond float range; bound it "
+                            f"(d=… on the growing call) or lower its numbers")
+    return lo, hi
+
+
+class TimedCall:
+    """A primitive with its arguments in ticks and its derived constants."""
+
+    def __init__(self, node: Call, p: SimpleNamespace):
+        primitive = node.primitive
+        self.node, self.primitive, self.p = node, primitive, p
+        if primitive.resolve is not None:
+            complaint = primitive.resolve(p)
+            if complaint:
+                raise ArgumentError(f"{node.name}: {complaint}")
+        for name, value in vars(p).items():
+            for number in _numbers(value):
+                if not math.isfinite(number) and not (name == "d" and number == math.inf):
+                    raise ArgumentError(f"{node}: computes a non-finite constant ({name}); an "
+                                        f"argument is too large or too small")
+        for param in primitive.params:  # every duration divides somewhere: 1/d must be finite
+            if param.kind.startswith("duration"):
+                for number in _numbers(getattr(p, param.name)):
+                    if number > 0 and not math.isfinite(1.0 / number):
+                        raise ArgumentError(f"{node}: computes a non-finite constant (1/{param.name} "
+                                            f"overflows); {param.name} is too small")
+        self.duration = p.d if node.bounded else math.inf
+        self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
+        self.range = _checked_range(node, *primitive.range(p))
 
     def values(self, t, xp):
         if math.isfinite(self.end):
@@ -42,6 +97,7 @@ class TimedSequence:
     def __init__(self, parts: list, starts: list[float]):
         self.parts, self.starts = parts, starts
         self.duration = starts[-1] + parts[-1].duration
+        self.range = (min(p.range[0] for p in parts), max(p.range[1] for p in parts))
 
     def values(self, t, xp):
         out = self.parts[0].values(t, xp)
@@ -50,23 +106,75 @@ class TimedSequence:
         return out
 
 
-class TimedProduct:
-    def __init__(self, factors: list):
-        self.factors = factors
-        self.duration = max((f.duration for f in factors if math.isfinite(f.duration)),
-                            default=math.inf)
+def _longest(operands) -> float:
+    """A combination lasts as long as its longest bounded operand (unbounded if none is)."""
+    return max((o.duration for o in operands if math.isfinite(o.duration)), default=math.inf)
+
+
+class TimedPointwise:
+    """Operands combined tick by tick: product, sum, minimum or maximum."""
+
+    COMBINE = {
+        "product": (lambda xp, a, b: a * b, lambda ranges: (math.prod(r[0] for r in ranges),
+                                                             math.prod(r[1] for r in ranges))),
+        "sum": (lambda xp, a, b: a + b, lambda ranges: (sum(r[0] for r in ranges),
+                                                         sum(r[1] for r in ranges))),
+        "minimum": (lambda xp, a, b: xp.minimum(a, b), lambda ranges: (min(r[0] for r in ranges),
+                                                                       min(r[1] for r in ranges))),
+        "maximum": (lambda xp, a, b: xp.maximum(a, b), lambda ranges: (max(r[0] for r in ranges),
+                                                                       max(r[1] for r in ranges))),
+    }
+
+    def __init__(self, node: Expr, kind: str, operands: list):
+        self.operands = operands
+        self.combine, bounds = self.COMBINE[kind]
+        self.duration = _longest(operands)
+        self.range = _checked_range(node, *bounds([o.range for o in operands]))
 
     def values(self, t, xp):
-        out = self.factors[0].values(t, xp)
-        for factor in self.factors[1:]:
-            out = out * factor.values(t, xp)
+        out = self.operands[0].values(t, xp)
+        for operand in self.operands[1:]:
+            out = self.combine(xp, out, operand.values(t, xp))
         return out
+
+
+class TimedDifference:
+    """a − b, proven ≥ 0 over the operands' ranges.
+
+    The proof is exact arithmetic over the bounds; float rounding can still leave −1e-17
+    where the bound is exactly 0, so the value is floored at 0 — a rounding guard, not a
+    change of meaning.
+    """
+
+    def __init__(self, node: Difference, a, b):
+        self.a, self.b = a, b
+        self.duration = _longest((a, b))
+        self.range = _checked_range(node, a.range[0] - b.range[1], a.range[1] - b.range[0])
+
+    def values(self, t, xp):
+        return xp.maximum(self.a.values(t, xp) - self.b.values(t, xp), 0.0)
+
+
+class TimedSlice:
+    """a(start + min(t, stop − start)); without a stop, a(start + t)."""
+
+    def __init__(self, inner, start: float, stop: float | None):
+        self.inner, self.start = inner, start
+        self.length = math.inf if stop is None else stop - start
+        self.duration = inner.duration - start if stop is None else self.length
+        self.range = inner.range
+
+    def values(self, t, xp):
+        if math.isfinite(self.length):
+            t = xp.minimum(t, self.length)
+        return self.inner.values(t + self.start if self.start else t, xp)
 
 
 class TimedRepeat:
     def __init__(self, body, n: float | None):
         self.body, self.n, self.period = body, n, body.duration
         self.duration = math.inf if n is None else n * self.period
+        self.range = body.range
 
     def values(self, t, xp):
         local = xp.mod(t, self.period)
@@ -80,7 +188,7 @@ class Plan:
     """A compiled expression: ``schedule`` (timed tree), ``plateau`` (rule or None)."""
 
     expr: Expr
-    schedule: object
+    schedule: Any
     plateau: PlateauRule | None
     units: Units
 
@@ -88,6 +196,11 @@ class Plan:
     def duration(self) -> float:
         """Ticks until the schedule's last segment ends (``inf`` if it runs forever)."""
         return self.schedule.duration
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(lowest, highest) value the time schedule can take: proven finite and ≥ 0."""
+        return self.schedule.range
 
     def values(self, t, xp=None):
         """The time schedule f(t) (no plateau) at the ticks ``t``: numpy float64 by default."""
@@ -105,6 +218,23 @@ class Plan:
         """Start ticks of the top-level segments after the first (where ``>>`` switches)."""
         return list(self.schedule.starts[1:]) if isinstance(self.schedule, TimedSequence) else []
 
+    def constants(self):
+        """Every number the formulas fold in (arguments in ticks and derived constants)."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, TimedCall):
+                for value in vars(node.p).values():
+                    yield from _numbers(value)
+            else:
+                stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                             if hasattr(node, name))
+                stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+            if isinstance(node, TimedSequence):
+                yield from node.starts
+            if isinstance(node, TimedSlice):
+                yield node.start
+
 
 def _ticks_arg(units: Units, value):
     if isinstance(value, Duration):
@@ -114,47 +244,79 @@ def _ticks_arg(units: Units, value):
     return value
 
 
-def _timed_call(node: Call, units: Units, target: float | None):
-    primitive = node.primitive
+def _timed_call(node: Call, units: Units, anchor: float | None = None) -> TimedCall:
     args = {name: _ticks_arg(units, value) for name, value in node.arguments.items()}
-    if args.get("d") is None and "d" in args:
+    if "d" in args and args["d"] is None:
         args["d"] = math.inf
-    if node.name == "cyclic" and args["down"] is None:
-        args["down"] = args["up"]
-    if node.name == "warmup":
-        args["target"] = target
-    p = SimpleNamespace(**args)
-    for name in ("milestones", "boundaries"):
-        ticks = args.get(name)
-        if ticks is not None and any(b <= a for a, b in zip(ticks, ticks[1:])) and \
-                (name == "boundaries" or any(b < a for a, b in zip(ticks, ticks[1:]))):
-            order = "strictly increasing" if name == "boundaries" else "in increasing order"
-            raise ArgumentError(f"{node.name}: {name} must be {order} in ticks, got "
-                                f"{', '.join(f'{v:g}' for v in ticks)}")
-    if node.name == "onecycle":
-        complaint = onecycle_complaint(p)
-        if complaint:
-            raise ArgumentError(f"onecycle: {complaint}")
-    duration = p.d if node.bounded else math.inf
-    return TimedCall(primitive, p, duration)
+    if node.placement:
+        args["anchor"] = anchor
+    return TimedCall(node, SimpleNamespace(**args))
 
 
-def _timed(node: Expr, units: Units, target: float | None = None):
+def _timed_sequence(node: Sequence, units: Units) -> TimedSequence:
+    parts: list = [None] * len(node.parts)
+    durations = []
+    for i, part in enumerate(node.parts):  # warm-ups and cool-downs wait for their neighbours
+        if isinstance(part, Call) and part.placement:
+            durations.append(units.ticks(part.arguments["d"]))
+        else:
+            parts[i] = _timed(part, units)
+            durations.append(parts[i].duration)
+    for i in node.stretching:
+        rest = math.fsum(d for j, d in enumerate(durations) if j != i)
+        if units.total is None:
+            raise UnitError(f"segment {i + 1} of the sequence, {node.parts[i]}, is unbounded: pass "
+                            f"total= to stretch it so the sequence lasts the run, or give it d=…")
+        if not rest < units.total:
+            raise UnitError(f"segment {i + 1} of the sequence, {node.parts[i]}, has no room to "
+                            f"stretch: the other segments last {rest:g} ticks of total={units.total:g}")
+        durations[i] = units.total - rest
+        parts[i] = TimedSlice(parts[i], 0.0, durations[i])
+    for i, part in enumerate(node.parts):
+        if parts[i] is not None:
+            continue
+        if part.placement == "before":
+            anchor = float(parts[i + 1].values(0.0, floats))
+            if anchor == 0:
+                raise ArgumentError(f"{part}: warm-up to 0 does nothing (the next segment, "
+                                    f"{node.parts[i + 1]}, starts at 0)")
+        else:
+            anchor = float(parts[i - 1].values(durations[i - 1], floats))
+            if anchor == 0:
+                raise ArgumentError(f"{part}: cool-down from 0 does nothing (the previous segment, "
+                                    f"{node.parts[i - 1]}, ends at 0)")
+        parts[i] = _timed_call(part, units, anchor)
+    starts = [0.0]
+    for duration in durations[:-1]:
+        starts.append(starts[-1] + duration)
+    return TimedSequence(parts, starts)
+
+
+def _timed_slice(node: Slice, units: Units) -> TimedSlice:
+    inner = _timed(node.schedule, units)
+    start = units.ticks(node.start) if node.start is not None else 0.0
+    stop = units.ticks(node.end) if node.end is not None else None
+    if stop is not None and not start < stop:
+        raise ArgumentError(f"{node}: the slice starts at tick {start:g}, not before its end {stop:g}")
+    if stop is None and not start < inner.duration:
+        raise ArgumentError(f"{node}: the slice starts at tick {start:g}, where {node.schedule} "
+                            f"(of {inner.duration:g} ticks) has already ended")
+    return TimedSlice(inner, start, stop)
+
+
+def _timed(node: Expr, units: Units):
     if isinstance(node, Call):
-        return _timed_call(node, units, target)
+        return _timed_call(node, units)
     if isinstance(node, Sequence):
-        parts: list = [None] * len(node.parts)
-        for i in reversed(range(len(node.parts))):  # a warm-up needs its successor first
-            following = None
-            if isinstance(node.parts[i], Call) and node.parts[i].is_warmup:
-                following = float(parts[i + 1].values(0.0, floats))
-            parts[i] = _timed(node.parts[i], units, following)
-        starts = [0.0]
-        for part in parts[:-1]:
-            starts.append(starts[-1] + part.duration)
-        return TimedSequence(parts, starts)
-    if isinstance(node, Product):
-        return TimedProduct([_timed(f, units) for f in node.factors])
+        return _timed_sequence(node, units)
+    if isinstance(node, Slice):
+        return _timed_slice(node, units)
+    if isinstance(node, Difference):
+        return TimedDifference(node, _timed(node.minuend, units), _timed(node.subtrahend, units))
+    kinds = ((Product, "product"), (Sum, "sum"), (Minimum, "minimum"), (Maximum, "maximum"))
+    for cls, kind in kinds:
+        if isinstance(node, cls):
+            return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
         return TimedRepeat(_timed(node.schedule, units), node.n)
     raise LrdslError(f"not a time schedule: {node}")
@@ -163,7 +325,7 @@ def _timed(node: Expr, units: Units, target: float | None = None):
 @functools.lru_cache(maxsize=256)
 def _plan(expr: Expr, steps_per_epoch, total) -> Plan:
     units = Units(steps_per_epoch, total)
-    units.check(expr.units())
+    units.check(expr.durations())
     if isinstance(expr, Plateau):
         return Plan(expr, _timed(expr.schedule, units), PlateauRule.from_call(expr.options), units)
     return Plan(expr, _timed(expr, units), None, units)
@@ -174,7 +336,7 @@ def plan(expr: str | Expr, *, steps_per_epoch: float | None = None,
     """Compile an expression for given units.  Cached on (expression, units).
 
     ``steps_per_epoch`` converts ``ep`` to ticks (pass it when you step per batch);
-    ``total`` (in ticks) resolves ``%``.
+    ``total`` (in ticks) resolves ``%`` and stretches an unbounded middle segment.
     """
     expr = parse(expr)
     try:

@@ -3,8 +3,9 @@
 A bare number counts ticks (one tick = one ``step()`` of the compiled
 scheduler).  ``ep`` and ``st`` are converted with ``steps_per_epoch``; ``%`` is
 a share of ``total``.  Without ``steps_per_epoch`` an expression may use
-``ep`` *or* ``st`` — the tick is then that unit — but not both: a unit is
-never reinterpreted silently.
+``ep`` *or* ``st`` — the tick is then that unit — but not both, and not ``ep``
+beside bare tick counts written in the expression (defaults do not count): a
+unit is never reinterpreted silently.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ UNIT_SPELLINGS = {"": "", "ep": "ep", "epoch": "ep", "epochs": "ep",
 def format_number(x: float) -> str:
     """The shortest text that reads back as ``x``: ``100``, ``0.1``, ``1e-5``."""
     x = float(x)
+    if not math.isfinite(x):
+        return repr(x)  # 'inf', 'nan': never canonical, but an error message may show one
     text = repr(x)
     mantissa, _, exponent = text.partition("e")
     if mantissa.endswith(".0"):
@@ -61,21 +64,40 @@ class Units:
                                           and value > 0):
                 raise UnitError(f"{name} must be a positive number, got {value!r}")
 
-    def check(self, uses: set[str]) -> None:
-        """Raise :class:`UnitError` if the units in ``uses`` cannot all be converted."""
-        if "%" in uses and self.total is None:
-            raise UnitError("the expression uses % durations; pass total= (the run's length in ticks)")
-        if {"ep", "st"} <= uses and self.steps_per_epoch is None:
-            raise UnitError("the expression mixes ep and st durations; pass steps_per_epoch=")
+    def check(self, written) -> None:
+        """Raise :class:`UnitError` if the written durations cannot all be converted.
+
+        ``written`` holds (where, argument, duration) for each duration the expression
+        writes, ``where`` being the call (or slice) it belongs to.
+        """
+        first: dict[str, tuple[str, str, Duration]] = {}
+        for item in written:
+            first.setdefault(item[2].unit, item)
+
+        def at(unit):
+            where, argument, duration = first[unit]
+            return f"{where}, argument '{argument}' ({duration})"
+        if "%" in first and self.total is None:
+            raise UnitError(f"{at('%')} is a share of the run: pass total= (the run's length in ticks)")
+        if self.steps_per_epoch is None and "ep" in first:
+            if "st" in first:
+                raise UnitError(f"{at('ep')} counts epochs and {at('st')} steps: pass "
+                                f"steps_per_epoch= to convert between them")
+            if "" in first:
+                raise UnitError(f"{at('ep')} counts epochs and {at('')} bare ticks: pass "
+                                f"steps_per_epoch= (steps_per_epoch=1 if you step once per epoch)")
 
     def ticks(self, duration: Duration | None) -> float:
         """The duration in ticks (``inf`` for None, which means unbounded)."""
         if duration is None:
             return math.inf
+        ticks = duration.value
         if duration.unit == "%":
             if self.total is None:
                 raise UnitError(f"{duration} needs total= (the run's length in ticks)")
-            return duration.value * self.total / 100.0
-        if duration.unit == "ep" and self.steps_per_epoch is not None:
-            return duration.value * self.steps_per_epoch
-        return duration.value
+            ticks = duration.value * self.total / 100.0
+        elif duration.unit == "ep" and self.steps_per_epoch is not None:
+            ticks = duration.value * self.steps_per_epoch
+        if not math.isfinite(ticks):
+            raise UnitError(f"{duration} is {ticks} ticks: too long to count")
+        return ticks

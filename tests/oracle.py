@@ -72,3 +72,51 @@ NAMES = {
 def expected(formula: str, ticks) -> list[float]:
     """Evaluate the case's formula at each tick."""
     return [float(eval(formula, {**NAMES, "t": t})) for t in ticks]  # noqa: S307 (test data)
+
+
+# --- v2 (LANGUAGE.md §2 shapes): written from the formulas, not from lrdsl ------------------
+
+def shape(name, u):
+    """S(u): linear u, cos (1 − cos πu)/2; exp is handled in anneal (it needs the ends)."""
+    if name == "linear":
+        return u
+    if name == "cos":
+        return (1 - math.cos(math.pi * u)) / 2
+    raise ValueError(name)
+
+
+def anneal(start, end, d, t, shape_name="cos", power=1.0):
+    x = min_(t, d) / d
+    u = x ** power
+    if shape_name == "exp":
+        return start * (end / start) ** u
+    return start + (end - start) * shape(shape_name, u)
+
+
+def warmup(target, d, t, start=0.0, shape_name="linear", power=1.0):
+    return anneal(target * start, target, d, t, shape_name, power)
+
+
+def cooldown(source, d, t, end=0.0, shape_name="linear", power=1.0):
+    return anneal(source, source * end, d, t, shape_name, power)
+
+
+def onecycle_ends(lr, d, pct, anneal_name, three_phase, first, last, t):
+    """OneCycleLR.get_lr with its initial and final values given directly (momentum cycling)."""
+    t = min_(t, d - 1)
+    if three_phase:
+        phases = [(pct * d - 1, first, lr), (2 * pct * d - 2, lr, first), (d - 1, first, last)]
+    else:
+        phases = [(pct * d - 1, first, lr), (d - 1, lr, last)]
+    start = 0
+    for i, (end, a, b) in enumerate(phases):
+        if t <= end or i == len(phases) - 1:
+            x = (t - start) / (end - start)
+            if anneal_name == "cos":
+                return b + (a - b) / 2.0 * (math.cos(math.pi * x) + 1)
+            return (b - a) * x + a
+        start = end
+
+
+NAMES.update({"shape": shape, "anneal": anneal, "warmup": warmup, "cooldown": cooldown,
+              "onecycle_ends": onecycle_ends})

@@ -39,7 +39,7 @@ def test_errors(case):
     assert isinstance(error, lrdsl.LrdslError) and isinstance(error, ValueError)
     if "column" in case:
         assert error.column == case["column"]
-        pointer = str(error).splitlines()
+        pointer = error.pointed().splitlines()
         assert pointer[-1].index("^") - 2 == case["column"] - 1  # caret under the column
     if "match" in case:
         assert re.search(case["match"], str(error)), str(error)
@@ -69,7 +69,16 @@ def test_syntax_error_says_what_was_expected():
     ("cosine(0.1, 100) | plateau(\"val_loss\")", "cosine(0.1,100) | plateau(val_loss)"),
     ("repeat(cosine(0.1, 10), 3)", "repeat(cosine(0.1,10),n=3)"),
     ("poly(0.1, 10, cycle=false)", "poly(0.1,10)"),
-    ("cosine(0.1, 3 ep) ", None),
+    ("cosine(0.1, 3 ep) ", "cosine(0.1,3ep)"),
+    ("warmup(2 epochs) >> cosine(0.1, 8 epochs)", "warmup(2ep) >> cosine(0.1,8ep)"),
+    ("0.2 - (0.1 - 0.05)", "0.2 - (0.1 - 0.05)"),
+    ("(0.2 - 0.1) - 0.05", "0.2 - 0.1 - 0.05"),
+    ("0.1 + (0.2 + 0.3)", "0.1 + 0.2 + 0.3"),
+    ("(0.1 + 0.2) * cosine(1, 10)[0:5]", "(0.1 + 0.2) * cosine(1,10)[:5]"),
+    ("(warmup(2) >> 0.1)[1:]", "(warmup(2) >> 0.1)[1:]"),
+    ("min( cosine(0.1, 10) , 0.05 )", "min(cosine(0.1,10),0.05)"),
+    ("onecycle(0.85, 100, start=0.95, end=0.95)", "onecycle(0.85,100,start=0.95,end=0.95)"),
+    ("cosine(0.1, 100)[5 ep:10 epochs]", "cosine(0.1,100)[5ep:10ep]"),
 ])
 def test_canonical_text(text, canonical):
     if canonical is None:
