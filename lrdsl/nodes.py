@@ -164,10 +164,10 @@ class Call(Expr):
 
 
 def call(name: str, *args, **kwargs) -> Expr:
-    """Build a checked node: ``call("cosine", 0.1, 100, min=0.001)``, ``call("min", a, b)``."""
-    if name not in PRIMITIVES or name == "plateau":
-        raise UnknownNameError(f"unknown schedule '{name}'"
-                               + did_you_mean(name, [n for n in PRIMITIVES if n != "plateau"]))
+    """Build a checked node: ``call("cosine", 0.1, 100, min=0.001)``, ``call("min", a, b)``,
+    ``call("plateau", "val_loss", 0.5)`` (the options of :class:`Plateau`)."""
+    if name not in PRIMITIVES:
+        raise UnknownNameError(f"unknown schedule '{name}'" + did_you_mean(name, PRIMITIVES))
     primitive = PRIMITIVES[name]
     values = primitive.bind(list(args), list(kwargs.items()))
     return primitive.build(values) if primitive.build is not None else Call.checked(name, values)

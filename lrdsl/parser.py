@@ -256,12 +256,16 @@ def _hint(text: str, error) -> str:
     from lark.exceptions import UnexpectedInput
 
     try:
-        label = error.match_examples(_lark().parse, HINTS, token_type_match_fallback=True)
+        # use_accepts=False: with it, Lark 1.2's debug log of a near miss raises TypeError
+        label = error.match_examples(_lark().parse, HINTS, token_type_match_fallback=True,
+                                     use_accepts=False)
     except (UnexpectedInput, LrdslError, RecursionError):
         return ""
     token = getattr(error, "token", None)
-    if label == "unit":
-        word = str(token) if token is not None and token.type == "NAME" else ""
+    if label == "unit":  # a name right after a number: a misspelt unit, or a missing ','
+        if token is None or token.type != "NAME":
+            return ""
+        word = str(token)
         close = difflib.get_close_matches(word, [u for u in UNIT_SPELLINGS if u], n=1, cutoff=0.5)
         if not close:
             return _HINT_WORDS["comma"]
