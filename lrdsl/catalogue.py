@@ -323,14 +323,21 @@ def convert(call: str, param: Param, value):
 def shares(xp, t, d, power=1.0):
     """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
 
-    Each is computed from its own end — v from the remaining ticks d − t, and for a power
-    1 − (1 − v)^power = −expm1(power·log1p(−v)) — so neither loses digits near 0.
+    Each is computed from its own end so that neither loses digits near 0: v from the
+    remaining ticks d − t, and for a power, 1 − x^power as is where it is ≥ 0.5, else as
+    1 − (1 − v)^power = −expm1(power·log1p(−v)) from the small remaining share.
     """
     u = t / d
     v = (d - t) / d
     if power != 1:
-        u, v = xp.power(u, power), -xp.expm1(power * xp.log1p(-v))
+        u = xp.power(u, power)
+        v = _complement(xp, u, v, power)
     return u, v
+
+
+def _complement(xp, a_power, b, power):
+    """1 − a^power, given a^power and b = 1 − a, accurate at both ends."""
+    return xp.where(a_power <= 0.5, 1.0 - a_power, -xp.expm1(power * xp.log1p(-b)))
 
 
 def _weighted(xp, t, terms):
@@ -527,8 +534,8 @@ def _poly(xp, t, p):
     u, v = shares(xp, t, span)
     if p.power == 1:
         return _weighted(xp, t, ((p.lr, v), (p.end, u)))
-    return _weighted(xp, t, ((p.lr, xp.power(v, p.power)),
-                             (p.end, -xp.expm1(p.power * xp.log1p(-u)))))
+    w = xp.power(v, p.power)
+    return _weighted(xp, t, ((p.lr, w), (p.end, _complement(xp, w, u, p.power))))
 
 
 def _poly_check(a):

@@ -28,6 +28,21 @@ from lrdsl.plateau import PlateauState
 TICKS = ("step", "epoch")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
+
+
+def _check_float32(compiled) -> None:
+    """Refuse what float32 cannot hold, before the graph computes inf or 0/0 from it."""
+    if compiled.range[1] > FLOAT32_MAX:
+        raise LrdslError(f"{compiled.expr}: reaches {compiled.range[1]:.3g}, beyond float32 "
+                         f"(Keras computes schedules in float32)")
+    for number in compiled.constants():
+        if abs(number) > FLOAT32_MAX and number != float("inf") or 0 < abs(number) < FLOAT32_TINY:
+            raise LrdslError(f"{compiled.expr}: the number {number:.3g} does not fit float32 "
+                             f"(Keras computes schedules in float32)")
+
+
 @keras.saving.register_keras_serializable(package="lrdsl")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """The LR of an lrdsl expression, evaluated in the graph.
@@ -46,6 +61,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.expr = parse(expr)
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
         self.plan = plan(self.expr, steps_per_epoch=steps_per_epoch, total=total)
+        _check_float32(self.plan)
         rule = self.plan.plateau
         self.plateau = PlateauState(rule) if rule is not None else None
         self.epoch = 0
