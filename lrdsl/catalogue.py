@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from lrdsl import floats
 from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
 from lrdsl.units import Duration, format_number
 
@@ -178,9 +179,9 @@ class Primitive:
             given[param.name] = value
         values = []
         for param in params:
-            if param.name in given:
+            if param.name in given and not (given[param.name] is None and param.default is None):
                 values.append(self._convert(param, given[param.name]))
-            elif param.required:
+            elif param.required and param.name not in given:
                 raise ArgumentError(f"{self.name}: missing argument '{param.name}' — {self.signature()}")
             else:
                 values.append(param.default)
@@ -362,6 +363,13 @@ def _cos_shape(xp, t, start, end, u, v):
                              (end, xp.square(xp.sin(HALF_PI * u)))))
 
 
+def exp_shape_complaint(start: float, end: float) -> str | None:
+    """shape=exp is geometric: both of its ends must be > 0 (also once scaled by a neighbour)."""
+    if start > 0 and end > 0:
+        return None
+    return f"shape=exp is geometric, so its ends must be > 0, got {start:.3g} and {end:.3g}"
+
+
 def _exp_shape(xp, t, start, end, u, v):
     """Geometric: start·(end/start)^u, from whichever end is nearer (both ends > 0)."""
     log_ratio = math.log(end) - math.log(start)
@@ -486,6 +494,7 @@ _add(Primitive(
     segment after ``>>`` at its t = 0.  Must be followed by ``>>`` and a schedule.""",
     native="LinearLR(start_factor=start, total_iters=d) in front; Keras CosineDecay warm-up",
     example="warmup(5) >> cosine(0.1, 100)", value=_warmup, validate=_shape_check("start"),
+    resolve=lambda p: exp_shape_complaint(p.anchor * p.start, p.anchor) if p.shape == "exp" else None,
     range=lambda p: (p.anchor * p.start, p.anchor), placement="before",
     describe=lambda a: a["shape"]))
 
@@ -502,6 +511,7 @@ _add(Primitive(
     the segment before ``>>``; end is the share of P it ends at.  Must follow ``>>``.""",
     native="WSD decay phase; HF warmup_stable_decay; Hägele et al. 2024 (power=0.5: 1 − √x)",
     example="warmup(10) >> 0.1 >> cooldown(20)", value=_cooldown, validate=_shape_check("end"),
+    resolve=lambda p: exp_shape_complaint(p.anchor, p.anchor * p.end) if p.shape == "exp" else None,
     range=lambda p: (p.anchor * p.end, p.anchor), placement="after",
     describe=lambda a: a["shape"] + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
 
@@ -597,7 +607,7 @@ def _in_order(name: str, ticks, strict: bool) -> str | None:
 
 
 def _resolve_multistep(p):
-    p.levels = tuple(p.lr * p.factor ** k for k in range(len(p.milestones) + 1))
+    p.levels = tuple(p.lr * floats.power(p.factor, k) for k in range(len(p.milestones) + 1))
     return _in_order("milestones", p.milestones, strict=False)
 
 
@@ -737,6 +747,8 @@ def _resolve_cyclic(p):
 
 def _cyclic_range(p):
     a = _grows(p, p.gamma, 1.0) if p.mode == "exp_range" else 1.0
+    if not math.isfinite(a):
+        return (0.0, math.inf)  # gamma > 1 without d=: the height grows without bound
     return _span(p.low, p.low + (p.high - p.low) * a, p.high)
 
 

@@ -34,7 +34,13 @@ bounded = st.one_of(
     st.builds(lambda lr, e, f, d: lrdsl.call("step", lr, e, factor=f, d=d), lrs, durations, fractions, durations),
     st.builds(lambda lr, r, d, s: lrdsl.call("exp", lr, r, d=d, staircase=s), lrs, fractions, durations, st.booleans()),
     _call("onecycle", lrs, st.integers(20, 500).map(float), pct=st.floats(0.1, 0.45).map(lambda x: round(x, 2)),
-          anneal=st.sampled_from(["cos", "linear"]), three_phase=st.booleans()),
+          anneal=st.sampled_from(["cos", "linear"]), three_phase=st.booleans(),
+          start=st.one_of(st.none(), lrs), end=st.one_of(st.none(), lrs)),
+    _call("anneal", lrs, lrs, durations, shape=st.sampled_from(["cos", "linear", "exp"]),
+          power=st.sampled_from([0.5, 1.0, 2.0])),
+    st.builds(lambda d, e: lrdsl.call("poly", 0.0, d, end=e), durations, lrs),
+    st.builds(lambda a, s, e: a[s:e], st.sampled_from([lrdsl.call("cosine", 0.1, 400), lrdsl.call("sgdr", 0.1, 7)]),
+              st.one_of(st.none(), st.integers(1, 50)), st.integers(60, 300)),
 )
 unbounded = st.one_of(
     lrs.map(lrdsl.const),
@@ -45,6 +51,9 @@ unbounded = st.one_of(
     _call("invtime", lrs, fractions, every=durations, staircase=st.booleans()),
     _call("rsqrt", lrs, d0=durations),
     _call("cyclic", st.just(0.0), lrs, durations, mode=st.sampled_from(["triangular", "triangular2", "exp_range"])),
+    _call("cyclic", lrs, lrs, durations, mode=st.sampled_from(["triangular", "triangular2"])),
+    _call("invtime", lrs, fractions, power=st.sampled_from([0.5, 2.0])),
+    _call("rsqrt", lrs, power=st.sampled_from([0.25, 0.51, 1.0])),
     _call("sgdr", lrs, durations, mult=st.sampled_from([1.0, 2.0, 1.5])),
     _call("poly", lrs, durations, cycle=st.just(True)),
 )
@@ -60,13 +69,25 @@ def _valid(build):
     return attempt
 
 
+shapes = st.sampled_from(["linear", "cos", "exp"])
+
+
 def _extend(children):
     seq_prefix = st.one_of(bounded, bounded.map(lambda b: lrdsl.call("warmup", 3) >> b))
     return st.one_of(
         st.builds(_valid(lambda a, b: a >> b), seq_prefix, children),
         st.builds(_valid(lambda a, b: a * b), children, children),
         st.builds(_valid(lambda k, a: k * a), lrs, children),
-        st.builds(_valid(lambda b: lrdsl.call("warmup", 2) >> b), children),
+        st.builds(_valid(lambda a, b: a + b), children, children),
+        st.builds(_valid(lambda k, a: k - a), st.floats(10, 30).map(lambda x: round(x, 1)), children),
+        st.builds(_valid(lambda a, b: lrdsl.call("min", a, b)), children, children),
+        st.builds(_valid(lambda a, k: lrdsl.call("max", a, k)), children, lrs),
+        st.builds(_valid(lambda b, s: lrdsl.call("warmup", 2, shape=s, start=0.1) >> b), children, shapes),
+        st.builds(_valid(lambda b, d, s: b >> lrdsl.call("cooldown", d, end=0.1, shape=s)), bounded,
+                  durations, shapes),
+        st.builds(_valid(lambda a, d: lrdsl.call("warmup", 5) >> a >> lrdsl.call("cooldown", d)),
+                  unbounded, st.integers(1, 100).map(float)),
+        st.builds(_valid(lambda a, s: a[s:]), children, st.integers(1, 5)),
         st.builds(_valid(lrdsl.Repeat), st.one_of(bounded, children),
                   st.one_of(st.none(), st.integers(1, 5).map(float))),
     ).filter(lambda e: e is not None)
@@ -90,11 +111,23 @@ def test_generated_expressions_round_trip(expr):
     assert hash(again) == hash(expr)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: plan-time refusals a generated expression may meet (its numbers, not its shape, are at fault)
+REFUSALS = ("may go negative", "already ended", "not before its end", "no room to stretch",
+            "cool-down from 0", "warm-up to 0")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions)
 def test_generated_expressions_evaluate_finite_and_nonnegative(expr):
-    values = lrdsl.curve(expr, np.arange(0, 2000, 7), steps_per_epoch=10, total=1000)
+    try:
+        values = lrdsl.curve(expr, np.arange(0, 2000, 7), steps_per_epoch=10, total=1000)
+    except lrdsl.LrdslError as error:
+        assert any(words in str(error) for words in REFUSALS), str(error)
+        return
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
+    compiled = lrdsl.plan(expr, steps_per_epoch=10, total=1000)
+    low, high = compiled.range
+    assert np.all(values >= low * (1 - 1e-12)) and np.all(values <= high * (1 + 1e-12) + 1e-300)
 
 
 def _only_lrdsl_errors(text):
