@@ -540,7 +540,8 @@ def _poly(xp, t, p):
     with cycle D = d·max(1, ⌈t/d⌉).  Keras PolynomialDecay; PolynomialLR when end = 0."""
     if p.power == 0:
         return xp.zeros_like(t) + p.lr
-    span = p.d * xp.maximum(1.0, xp.ceil(t / p.d)) if p.cycle else p.d
+    # with cycle, D rounds to ≥ t only up to float error: max(D, t) keeps both shares in [0, 1]
+    span = xp.maximum(p.d * xp.maximum(1.0, xp.ceil(t / p.d)), t) if p.cycle else p.d
     u, v = shares(xp, t, span)
     if p.power == 1:
         return _weighted(xp, t, ((p.lr, v), (p.end, u)))
@@ -921,3 +922,33 @@ _add(Primitive(
 def primitives() -> dict[str, Primitive]:
     """Every primitive of the language by name, in the catalogue's order."""
     return dict(PRIMITIVES)
+
+
+#: the operators, for the language table (their rules live in nodes.py and plan.py)
+OPERATORS = (
+    ("a >> b", "`a` for its duration, then `b` with its own clock from 0; one unbounded segment "
+               "before a bounded last one stretches to fill `total`", "SequentialLR"),
+    ("a + b, a - b", "pointwise sum and difference (a difference must provably stay ≥ 0)", "—"),
+    ("a * b, k * a", "pointwise product", "—"),
+    ("a[s:e]", "a(s + min(t, e − s)): a time slice, either end optional; holds a(e) past e",
+     "timm warmup_prefix=False; Noam's 1-based step"),
+    ("a | plateau(…)", "min(a(t), max(a(t)·s, min)), the scale s lowered on plateau (top level only)",
+     "ReduceLROnPlateau"),
+)
+
+
+def markdown_table() -> str:
+    """The README's language table: every primitive's signature, formula and native counterpart.
+
+    Printed by ``lrdsl list --markdown``; a test holds the README to it.
+    """
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    rows = ["| expression | value at t (x = min(t, d)/d) | native counterpart |", "|---|---|---|"]
+    for primitive in PRIMITIVES.values():
+        summary = primitive.doc.split("\n\n")[0]
+        rows.append(f"| `{cell(primitive.signature())}` | {cell(summary)} | {cell(primitive.native) or '—'} |")
+    for syntax, meaning, native in OPERATORS:
+        rows.append(f"| `{cell(syntax)}` | {cell(meaning)} | {cell(native)} |")
+    return "\n".join(rows)

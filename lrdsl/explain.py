@@ -55,7 +55,7 @@ def _shape(segment: Segment) -> str:
         return expr.primitive.describe(expr.arguments)
     if isinstance(expr, Repeat):
         return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
-    return f"{type(expr).__name__.lower()}: {expr}"
+    return str(expr)
 
 
 def _tick(x: float) -> str:
@@ -73,7 +73,8 @@ def describe(plan: Plan) -> list[str]:
         values = (f"{format_number(s.first)} → {format_number(s.last)}" if s.last is not None
                   else f"from {format_number(s.first)}")
         lines.append(f"{span}  {s.name.ljust(name_width)}  {values} {_shape(s)}".rstrip())
-    if segs[-1].last is not None:
+    tail = plan.schedule.parts[-1] if isinstance(plan.schedule, TimedSequence) else plan.schedule
+    if segs[-1].last is not None and tail.holds:
         lines.append(f"then {format_number(segs[-1].last)}")
     rule = plan.plateau
     if rule is not None:

@@ -85,6 +85,11 @@ class TimedCall:
         self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
         self.range = _checked_range(node, *primitive.range(p))
 
+    @property
+    def holds(self) -> bool:
+        """Whether the value stays put after the node's duration (a combination may not)."""
+        return math.isfinite(self.end)
+
     def values(self, t, xp):
         if math.isfinite(self.end):
             t = xp.minimum(t, self.end)
@@ -98,6 +103,7 @@ class TimedSequence:
         self.parts, self.starts = parts, starts
         self.duration = starts[-1] + parts[-1].duration
         self.range = (min(p.range[0] for p in parts), max(p.range[1] for p in parts))
+        self.holds = parts[-1].holds
 
     def values(self, t, xp):
         out = self.parts[0].values(t, xp)
@@ -129,6 +135,7 @@ class TimedPointwise:
         self.operands = operands
         self.combine, bounds = self.COMBINE[kind]
         self.duration = _longest(operands)
+        self.holds = all(o.holds for o in operands)
         self.range = _checked_range(node, *bounds([o.range for o in operands]))
 
     def values(self, t, xp):
@@ -149,6 +156,7 @@ class TimedDifference:
     def __init__(self, node: Difference, a, b):
         self.a, self.b = a, b
         self.duration = _longest((a, b))
+        self.holds = a.holds and b.holds
         self.range = _checked_range(node, a.range[0] - b.range[1], a.range[1] - b.range[0])
 
     def values(self, t, xp):
@@ -162,6 +170,7 @@ class TimedSlice:
         self.inner, self.start = inner, start
         self.length = math.inf if stop is None else stop - start
         self.duration = inner.duration - start if stop is None else self.length
+        self.holds = stop is not None or inner.holds
         self.range = inner.range
 
     def values(self, t, xp):
@@ -174,6 +183,7 @@ class TimedRepeat:
     def __init__(self, body, n: float | None):
         self.body, self.n, self.period = body, n, body.duration
         self.duration = math.inf if n is None else n * self.period
+        self.holds = n is not None
         self.range = body.range
 
     def values(self, t, xp):

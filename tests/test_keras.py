@@ -194,6 +194,8 @@ def test_fit_with_the_callback_per_step_ticks_and_plateau():
                         callbacks=[lrdsl.keras.callback(PLATEAU, steps_per_epoch=4), recorder])
     want = lrdsl.curve(PLATEAU, 20, steps_per_epoch=4, metrics={"loss": history.history["loss"]})
     np.testing.assert_allclose(recorder.lrs, want, **F32)
+    # the logged LR is the one the epoch's last step used (tick 4e + 3), not the next tick's
+    np.testing.assert_allclose(history.history["lr"], want[3::4], **F32)
 
 
 def test_missing_monitor_is_an_error_naming_the_metrics_present():

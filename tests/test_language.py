@@ -19,6 +19,20 @@ def test_values(case):
 
 
 @pytest.mark.parametrize("case", value_params())
+def test_the_float_path_equals_the_oracle(case):
+    """lrdsl parse/eval/--plot evaluate with plain floats (lrdsl.floats), not numpy."""
+    from lrdsl.explain import lr_function
+
+    options = case.get("options", {})
+    units = {k: options[k] for k in ("steps_per_epoch", "total") if k in options}
+    every = options.get("report_every") or options.get("steps_per_epoch") or 1
+    lr = lr_function(lrdsl.plan(case["expr"], **units), options.get("metrics"), every)
+    got = [lr(float(t)) for t in case["ticks"]]
+    assert all(type(v) is float for v in got)
+    np.testing.assert_allclose(got, expected(case["expect"], case["ticks"]), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("case", value_params())
 def test_canonical_form_round_trips(case):
     expr = lrdsl.parse(case["expr"])
     text = str(expr)
