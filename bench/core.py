@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/core.py
 
-Prints figures and ratios from one run.  Targets (issue #2): uncached parse+AST ≤ 2× the
-bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy.
+Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
+bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
+for a v1 expression and for a v2 one (WSD with a 1−√x cool-down and a stretched middle) — and
+the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
 """
 
 import timeit
@@ -13,8 +15,10 @@ from lark import Lark
 
 import lrdsl
 from lrdsl.parser import _parse_text, grammar_path
+from lrdsl.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
+V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
 
 
 def best_us(fn, number):
@@ -52,18 +56,54 @@ def main():
     numpy_ms = best_us(by_hand, 3) / 1e3
     curve_ms = best_us(ours, 3) / 1e3
 
+    # --- v2: WSD over a run of n ticks ---------------------------------------------------------
+    bare_v2_us = best_us(lambda: bare.parse(V2), 2000)
+
+    def uncached_v2():
+        _parse_text.cache_clear()
+        return lrdsl.parse(V2)
+
+    uncached_v2_us = best_us(uncached_v2, 2000)
+    warm, cool = n // 100, n // 5
+
+    def wsd_by_hand():
+        x = np.minimum(t - (n - cool), cool) / cool
+        return np.where(t < warm, 3e-4 * t / warm,
+                        np.where(t < n - cool, 3e-4, 3e-4 * (1 - np.sqrt(np.maximum(x, 0)))))
+
+    def wsd_ours():
+        return lrdsl.curve(V2, n, total=n)
+
+    np.testing.assert_allclose(wsd_ours(), wsd_by_hand(), rtol=1e-9, atol=1e-15)
+    wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
+    wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
+
+    def planned(expr, **units):
+        def once():
+            _plan.cache_clear()
+            return lrdsl.plan(expr, **units)
+        return best_us(once, 2000)
+
+    plan_v1_us = planned(EXAMPLE)
+    plan_v2_us = planned(V2, total=n)
+
     rows = [
         ("parse, uncached (µs)", uncached_us, "bare Lark LALR parse", bare_us, 2.0),
         ("parse, cached (µs)", cached_us, "target", 2.0, 1.0),
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
+        ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
+        ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
+    print(f"v2 expression: {V2} (total=10⁶)")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs
         flag = "ok" if ratio <= target else "MISS"
         print(f"{name:<46} {ours_value:>10.2f} {against:>24} {theirs:>10.2f} {ratio:>7.2f} "
               f"{'≤' + format(target, 'g'):>7} {flag}")
+    print(f"plan with range proof, uncached (µs): {plan_v1_us:.1f} ({EXAMPLE}), "
+          f"{plan_v2_us:.1f} ({V2})")
 
 
 if __name__ == "__main__":

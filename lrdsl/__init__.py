@@ -12,12 +12,14 @@ The core imports neither torch, TensorFlow nor matplotlib; ``lrdsl.torch`` and
 from lrdsl.catalogue import Primitive, primitives
 from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
                           UnitError, UnknownNameError)
-from lrdsl.nodes import Call, Expr, Plateau, Product, Repeat, Sequence, call, const
+from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+                         Sequence, Slice, Sum, call, const)
 from lrdsl.parser import parse
 
 __all__ = [
     "parse", "curve", "primitives", "Primitive",
-    "Expr", "Call", "Sequence", "Product", "Repeat", "Plateau", "call", "const",
+    "Expr", "Call", "Sequence", "Product", "Sum", "Difference", "Slice", "Minimum", "Maximum",
+    "Repeat", "Plateau", "call", "const",
     "LrdslError", "LrdslSyntaxError", "UnknownNameError", "ArgumentError", "UnitError",
     "MetricError",
 ]

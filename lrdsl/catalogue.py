@@ -325,19 +325,26 @@ def shares(xp, t, d, power=1.0):
     """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
 
     Each is computed from its own end so that neither loses digits near 0: v from the
-    remaining ticks d − t, and for a power, 1 − x^power as is where it is ≥ 0.5, else as
-    1 − (1 − v)^power = −expm1(power·log1p(−v)) from the small remaining share.
+    remaining ticks d − t, and for a power, 1 − x^power by :func:`complement`.
     """
     u = t / d
     v = (d - t) / d
     if power != 1:
-        u = xp.power(u, power)
-        v = _complement(xp, u, v, power)
+        warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
+        u, v = warped, complement(xp, warped, u, v, power)
     return u, v
 
 
-def _complement(xp, a_power, b, power):
-    """1 − a^power, given a^power and b = 1 − a, accurate at both ends."""
+def complement(xp, a_power, a, b, power):
+    """1 − a^power, given a^power, a and b = 1 − a, accurate at both ends.
+
+    1 − √a = b/(1 + √a) and 1 − a² = b·(1 + a) exactly; any other power takes 1 − a^power
+    as is where it is ≥ 0.5, else −expm1(power·log1p(−b)) from the small b.
+    """
+    if power == 0.5:
+        return b / (1.0 + a_power)
+    if power == 2:
+        return b * (1.0 + a)
     return xp.where(a_power <= 0.5, 1.0 - a_power, -xp.expm1(power * xp.log1p(-b)))
 
 
@@ -363,11 +370,18 @@ def _cos_shape(xp, t, start, end, u, v):
                              (end, xp.square(xp.sin(HALF_PI * u)))))
 
 
+#: the widest end/start ratio shape=exp takes (e^170 ≈ 1e73): exp(ratio/2) then fits float32
+EXP_SHAPE_LOG_RATIO = 170.0
+
+
 def exp_shape_complaint(start: float, end: float) -> str | None:
-    """shape=exp is geometric: both of its ends must be > 0 (also once scaled by a neighbour)."""
-    if start > 0 and end > 0:
-        return None
-    return f"shape=exp is geometric, so its ends must be > 0, got {start:.3g} and {end:.3g}"
+    """shape=exp is geometric: both of its ends must be > 0 (also once scaled by a neighbour),
+    and their ratio within e^170, so that no intermediate overflows, even in float32."""
+    if not (start > 0 and end > 0):
+        return f"shape=exp is geometric, so its ends must be > 0, got {start:.3g} and {end:.3g}"
+    if abs(math.log(end) - math.log(start)) > EXP_SHAPE_LOG_RATIO:
+        return f"shape=exp from {start:.3g} to {end:.3g} spans more than 1e73"
+    return None
 
 
 def _exp_shape(xp, t, start, end, u, v):
@@ -478,6 +492,7 @@ _add(Primitive(
     x = min(t, d)/d; S is linear, cos ((1 − cos πu)/2) or exp (geometric: start·(end/start)^u).""",
     native="optax/HF/timm shapes; rising cosines (DINO weight decay, EMA momentum)",
     example="anneal(0.04, 0.4, 100)", value=_anneal, validate=_anneal_check,
+    resolve=lambda p: exp_shape_complaint(p.start, p.end) if p.shape == "exp" else None,
     range=lambda p: _span(p.start, p.end),
     describe=lambda a: a["shape"] + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
 
@@ -546,7 +561,7 @@ def _poly(xp, t, p):
     if p.power == 1:
         return _weighted(xp, t, ((p.lr, v), (p.end, u)))
     w = xp.power(v, p.power)
-    return _weighted(xp, t, ((p.lr, w), (p.end, _complement(xp, w, u, p.power))))
+    return _weighted(xp, t, ((p.lr, w), (p.end, complement(xp, w, v, u, p.power))))
 
 
 def _poly_check(a):
@@ -685,6 +700,8 @@ _add(Primitive(
 def _invtime(xp, t, p):
     """lr / (1 + rate·t/every)^power.  Keras InverseTimeDecay (power = 1)."""
     e = _decay_exponent(xp, t, p)
+    if p.power == 0:
+        return xp.zeros_like(t) + p.lr
     if p.power == 1:
         return p.lr / (1.0 + p.rate * e)
     return p.lr * xp.exp(-p.power * xp.log1p(p.rate * e))

@@ -273,7 +273,7 @@ def _timed_sequence(node: Sequence, units: Units) -> TimedSequence:
             parts[i] = _timed(part, units)
             durations.append(parts[i].duration)
     for i in node.stretching:
-        rest = math.fsum(d for j, d in enumerate(durations) if j != i)
+        rest = sum(d for j, d in enumerate(durations) if j != i)
         if units.total is None:
             raise UnitError(f"segment {i + 1} of the sequence, {node.parts[i]}, is unbounded: pass "
                             f"total= to stretch it so the sequence lasts the run, or give it d=…")

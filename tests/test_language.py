@@ -157,3 +157,30 @@ def test_curve_is_vectorized_and_unbounded_schedules_keep_going():
     got = lrdsl.curve("sgdr(0.1, 1000, mult=2)", t)
     assert got.shape == t.shape and np.all((got >= 0) & (got <= 0.1))
     assert lrdsl.curve("step(1, 10)", [10**6])[0] == 0.0  # 0.1^100000 underflows, never raises
+
+
+def test_python_operators_build_the_same_nodes_as_the_text():
+    cosine, warmup = lrdsl.call("cosine", 0.1, 100), lrdsl.call("warmup", 5)
+    pairs = [
+        (cosine + 0.01, "cosine(0.1, 100) + 0.01"),
+        (0.2 - cosine, "0.2 - cosine(0.1, 100)"),
+        (0.3 - (0.2 - cosine), "0.3 - (0.2 - cosine(0.1, 100))"),
+        (cosine[5:], "cosine(0.1, 100)[5:]"),
+        (cosine[:50], "cosine(0.1, 100)[0:50]"),
+        (cosine["1ep":"2 epochs"], "cosine(0.1, 100)[1ep:2ep]"),
+        (warmup >> cosine[5:], "warmup(5) >> cosine(0.1, 100)[5:]"),
+        (2 * cosine[3:], "2 * cosine(0.1, 100)[3:]"),
+        (lrdsl.call("max", lrdsl.call("exp", 0.1, 0.97), 1e-4), "max(exp(0.1, 0.97), 1e-4)"),
+        (lrdsl.call("min", cosine, 0.05, cosine + 0.01), "min(cosine(0.1, 100), 0.05, cosine(0.1, 100) + 0.01)"),
+    ]
+    for built, text in pairs:
+        assert built == lrdsl.parse(text), text
+        assert lrdsl.parse(str(built)) == built
+    assert isinstance(cosine + 0.01, lrdsl.Sum) and isinstance(0.2 - cosine, lrdsl.Difference)
+    assert isinstance(cosine[5:], lrdsl.Slice)
+    with pytest.raises(lrdsl.ArgumentError):
+        cosine[5]
+    with pytest.raises(lrdsl.ArgumentError):
+        cosine[1:5:2]
+    with pytest.raises(lrdsl.ArgumentError):
+        warmup + cosine  # a warm-up needs '>>'
