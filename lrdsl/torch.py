@@ -1,21 +1,27 @@
-"""PyTorch backend: one ``LRScheduler`` for any expression.
+"""PyTorch backend: one ``LRScheduler`` for any expression, driving the LR and, optionally,
+momentum (or Adam's beta1), beta2 and weight decay (LANGUAGE.md §7).
 
     sched = lrdsl.torch.scheduler(optimizer, "warmup(5ep) >> cosine(0.1, 95ep) | plateau(val_loss, 0.5)",
+                                  momentum="onecycle(0.85, 100ep, start=0.95, end=0.95)",
                                   steps_per_epoch=len(loader))
     for epoch in range(epochs):
         for batch in loader:
             ...; optimizer.step(); sched.step()
         sched.report(val_loss=validate())
 
-The LR at tick t is the reference :func:`lrdsl.curve` value, computed in closed form from
-the tick (the plan is evaluated in vectorized float64 chunks of ticks), never by multiplying
-the previous LR: nothing drifts, and an outside edit to ``group["lr"]`` does not persist.
-Parameter groups keep their ratios: group g gets value · initial_lr_g / initial_lr_0.
+Each value at tick t is the reference :func:`lrdsl.curve` value, computed in closed form from
+the tick (each plan is evaluated in vectorized float64 chunks of ticks), never by multiplying
+the previous value: nothing drifts, resume is exact, and an outside edit to a group's value
+does not persist.  Groups keep their ratios (§5): group g gets value · initial_g / initial_ref,
+ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0.
+A target may instead map group names or indices to expressions (``*`` for the rest): then
+each group's value is absolute.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import logging
+from typing import Any, Callable, Mapping, Union
 
 import numpy as np
 import torch
@@ -23,117 +29,211 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrdsl.errors import LrdslError
-from lrdsl.nodes import Expr
+from lrdsl.nodes import Expr, Plateau
 from lrdsl.parser import parse
-from lrdsl.plan import plan
-from lrdsl.plateau import PlateauState
+from lrdsl.plan import Plan, plan
+from lrdsl.plateau import PlateauRule, PlateauState
 
 #: ticks evaluated per vectorized batch
 CHUNK = 4096
 
+#: the hyperparameters a schedule can drive, in the order they are written each step
+TARGETS = ("lr", "momentum", "beta2", "weight_decay")
+
+Spec = Union[str, Expr, Mapping[Union[str, int], Union[str, Expr]]]
+
+log = logging.getLogger("lrdsl")
+
+
+class _Values:
+    """f(tick) of one plan, evaluated CHUNK ticks at a time in float64."""
+
+    __slots__ = ("plan", "start", "values")
+
+    def __init__(self, compiled: Plan):
+        self.plan, self.start, self.values = compiled, -CHUNK, []
+
+    def at(self, tick: int) -> float:
+        i = tick - self.start
+        if 0 <= i < CHUNK:
+            return self.values[i]
+        self.start = tick
+        self.values = self.plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
+        return self.values[0]
+
+
+def _set_lr(group: dict, value: float) -> None:
+    current = group["lr"]
+    if isinstance(current, torch.Tensor):
+        current.fill_(value)  # in place: a compiled optimizer step sees no new constant
+    else:
+        group["lr"] = value
+
+
+def _set_key(key: str) -> Callable[[dict, float], None]:
+    def set_value(group: dict, value: float) -> None:
+        group[key] = value
+    return set_value
+
+
+def _set_beta(index: int) -> Callable[[dict, float], None]:
+    def set_value(group: dict, value: float) -> None:
+        betas = list(group["betas"])
+        betas[index] = value
+        group["betas"] = tuple(betas)  # as OneCycleLR writes Adam's beta1
+    return set_value
+
+
+def _slot(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[dict, float], None]] | None:
+    """(read, write) for the target in a param group, or None if the group has no such value."""
+    if target == "lr":
+        return (lambda g: float(g["lr"])), _set_lr
+    if target == "momentum" and "betas" in group:  # Adam-style: beta1, as OneCycleLR does
+        return (lambda g: float(g["betas"][0])), _set_beta(0)
+    if target == "beta2" and "betas" in group:
+        return (lambda g: float(g["betas"][1])), _set_beta(1)
+    if target in ("momentum", "weight_decay") and target in group:
+        return (lambda g: float(g[target])), _set_key(target)
+    return None
+
+
+class _Slot:
+    """One target of one param group: where its values come from and how they are written."""
+
+    __slots__ = ("index", "values", "scale", "plateau", "write")
+
+    def __init__(self, index: int, values: _Values, scale: float, plateau: PlateauState | None,
+                 write: Callable[[dict, float], None]):
+        self.index, self.values, self.scale, self.plateau, self.write = index, values, scale, plateau, write
+
+    def at(self, tick: int) -> float:
+        f = self.values.at(tick)
+        if self.plateau is not None:
+            f = self.plateau.lr(f)
+        return f * self.scale
+
+
+def _canonical(spec: Spec) -> str | dict:
+    """The saved form of a target's spec: canonical text, or a mapping of it."""
+    if isinstance(spec, Mapping):
+        return {str(key): str(parse(value)) for key, value in spec.items()}
+    return str(parse(spec))
+
 
 class Scheduler(LRScheduler):
-    """An ``LRScheduler`` running an lrdsl expression; see :func:`scheduler`."""
+    """An ``LRScheduler`` running lrdsl expressions; see :func:`scheduler`."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, expr: str | Expr, *,
-                 steps_per_epoch: float | None = None, total: float | None = None,
-                 last_epoch: int = -1):
+    def __init__(self, optimizer: torch.optim.Optimizer, expr: Spec, *,
+                 momentum: Spec | None = None, beta2: Spec | None = None,
+                 weight_decay: Spec | None = None, steps_per_epoch: float | None = None,
+                 total: float | None = None, last_epoch: int = -1):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise LrdslError(f"scheduler() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.expr = parse(expr)
+        specs = {"lr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
+        self.specs: dict[str, Spec] = {t: s for t, s in specs.items() if s is not None}
+        self.expr = parse(expr) if not isinstance(expr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
-        self._plan = plan(self.expr, steps_per_epoch=steps_per_epoch, total=total)
-        rule = self._plan.plateau
-        self._plateau = PlateauState(rule) if rule is not None else None
-        self._plateau_min = rule.min if rule is not None else 0.0
-        self._values: list[float] = []
-        self._values_from = -CHUNK  # empty: the first lookup refills
+        self._plans = self._compile(optimizer)
+        self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
+        self._remember_initial_values(optimizer, last_epoch)
         try:
             super().__init__(optimizer, last_epoch)
         except KeyError as error:  # last_epoch ≥ 0 on groups that never had a scheduler
             raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved 'initial_lr': "
                              f"load the optimizer's state first ({error})") from None
 
+    # --- construction ------------------------------------------------------------------------
+    def _compile(self, optimizer) -> dict[str, list[Plan]]:
+        """target -> the plan of each param group (shared when the target is one expression)."""
+        groups = optimizer.param_groups
+        plans: dict[str, list[Plan]] = {}
+        for target, spec in self.specs.items():
+            if isinstance(spec, Mapping):
+                chosen = _per_group(spec, groups, target)
+            else:
+                chosen = [spec] * len(groups)
+            compiled = {}
+            for text in chosen:
+                key = str(parse(text))
+                if key not in compiled:
+                    compiled[key] = plan(text, steps_per_epoch=self.steps_per_epoch, total=self.total)
+                    if target != "lr" and compiled[key].plateau is not None:
+                        raise LrdslError(f"{target}: only the learning rate may carry '| plateau', "
+                                         f"got {key}")
+            plans[target] = [compiled[str(parse(text))] for text in chosen]
+            for i, group in enumerate(groups):
+                if _slot(target, group) is None:
+                    raise LrdslError(f"{type(optimizer).__name__} has no {target} to schedule "
+                                     f"(param group {i} holds {', '.join(sorted(k for k in group if k != 'params'))})")
+        return plans
+
+    def _remember_initial_values(self, optimizer, last_epoch: int) -> None:
+        """``initial_<target>`` in each group, as torch keeps ``initial_lr``: the ratio rule's base."""
+        for target in self.specs:
+            if target == "lr":
+                continue
+            key = f"initial_{target}"
+            for i, group in enumerate(optimizer.param_groups):
+                if last_epoch == -1:
+                    group.setdefault(key, _slot(target, group)[0](group))
+                elif key not in group:
+                    raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved '{key}' in "
+                                     f"param group {i}: load the optimizer's state first")
+
     def _initial_step(self) -> None:
-        bases = [float(b) for b in self.base_lrs]
-        if bases[0] == 0 and any(bases):
-            raise LrdslError("parameter group 0 has lr=0, so the other groups' lr ratios to it are "
-                             "undefined; give group 0 a nonzero lr")
-        self._ratios = [b / bases[0] if bases[0] else 1.0 for b in bases]
+        """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
         groups = self.optimizer.param_groups
-        # one group holding a float lr: step() stores into it directly
-        self._plain = len(groups) == 1 and type(groups[0]["lr"]) is float
-        self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
-        self._first_tick = self.last_epoch + 1
+        chunks: dict[int, _Values] = {}
+        plateaus: dict[str, PlateauState] = getattr(self, "_plateaus", {})
+        self._plateaus = {}
+        self._slots: dict[str, list[_Slot]] = {}
+        for target, per_group in self._plans.items():
+            initial = [float(b) for b in self.base_lrs] if target == "lr" else \
+                [float(g[f"initial_{target}"]) for g in groups]
+            scales = _ratios(initial) if not isinstance(self.specs[target], Mapping) else [1.0] * len(groups)
+            slots = []
+            for i, (group, compiled, scale) in enumerate(zip(groups, per_group, scales)):
+                values = chunks.setdefault(id(compiled), _Values(compiled))
+                state = None
+                if compiled.plateau is not None:
+                    key = str(compiled.expr)
+                    state = self._plateaus.setdefault(key, plateaus.get(key) or PlateauState(compiled.plateau))
+                if target in ("momentum", "beta2") and compiled.range[1] * scale >= 1:
+                    raise LrdslError(f"param group {_group_name(group, i)}: {target} would reach "
+                                     f"{compiled.range[1] * scale:.4g} (from {compiled.expr}, ×{scale:g} "
+                                     f"for the group's ratio); it must stay below 1")
+                slots.append(_Slot(i, values, scale, state, _slot(target, group)[1]))
+            self._slots[target] = slots
+        self._lr_slots = self._slots["lr"]
+        self._other_slots = [slot for target, slots in self._slots.items() if target != "lr"
+                             for slot in slots]
+        self._step_count = 0
         self.step()
 
-    # --- values ----------------------------------------------------------------------------
-    def _refill(self, tick: int) -> float:
-        """Evaluate the next CHUNK ticks at once (vectorized, float64) and return tick's value."""
-        self._values_from = tick
-        self._values = self._plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
-        return self._values[0]
-
-    def lr_at(self, tick: int) -> float:
-        """The learning rate of group 0 at ``tick`` under the current plateau state."""
-        i = tick - self._values_from
-        f = self._values[i] if 0 <= i < CHUNK else self._refill(tick)
-        plateau = self._plateau
-        return f if plateau is None else plateau.lr(f)
-
-    def _write(self, lr: float) -> None:
-        """Set every group's lr to ``lr`` times its ratio; tensors in place."""
-        for group, ratio in zip(self.optimizer.param_groups, self._ratios):
-            current = group["lr"]
-            if isinstance(current, torch.Tensor):
-                current.fill_(lr * ratio)  # in place: a compiled optimizer step sees no new constant
-            else:
-                group["lr"] = lr * ratio
-
-    # --- the scheduler protocol ------------------------------------------------------------
+    # --- the scheduler protocol ------------------------------------------------------------------
     def step(self, metrics: float | Mapping[str, Any] | None = None, epoch: None = None) -> None:
-        """Advance one tick; with ``metrics`` (the monitor's value, or a dict) also report."""
-        # This runs on every batch, so lr_at(), report() and PlateauState.report_value() are
-        # inlined: a call costs as much as the work (bench/torch_step.py).
+        """Advance one tick; with ``metrics`` (the monitor's value, or a dict) report first."""
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
-        plateau = self._plateau
-        if metrics is not None and plateau is not None:  # report first: a bad metric changes nothing
-            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
-            if self._world is not False:
-                value = self._across_ranks(value)
-            # PlateauState.report_value(value), inlined
-            rule = plateau.rule
-            if value < plateau.bar if rule.minimize else value > plateau.bar:  # NaN never improves
-                plateau.best = value
-                plateau.bar = value * rule.bar_scale + rule.bar_shift
-                bad = 0
-            else:
-                bad = plateau.bad + 1
-            if plateau.cooldown_left > 0:
-                plateau.cooldown_left -= 1
-                bad = 0
-            if bad > rule.patience:
-                plateau.scale *= rule.factor
-                plateau.cooldown_left = rule.cooldown
-                bad = 0
-            plateau.bad = bad
-        tick = self.last_epoch + 1
-        self.last_epoch = tick
-        i = tick - self._values_from
-        lr = self._values[i] if 0 <= i < CHUNK else self._refill(tick)
-        if plateau is not None:  # PlateauRule.apply: min(f, max(f·s, min))
-            f = lr
-            lr = f * plateau.scale
-            if lr < self._plateau_min:
-                lr = self._plateau_min
-            if lr > f:
-                lr = f
-        if self._plain:
-            self.optimizer.param_groups[0]["lr"] = lr
-        else:
-            self._write(lr)
+        if metrics is not None:  # report first: a bad metric changes nothing
+            self._report(metrics)
+        self.last_epoch += 1
+        self._step_count += 1
+        self._apply(self.last_epoch)
+
+    def _apply(self, tick: int) -> None:
+        """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""
+        # the group dicts are looked up each time: Optimizer.load_state_dict replaces them
+        groups = self.optimizer.param_groups
+        lrs = []
+        for slot in self._lr_slots:
+            value = slot.at(tick)
+            slot.write(groups[slot.index], value)
+            lrs.append(value)
+        for slot in self._other_slots:
+            slot.write(groups[slot.index], slot.at(tick))
+        self._last_lr = lrs
 
     def report(self, metrics: float | Mapping[str, Any] | None = None, /, **named: Any) -> None:
         """Report validation metrics to the plateau without advancing the tick.
@@ -141,12 +241,16 @@ class Scheduler(LRScheduler):
         ``report(val_loss=0.3)``, ``report({"val_loss": 0.3})`` or ``report(0.3)``.  The new
         scale applies at once, to the current tick on.
         """
-        plateau = self._plateau
-        if plateau is None:
+        if not self._plateaus:
             return
-        value = plateau.rule.value_in(named if metrics is None else metrics)
-        plateau.report_value(self._across_ranks(value))
-        self._write(self.lr_at(self.last_epoch))
+        self._report(named if metrics is None else metrics)
+        self._apply(self.last_epoch)
+
+    def _report(self, metrics) -> None:
+        """One report to every plateau (one value per monitor, checked before any state changes)."""
+        values = [(state, state.rule.value_in(metrics)) for state in self._plateaus.values()]
+        for state, value in values:
+            state.report_value(self._across_ranks(value))
 
     def _across_ranks(self, value: float) -> float:
         """Under torch.distributed, the average over ranks, so every rank decides alike.
@@ -158,52 +262,128 @@ class Scheduler(LRScheduler):
             self._world = _DISTRIBUTED and dist.is_initialized()
         return _mean_across_ranks(value) if self._world else value
 
-    @property
-    def _step_count(self) -> int:
-        """step() calls so far, the one at construction included (as PyTorch counts them)."""
-        return self.last_epoch - self._first_tick + 1
-
-    @_step_count.setter
-    def _step_count(self, count: int) -> None:
-        self._first_tick = self.last_epoch - count + 1
-
-    @property
-    def _last_lr(self) -> list[float]:
-        """PyTorch's cached last LRs, which some wrappers read: derived, so step() skips a list."""
-        return self.get_lr()
+    def get_lr(self) -> list[float]:
+        """The groups' learning rates at the current tick, in closed form."""
+        return [slot.at(self.last_epoch) for slot in self._slots["lr"]]
 
     def get_last_lr(self) -> list[float]:
         """The groups' learning rates at the current tick (floats, also for tensor lrs)."""
-        return self.get_lr()
+        return list(self._last_lr)
 
-    def get_lr(self) -> list[float]:
-        return [self.lr_at(self.last_epoch) * r for r in self._ratios]
+    def get_last(self, target: str) -> list[float]:
+        """The groups' values of ``target`` ('lr', 'momentum', 'beta2', 'weight_decay') now."""
+        if target not in self._slots:
+            raise LrdslError(f"this scheduler does not drive {target!r}; it drives "
+                             f"{', '.join(self._slots)}")
+        return [slot.at(self.last_epoch) for slot in self._slots[target]]
 
     def state_dict(self) -> dict[str, Any]:
-        """The canonical expression, its units, the tick and the plateau state."""
+        """The canonical expressions, their units, the tick and the plateau states."""
         return {
-            "expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+            "expr": _canonical(self.specs["lr"]),
+            "targets": {t: _canonical(s) for t, s in self.specs.items() if t != "lr"},
+            "steps_per_epoch": self.steps_per_epoch, "total": self.total,
             "last_epoch": self.last_epoch, "_step_count": self._step_count,
             "base_lrs": [float(b) for b in self.base_lrs],
-            "plateau": self._plateau.state_dict() if self._plateau is not None else None,
+            "plateau": {key: state.state_dict() for key, state in self._plateaus.items()} or None,
         }
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue from a saved state: exactly the sequence of an uninterrupted run."""
-        saved = (state_dict.get("expr"), state_dict.get("steps_per_epoch"), state_dict.get("total"))
-        ours = (str(self.expr), self.steps_per_epoch, self.total)
-        if saved != ours:
-            raise LrdslError(f"this scheduler state was saved from {saved[0]!r} "
-                             f"(steps_per_epoch={saved[1]}, total={saved[2]}), not from {ours[0]!r} "
-                             f"(steps_per_epoch={ours[1]}, total={ours[2]})")
-        self.last_epoch = int(state_dict["last_epoch"])
-        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
-        if self._plateau is not None and state_dict.get("plateau") is not None:
-            self._plateau.load_state_dict(state_dict["plateau"])
-        self._write(self.lr_at(self.last_epoch))
+    def load_state_dict(self, state_dict: Mapping[str, Any], rebase: bool = False) -> None:
+        """Continue from a saved state: exactly the sequence of an uninterrupted run.
+
+        A state saved under other expressions (or units) is an error unless ``rebase=True``:
+        then this scheduler's expressions continue from the saved tick; a plateau keeps its
+        saved state when the saved expression has the same plateau rule, else it starts
+        fresh (either way it is logged on the ``lrdsl`` logger).
+        """
+        try:
+            saved = {"lr": state_dict["expr"], **state_dict.get("targets", {}),
+                     "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
+            tick = int(state_dict["last_epoch"])
+            steps = int(state_dict.get("_step_count", tick + 1))
+            plateaus = dict(state_dict.get("plateau") or {})
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise LrdslError(f"not an lrdsl scheduler state: {error!r}") from None
+        if "scale" in plateaus:  # a v1 state: the one plateau's state, saved bare
+            plateaus = {saved["lr"]: plateaus}
+        ours = {**{t: _canonical(s) for t, s in self.specs.items()},
+                "units": (self.steps_per_epoch, self.total)}
+        rebased = saved != ours
+        if rebased and not rebase:
+            raise LrdslError(f"this scheduler state was saved from {_describe(saved)}, not from "
+                             f"{_describe(ours)}; pass rebase=True to continue the saved run "
+                             f"under the new schedule from its tick {tick}")
+        for key, state in self._plateaus.items():
+            match = key if key in plateaus else next(
+                (k for k in plateaus if _plateau_rule(k) == state.rule), None)
+            if match is not None:
+                state.load_state_dict(plateaus[match])
+            if rebased:
+                log.info("lrdsl: rebased at tick %d; the plateau on %s %s", tick, state.rule.monitor,
+                         "keeps its saved state" if match is not None else "starts fresh (its rule changed)")
+        self.last_epoch, self._step_count = tick, steps
+        self._apply(tick)
+        if rebased:
+            log.info("lrdsl: rebased at tick %d from %s to %s", tick, _describe(saved), _describe(ours))
 
     def __repr__(self) -> str:
-        return f"lrdsl.torch.Scheduler({str(self.expr)!r}, tick={self.last_epoch})"
+        return f"lrdsl.torch.Scheduler({_describe({t: _canonical(s) for t, s in self.specs.items()})}, " \
+               f"tick={self.last_epoch})"
+
+
+def _plateau_rule(text: str):
+    """The plateau rule of a saved expression's text, or None."""
+    try:
+        expr = parse(text)
+    except LrdslError:
+        return None
+    return PlateauRule.from_call(expr.options) if isinstance(expr, Plateau) else None
+
+
+def _describe(specs: Mapping) -> str:
+    """target=expression pairs (and units) of canonical specs, for messages."""
+    parts = [f"{target}={spec!r}" for target, spec in specs.items() if target != "units"]
+    units = specs.get("units")
+    if units is not None and units != (None, None):
+        parts.append(f"steps_per_epoch={units[0]}, total={units[1]}")
+    return ", ".join(parts)
+
+
+def _group_name(group: dict, index: int) -> str:
+    return f"{index} ({group['name']!r})" if "name" in group else str(index)
+
+
+def _ratios(initial: list[float]) -> list[float]:
+    """§5: value · initial_g / initial_ref, ref the first nonzero; all zero: the value itself."""
+    ref = next((v for v in initial if v != 0), None)
+    if ref is None:
+        return [1.0] * len(initial)
+    return [v / ref for v in initial]
+
+
+def _per_group(spec: Mapping, groups: list[dict], target: str) -> list:
+    """Each group's expression from a mapping of group names / indices (``*`` for the rest)."""
+    names = [g.get("name") for g in groups]
+    listing = ", ".join(f"{i}" + (f" ({n!r})" if n is not None else "") for i, n in enumerate(names))
+    chosen: list = [None] * len(groups)
+    for key, expr in spec.items():
+        if key == "*":
+            continue
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise LrdslError(f"{target}: a group key is a name or an index, got {key!r}")
+        matches = [i for i, name in enumerate(names) if name == key] if isinstance(key, str) else \
+            ([key] if 0 <= key < len(groups) else [])
+        if not matches:
+            raise LrdslError(f"{target}: {key!r} matches no param group; the groups are {listing}")
+        for i in matches:
+            chosen[i] = expr
+    for i in range(len(groups)):
+        if chosen[i] is None:
+            if "*" not in spec:
+                raise LrdslError(f"{target}: param group {_group_name(groups[i], i)} is covered by no "
+                                 f"key; the groups are {listing} (use '*' for the rest)")
+            chosen[i] = spec["*"]
+    return chosen
 
 
 _DISTRIBUTED = dist.is_available()
@@ -220,20 +400,26 @@ def _mean_across_ranks(value: float) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
-def scheduler(optimizer: torch.optim.Optimizer, expr: str | Expr, *,
+def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | None = None,
+              beta2: Spec | None = None, weight_decay: Spec | None = None,
               steps_per_epoch: float | None = None, total: float | None = None,
               last_epoch: int = -1) -> Scheduler:
-    """An ``LRScheduler`` for ``expr`` on ``optimizer``; the LR of tick 0 is in force at once.
+    """An ``LRScheduler`` for ``expr`` on ``optimizer``; tick 0's values are in force at once.
 
     Args:
-        optimizer: any ``torch.optim.Optimizer``; its groups' lrs only set the groups' ratios.
-        expr: expression text or :class:`lrdsl.Expr`.
+        optimizer: any ``torch.optim.Optimizer``; its groups' values only set the groups' ratios.
+        expr: the LR: expression text, :class:`lrdsl.Expr`, or a mapping from param-group name
+            or index to an expression (``"*"`` for every group not named).
+        momentum: SGD/RMSprop ``momentum``, or ``betas[0]`` for Adam-style optimizers.
+        beta2: ``betas[1]``.
+        weight_decay: ``weight_decay``.
         steps_per_epoch: pass it when you call ``step()`` per batch (converts ``ep``).
-        total: the run's length in ticks, for ``%`` durations.
+        total: the run's length in ticks, for ``%`` durations and stretched segments.
         last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start).
 
-    ``step()`` advances a tick, ``step(metrics)`` advances and reports, ``report(**metrics)``
-    reports only.  In Hydra: ``{_target_: lrdsl.torch.scheduler, _partial_: true, expr: ...}``.
+    ``step()`` advances a tick, ``step(metrics)`` reports then advances, ``report(**metrics)``
+    reports only; ``get_last_lr()`` gives the LRs, ``get_last("momentum")`` the other targets.
+    In Hydra: ``{_target_: lrdsl.torch.scheduler, _partial_: true, expr: ...}``.
     """
-    return Scheduler(optimizer, expr, steps_per_epoch=steps_per_epoch, total=total,
-                     last_epoch=last_epoch)
+    return Scheduler(optimizer, expr, momentum=momentum, beta2=beta2, weight_decay=weight_decay,
+                     steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch)

@@ -195,7 +195,7 @@ def test_resume_gives_the_uninterrupted_sequence(expr, stop):
 def test_loading_a_state_of_another_expression_fails():
     saved = lrdsl.torch.scheduler(_optimizer(), "cosine(0.1, 10)").state_dict()
     other = lrdsl.torch.scheduler(_optimizer(), "cosine(0.1, 20)")
-    with pytest.raises(lrdsl.LrdslError, match="saved from 'cosine"):
+    with pytest.raises(lrdsl.LrdslError, match="saved from lr='cosine.*rebase=True"):
         other.load_state_dict(saved)
     spe = lrdsl.torch.scheduler(_optimizer(), "cosine(0.1, 10)", steps_per_epoch=3)
     with pytest.raises(lrdsl.LrdslError, match="steps_per_epoch"):
@@ -264,10 +264,11 @@ def test_step_metric_and_report_then_step_agree_with_curve(mode, threshold_mode,
         a_lrs.append(a_opt.param_groups[0]["lr"])
         b_lrs.append(b_opt.param_groups[0]["lr"])
     assert a_lrs == b_lrs
-    assert a._plateau.state_dict() == b._plateau.state_dict()
+    assert a.state_dict()["plateau"] == b.state_dict()["plateau"]
     want = lrdsl.curve(expr, len(values) + 1, metrics={"m": values})[1:]
     np.testing.assert_allclose(a_lrs, want, rtol=1e-12)
-    assert len(set(a_lrs)) > 10 and a._plateau.scale < 1  # the plateau did act
+    scale = next(iter(a.state_dict()["plateau"].values()))["scale"]
+    assert len(set(a_lrs)) > 10 and scale < 1  # the plateau did act
 
 
 def test_an_optimizer_state_loaded_after_the_scheduler_is_followed():
