@@ -150,16 +150,23 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from lrdsl.check import check_file, yaml_files
+    from lrdsl.check import Problem, check_file, yaml_files
 
-    found = bad = 0
+    for name in ("steps_per_epoch", "total"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LrdslError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
+    found = bad = warned = 0
     for path in yaml_files(args.files):
-        count, problems = check_file(path)
+        count, problems = (0, [path]) if isinstance(path, Problem) else \
+            check_file(path, steps_per_epoch=args.steps_per_epoch, total=args.total)
         found += count
         for problem in problems:
-            bad += 1
-            print(problem, file=sys.stderr)
-    print(f"{found} expression(s) checked, {bad} bad", file=sys.stderr if bad else sys.stdout)
+            warned += problem.warning
+            bad += not problem.warning
+            print(problem, file=sys.stdout if problem.warning else sys.stderr)
+    warnings = f", {warned} warning(s)" if warned else ""
+    print(f"{found} expression(s) checked, {bad} bad{warnings}", file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
 
 
@@ -194,8 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(run=cmd_list)
 
-    p = sub.add_parser("check", help="check expressions in YAML files (exit 1 if any is bad)")
+    p = sub.add_parser("check", help="check expressions in YAML files (exit 1 if any is bad)",
+                       description="Parse and plan every expr:/schedule: value in the YAML files and "
+                                   "directories given; report bad ones as FILE:LINE: message.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--steps-per-epoch", type=float, metavar="N",
+                   help="ticks per epoch, as the run will use (needed to plan expressions mixing ep and st)")
+    p.add_argument("--total", type=float, metavar="N",
+                   help="the run's length in ticks: %% durations are planned against it, and a schedule "
+                        "ending before 90%% of it or after it gets a warning; without it, %% durations are "
+                        "planned against a placeholder total of 100 ticks to find other errors, and "
+                        "there are no warnings")
     p.set_defaults(run=cmd_check)
 
     sub.add_parser("train", help="train a model with Hydra overrides (lrdsl train --help)", add_help=False)
