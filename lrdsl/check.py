@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lrdsl.cli import pointed
+from lrdsl.cli import escaped, pointed
 from lrdsl.errors import LrdslError, UnitError
 from lrdsl.plan import plan
 from lrdsl.units import format_number
@@ -57,7 +57,7 @@ class Problem:
     warning: bool = False
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
+        where = escaped(str(self.path)) + (f":{self.line}" if self.line else "")
         head = f"{where}: {'warning: ' if self.warning else ''}{self.message}"
         return f"{head}\n{self.pointer}" if self.pointer else head
 
@@ -67,7 +67,7 @@ def yaml_files(paths) -> Iterator[Path | Problem]:
     symlinked directories not followed); a :class:`Problem` for a directory without any or
     one that cannot be listed."""
     for path in map(Path, paths):
-        if not path.is_dir():
+        if not os.path.isdir(path):  # unlike Path.is_dir, False for a name too long or with a NUL
             yield path
             continue
         found, unlisted = False, []
@@ -96,8 +96,8 @@ def read_text(path: Path) -> str | Problem:
                                     f"{MAX_BYTES / 2 ** 20:g} MiB)")
         with open(path, "rb") as file:
             data = file.read(MAX_BYTES + 1)
-    except OSError as error:
-        return Problem(path, 0, f"cannot read: {error.strerror or error}")
+    except (OSError, ValueError) as error:  # ValueError: a NUL or a lone surrogate in the name
+        return Problem(path, 0, f"cannot read: {getattr(error, 'strerror', None) or error}")
     if len(data) > MAX_BYTES:  # grew since stat, or a file that reports size 0
         return Problem(path, 0, f"too large to check (> {MAX_BYTES / 2 ** 20:g} MiB)")
     if b"\0" in data:

@@ -173,6 +173,8 @@ def cmd_check(args) -> int:
 def cmd_compare(args) -> int:
     from lrdsl.compare import compare
 
+    if not os.path.isdir(args.directory):  # before Path.is_dir, which raises for odd names
+        raise LrdslError(f"no such directory: {args.directory}")
     return compare(args.directory, args.out)
 
 
@@ -222,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _escaped(text: str) -> str:
+def escaped(text: str) -> str:
     """``text`` with control characters written as escapes (``\\x00``, ``\\t``)."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
@@ -231,7 +233,7 @@ def pointed(error: LrdslError, width: int = 100) -> str:
     """:meth:`LrdslError.pointed` fit for a terminal whatever the input: control characters
     escaped in the message and blanked in the expression line, and that line cut to ``width``
     characters around the caret (a 1 MB expression gives a 100-character excerpt)."""
-    message = "\n".join(_one_line(_escaped(line), 500) for line in error.message.splitlines())
+    message = "\n".join(_one_line(escaped(line), 500) for line in error.message.splitlines())
     if error.expr is None or error.column is None:
         return message
     lines = error.expr.splitlines() or [""]

@@ -8,6 +8,7 @@ with labelled axes and boundary marks is ~100 lines.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable
 
 from lrdsl.units import format_number
@@ -17,7 +18,8 @@ _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 
 
 def _label(x: float) -> str:
-    return format_number(float(f"{x:.3g}")) if math.isfinite(x) else f"{x}"
+    rounded = float(f"{x:.3g}")  # inf for x near float64's top
+    return format_number(rounded) if math.isfinite(rounded) else f"{x:.3g}"
 
 
 def _axis_line(width: int, marks: list[tuple[int, str]]) -> str:
@@ -51,7 +53,7 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
     finite = [v for v in shown if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi / 2 - lo / 2 < 1e-12 * max(abs(hi), 1e-300):  # halves: hi - lo may overflow
-        biggest = 1.7e308  # keep the padded range finite
+        biggest = sys.float_info.max  # keep the padded range finite
         lo, hi = (lo - 1, hi + 1) if log else (max(lo - abs(lo) * 0.5 - 1e-12, -biggest),
                                                  min(hi + abs(hi) * 0.5 + 1e-12, biggest))
         if not log and min(finite, default=0) >= 0:

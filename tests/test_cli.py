@@ -236,6 +236,8 @@ def test_hostile_input_never_gives_a_traceback(tmp_path, capsys, monkeypatch):
         assert "Traceback" not in out + err, shown
         if status == 2 and argv and argv[0] in ("parse", "eval", "list", "check"):
             assert err.splitlines()[-1].strip() and not err.startswith("  File "), shown
+        if argv and argv[0] in ("list", "check", "compare"):  # odd names and files are usage errors
+            assert "internal error" not in err, shown
     assert len(cases) > 900
 
 
@@ -299,6 +301,21 @@ def test_huge_ticks_plot_samples_only_the_drawn_columns(capsys):
     assert "9007199254740992" in plot  # the x axis ends at the tick count
     status, out, _ = _call(["parse", "--plot", "-", "--ticks", str(2 ** 53), "cosine(0.1, 1e15)"], capsys)
     assert status == 0 and "└" in out
+
+
+@pytest.mark.parametrize("lr, log", [
+    (lambda t: 1e308, False), (lambda t: 1.7976931348623157e308, False), (lambda t: 1e308, True),
+    (lambda t: -1e308 if t < 50 else 1e308, False), (lambda t: 5e-324, False), (lambda t: 5e-324, True),
+])
+def test_terminal_plot_of_values_at_float64_extremes(lr, log):
+    from lrdsl.textplot import render
+
+    lines = render(lr, 100, width=40, height=8, log=log).splitlines()
+    labels = [float(line.split("┤")[0]) for line in lines if "┤" in line]
+    assert len(labels) == 3 and labels == sorted(labels, reverse=True) and labels[0] > labels[-1]
+    assert any(c != chr(0x2800) for line in lines[:8] for c in line.split("┤")[-1].split("│")[-1])
+    values = [lr(t) for t in range(100)]
+    assert labels[-1] <= min(values) and max(values) <= labels[0]
 
 
 def test_version(capsys):
