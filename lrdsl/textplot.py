@@ -52,7 +52,7 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
     shown = [math.log10(v) if log and v > 0 else (None if log else v) for v in values]
     finite = [v for v in shown if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    if hi / 2 - lo / 2 < 1e-12 * max(abs(hi), 1e-300):  # halves: hi - lo may overflow
+    if hi - lo < 1e-12 * max(abs(hi), 1e-300):
         biggest = sys.float_info.max  # keep the padded range finite
         lo, hi = (lo - 1, hi + 1) if log else (max(lo - abs(lo) * 0.5 - 1e-12, -biggest),
                                                  min(hi + abs(hi) * 0.5 + 1e-12, biggest))
