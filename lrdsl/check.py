@@ -64,8 +64,8 @@ class Problem:
 
 def yaml_files(paths) -> Iterator[Path | Problem]:
     """The files named, and the ``.yaml``/``.yml`` files under the directories named (sorted,
-    symlinked directories not followed); a :class:`Problem` for a directory without any or
-    one that cannot be listed."""
+    symlinked directories not followed); a :class:`Problem` for a directory that cannot be
+    listed, or one without any such file."""
     for path in map(Path, paths):
         if not os.path.isdir(path):  # unlike Path.is_dir, False for a name too long or with a NUL
             yield path
@@ -77,10 +77,9 @@ def yaml_files(paths) -> Iterator[Path | Problem]:
                 if name.endswith(SUFFIXES):
                     found = True
                     yield Path(root, name)
-            while unlisted:
-                error = unlisted.pop()
-                yield Problem(Path(error.filename or path), 0, f"cannot list: {error.strerror}")
-        if not found:
+        for error in unlisted:  # os.walk reports them through onerror, not as exceptions
+            yield Problem(Path(error.filename or path), 0, f"cannot list: {error.strerror or error}")
+        if not found and not unlisted:
             yield Problem(path, 0, f"no {' or '.join(SUFFIXES)} files in this directory")
 
 
