@@ -136,6 +136,7 @@ def test_expressions_before_a_yaml_error_are_still_checked(tmp_path):
     found, problems = check_file(config)
     assert found == 1 and [p.line for p in problems][0] == 1
     assert len(problems) == 2 and problems[1].message.startswith("not YAML: ") and "\n" not in str(problems[1])
+    assert problems[1].line == 3  # where the parser found the unclosed [ of line 2 ends
 
 
 def test_files_that_are_not_yaml_text_get_one_line_each(tmp_path, capsys, monkeypatch):
