@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status: 0 ok, 1 ``check`` found bad expressions, 2 errors, 130 Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
-    prefix = f"lrdsl {_one_line(command, 40)}".rstrip()
+    prefix = f"lrdsl {escaped(_one_line(command, 40))}".rstrip()
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal or a stray surrogate must not crash a print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -277,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except LrdslError as error:
         print(f"{prefix}: {pointed(error)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `lrdsl list | head`: the reader left; nothing to say
-        sys.stdout = None  # keep the interpreter from flushing into the closed pipe at exit
+    except BrokenPipeError:  # `lrdsl eval … | head`: the reader left; nothing to say
         return 0
     except KeyboardInterrupt:
         return 130
