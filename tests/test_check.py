@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import lrdsl.check
 from lrdsl.check import MAX_BYTES, MAX_DEPTH, check_file
 
