@@ -2,16 +2,26 @@
 
 ``lrdsl parse`` and the terminal plot import neither torch, TensorFlow, matplotlib nor numpy.
 Errors go to stderr with a caret and no traceback; exit 2 for usage and expression errors.
+Anything else that escapes a command is a bug: it is reported on one line (exit 2), with the
+traceback only when ``LRDSL_DEBUG`` is set; Ctrl-C exits 130 quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shutil
 import sys
 
+import lrdsl
 from lrdsl.errors import LrdslError
+
+#: --ticks above this are not distinct float64 ticks (2**53), so a plot of them means nothing
+MAX_TICKS = 2 ** 53
+#: a file plot (lrdsl.plot) evaluates every tick: 10**7 float64 ticks are ~80 MB per array
+MAX_FILE_TICKS = 10 ** 7
 
 
 def _metrics(items: list[str] | None) -> dict[str, list[float]] | None:
@@ -27,6 +37,30 @@ def _metrics(items: list[str] | None) -> dict[str, list[float]] | None:
         if not name.strip() or not metrics[name.strip()]:
             raise LrdslError(f"--metric takes NAME=V1,V2,…, got {item!r}")
     return metrics
+
+
+def _tick_count(text: str | None) -> int | None:
+    """``--ticks``: a whole number in [2, 2**53], checked here so the error is one line."""
+    if text is None:
+        return None
+    try:
+        ticks = int(text.strip().replace("_", ""))
+    except ValueError:
+        ticks = None
+    if ticks is None or not 2 <= ticks <= MAX_TICKS:
+        raise LrdslError(f"--ticks takes a whole number of ticks from 2 to 2**53, got {text!r}")
+    return ticks
+
+
+def _ticks_at(text: str) -> list[float]:
+    """``--at``: comma-separated finite ticks ≥ 0."""
+    try:
+        ticks = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        ticks = None
+    if not ticks or not all(math.isfinite(t) and t >= 0 for t in ticks):
+        raise LrdslError(f"--at takes finite ticks ≥ 0 like 0,10,100, got {text!r}")
+    return ticks
 
 
 def _units(args) -> dict:
@@ -53,7 +87,10 @@ def cmd_parse(args) -> int:
     compiled = plan(expr_text, **_units(args))
     metrics = _metrics(args.metric)
     every = args.steps_per_epoch or 1
-    ticks = args.ticks or default_ticks(compiled)
+    ticks = _tick_count(args.ticks) or default_ticks(compiled)
+    if plot not in (None, "-") and ticks > MAX_FILE_TICKS:
+        raise LrdslError(f"a file plot draws every tick: at most {MAX_FILE_TICKS:,}, here {ticks:,} "
+                         "(pass a smaller --ticks; the terminal plot takes up to 2**53)")
     if args.json:
         print(json.dumps(summary(compiled), indent=2, ensure_ascii=False))
     else:
@@ -82,12 +119,7 @@ def cmd_eval(args) -> int:
     from lrdsl.plan import plan
 
     compiled = plan(args.expr, **_units(args))
-    try:
-        ticks = [float(t) for t in args.at.split(",") if t.strip()]
-    except ValueError:
-        raise LrdslError(f"--at takes ticks like 0,10,100, got {args.at!r}") from None
-    if any(t < 0 for t in ticks):
-        raise LrdslError("--at ticks must be ≥ 0")
+    ticks = _ticks_at(args.at)
     lr = lr_function(compiled, _metrics(args.metric), args.steps_per_epoch or 1)
     for t in ticks:
         print(f"{t:g}\t{lr(t):.10g}")
@@ -123,27 +155,37 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from lrdsl.check import check_file, yaml_files
+    from lrdsl.check import Problem, check_file, yaml_files
 
-    found = bad = 0
+    for name in ("steps_per_epoch", "total"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LrdslError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
+    found = bad = warned = 0
     for path in yaml_files(args.files):
-        count, problems = check_file(path)
+        count, problems = (0, [path]) if isinstance(path, Problem) else \
+            check_file(path, steps_per_epoch=args.steps_per_epoch, total=args.total)
         found += count
         for problem in problems:
-            bad += 1
-            print(problem, file=sys.stderr)
-    print(f"{found} expression(s) checked, {bad} bad", file=sys.stderr if bad else sys.stdout)
+            warned += problem.warning
+            bad += not problem.warning
+            print(problem, file=sys.stdout if problem.warning else sys.stderr)
+    warnings = f", {warned} warning(s)" if warned else ""
+    print(f"{found} expression(s) checked, {bad} bad{warnings}", file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
 
 
 def cmd_compare(args) -> int:
     from lrdsl.compare import compare
 
+    if not os.path.isdir(args.directory):  # before Path.is_dir, which raises for odd names
+        raise LrdslError(f"no such directory: {args.directory}")
     return compare(args.directory, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrdsl", description="Learning-rate schedules as one-line expressions.")
+    parser.add_argument("--version", action="version", version=f"lrdsl {lrdsl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("parse", help="canonical form, explanation, plot")
@@ -151,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", nargs="?", const="-", metavar="FILE",
                    help="draw the curve: in the terminal, or into FILE (.png, .svg, .pdf)")
     p.add_argument("--log", action="store_true", help="log-scale y axis")
-    p.add_argument("--ticks", type=int, metavar="N", help="ticks to plot (default: a little past the bounded part)")
+    p.add_argument("--ticks", metavar="N", help="ticks to plot, 2 to 2**53, 10**7 for a file "
+                                                 "(default: a little past the bounded part)")
     p.add_argument("--json", action="store_true", help="print the AST and segments as JSON")
     _add_units(p)
     p.set_defaults(run=cmd_parse)
@@ -166,8 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(run=cmd_list)
 
-    p = sub.add_parser("check", help="check expressions in YAML files (exit 1 if any is bad)")
+    p = sub.add_parser("check", help="check expressions in YAML files (exit 1 if any is bad)",
+                       description="Parse and plan every expr:/schedule: value in the YAML files and "
+                                   "directories given; report bad ones as FILE:LINE: message.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--steps-per-epoch", type=float, metavar="N",
+                   help="ticks per epoch, as the run will use (needed to plan expressions mixing ep and st)")
+    p.add_argument("--total", type=float, metavar="N",
+                   help="the run's length in ticks: %% durations are planned against it, and a schedule "
+                        "ending before 90%% of it or after it gets a warning; without it, %% durations are "
+                        "planned against a placeholder total of 100 ticks to find other errors, and "
+                        "there are no warnings")
     p.set_defaults(run=cmd_check)
 
     sub.add_parser("train", help="train a model with Hydra overrides (lrdsl train --help)", add_help=False)
@@ -178,21 +230,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def escaped(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\x00``, ``\\t``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def pointed(error: LrdslError, width: int = 100) -> str:
+    """:meth:`LrdslError.pointed` fit for a terminal whatever the input: control characters
+    escaped in the message and blanked in the expression line, and that line cut to ``width``
+    characters around the caret (a 1 MB expression gives a 100-character excerpt)."""
+    message = "\n".join(_one_line(escaped(line), 500) for line in error.message.splitlines())
+    if error.expr is None or error.column is None:
+        return message
+    lines = error.expr.splitlines() or [""]
+    line = lines[min(max((error.line or 1) - 1, 0), len(lines) - 1)]
+    line = "".join(c if c.isprintable() else " " if c == "\t" else "\ufffd" for c in line)
+    column = min(max(error.column - 1, 0), len(line))
+    start = max(0, min(column - width // 2, len(line) - width))
+    shown = line[start:start + width]
+    if start:
+        shown, column = "…" + shown[1:], column - start
+    if start + width < len(line):
+        shown = shown[:-1] + "…"
+    return f"{message}\n  {shown}\n  {' ' * column}^"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line, shortened to ``limit`` characters (messages may quote huge inputs)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["train"]:  # Hydra parses its own overrides
         from lrdsl.train import main as train_main
 
         return train_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status: 0 ok, 1 ``check`` found bad expressions, 2 errors, 130 Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
+    prefix = f"lrdsl {escaped(_one_line(command, 40))}".rstrip()
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal or a stray surrogate must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        return args.run(args)
+        return _run(argv)
     except LrdslError as error:
-        print(f"lrdsl {args.command}: {error.pointed()}", file=sys.stderr)
+        print(f"{prefix}: {pointed(error)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
+    except BrokenPipeError:  # `lrdsl eval … | head`: the reader left; nothing to say
         return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug (RecursionError and MemoryError included): one line, not a traceback
+        if os.environ.get("LRDSL_DEBUG"):
+            raise
+        print(f"{prefix}: internal error: {type(error).__name__}: {_one_line(str(error))} "
+              "(please report it; LRDSL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ with labelled axes and boundary marks is ~100 lines.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable
 
 from lrdsl.units import format_number
@@ -17,7 +18,8 @@ _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 
 
 def _label(x: float) -> str:
-    return format_number(float(f"{x:.3g}"))
+    rounded = float(f"{x:.3g}")  # inf for x near float64's top
+    return format_number(rounded) if math.isfinite(rounded) else f"{x:.3g}"
 
 
 def _axis_line(width: int, marks: list[tuple[int, str]]) -> str:
@@ -36,7 +38,11 @@ def _axis_line(width: int, marks: list[tuple[int, str]]) -> str:
 def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height: int = 16,
            boundaries: list[float] = (), log: bool = False,
            steps_per_epoch: float | None = None) -> str:
-    """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters."""
+    """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters.
+
+    ``lr`` is called once per dot column (2 per character), never once per tick, so the cost
+    does not grow with ``ticks``; values at float64's extremes are scaled without overflow.
+    """
     ticks = max(int(ticks), 2)
     label_width = 9
     columns = max(width - label_width - 2, 10)
@@ -47,13 +53,15 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
     finite = [v for v in shown if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi - lo < 1e-12 * max(abs(hi), 1e-300):
-        lo, hi = (lo - 1, hi + 1) if log else (lo - abs(lo) * 0.5 - 1e-12, hi + abs(hi) * 0.5 + 1e-12)
+        biggest = sys.float_info.max  # keep the padded range finite
+        lo, hi = (lo - 1, hi + 1) if log else (max(lo - abs(lo) * 0.5 - 1e-12, -biggest),
+                                                 min(hi + abs(hi) * 0.5 + 1e-12, biggest))
         if not log and min(finite, default=0) >= 0:
             lo = max(lo, 0.0)
     grid = [[0] * columns for _ in range(height)]
 
     def row_of(v):
-        return round((v - lo) / (hi - lo) * (pixels_y - 1))
+        return round((v / 2 - lo / 2) / (hi / 2 - lo / 2) * (pixels_y - 1))
 
     previous = None
     for x, v in enumerate(shown):
@@ -68,8 +76,14 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
         previous = y
 
     def y_label(row):
-        v = hi - (hi - lo) * row / max(height - 1, 1)
-        return _label(10 ** v if log else v)
+        share = row / max(height - 1, 1)
+        v = hi * (1 - share) + lo * share  # between lo and hi, so finite
+        if not log:
+            return _label(v)
+        try:
+            return _label(10 ** v)
+        except OverflowError:  # the padding above a value near float64's top
+            return _label(math.inf)
 
     label_rows = {0, height - 1, (height - 1) // 2}
     lines = []

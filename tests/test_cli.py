@@ -175,7 +175,174 @@ def test_python_dash_m_lrdsl():
 def test_parse_and_terminal_plot_import_no_heavy_module():
     code = ("import sys; from lrdsl.cli import main; "
             "main(['parse', '--plot', 'warmup(5) >> cosine(0.1, 100)']); "
-            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'numpy') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'numpy', 'yaml') if m in sys.modules]; "
             "sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# --- hostile input: never a traceback -------------------------------------------------------
+
+STRANGE = [
+    "", " ", "\n" * 50, "\x00", "0.1\x00", "\x1b[31m", "\u202e0.1", "\ud800", "𝟙", "٣", "١e٣",
+    "1e400", "-1e400", "nan", "-nan", "inf", "-inf", "-5", "-1", "0", "1e308", "-1e308", "5e-324", "0x10",
+    "1_000", "%", "50%", "'", '"""', "\\", "${oc.env:X}", "{", "[", "&a *a", "x" * 20_000, "1" * 5_000,
+    "(" * 3_000 + "0.1" + ")" * 3_000, "[" * 3_000, "0.1 >> " * 500 + "0.1", "cosine(0.1, 10) * " * 300 + "0.1",
+    "cosine(0.1, ٣)", "cosine(0.1, 1e400)", "cosine(1e308, 1e308)", "step(0.1, 1e-300)", "exp(0.1, 1e-300)",
+    "warmup(1e308) >> cosine(0.1, 1e308)", "repeat(cosine(0.1, 10), 1e308)", "cosine(0.1, 50%)",
+    "0.1 | plateau(val_loss, 1e400)", "cosine(0.1, 100) | plateau(nan, 0.5)", "piecewise([5, 1], [1, 2, 3])",
+]
+
+
+def _call(argv, capsys) -> tuple[int, str, str]:
+    """cli.main in this process: (exit status, stdout, stderr)."""
+    from lrdsl.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit:  # argparse's usage errors, --help, --version
+        status = exit.code if isinstance(exit.code, int) else 2
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _hostile_argvs(s: str, tmp_path: Path) -> list[list[str]]:
+    config = tmp_path / "strange.yaml"
+    config.write_text("expr: " + json.dumps(s) + "\n", encoding="utf-8")  # JSON strings are YAML
+    raw = tmp_path / "raw.yaml"
+    raw.write_bytes(b"schedule: " + s.encode("utf-8", "surrogatepass"))
+    return [
+        ["parse", s], ["parse", "--", s], ["parse", "--plot", "-", "--", s], ["parse", "--json", "--", s],
+        ["parse", "--plot", s], ["parse", "--log", "--plot", "-", "--", s],
+        ["eval", "--at", "0,1,1e9", "--", s], ["eval", "cosine(0.1, 100)", "--at", s],
+        ["eval", "0.1 | plateau(val_loss, 0.5)", "--at", "0,5", "--metric", s],
+        ["parse", "--plot", "-", "--ticks", s, "cosine(0.1, 100)"], ["parse", "--total", s, "cosine(0.1, 50%)"],
+        ["parse", "--steps-per-epoch", s, "cosine(0.1, 2ep)"], ["list", "--", s],
+        ["check", str(config)], ["check", str(raw)], ["check", "--total", s, str(config)],
+        ["check", "--", s], [s], ["compare", "--", s],
+    ]
+
+
+def test_hostile_input_never_gives_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("LRDSL_DEBUG", raising=False)
+    bogus = tmp_path / "no-such-sweep"
+    cases = [argv for s in STRANGE for argv in _hostile_argvs(s, tmp_path)]
+    cases += [["compare", str(bogus)], ["compare", str(tmp_path)], ["check", str(bogus)], ["--version"], []]
+    for argv in cases:
+        status, out, err = _call(argv, capsys)
+        shown = f"{[a[:40] for a in argv]} -> {status}\n{out[-500:]}\n{err[-500:]}"
+        assert status in (0, 1, 2), shown
+        assert "Traceback" not in out + err, shown
+        if status == 2 and argv and argv[0] in ("parse", "eval", "list", "check"):
+            assert err.splitlines()[-1].strip() and not err.startswith("  File "), shown
+        if argv and argv[0] in ("list", "check", "compare"):  # odd names and files are usage errors
+            assert "internal error" not in err, shown
+    assert len(cases) > 900
+
+
+def test_internal_errors_are_one_line_and_ctrl_c_is_quiet(capsys, monkeypatch):
+    import lrdsl.cli
+
+    monkeypatch.delenv("LRDSL_DEBUG", raising=False)
+    for error in (OverflowError("math range error"), RecursionError("maximum recursion depth exceeded"),
+                  MemoryError(), ValueError("array must not contain infs or NaNs"),
+                  UnicodeEncodeError("ascii", "→", 0, 1, "ordinal not in range(128)"), KeyError("x\ny")):
+        def boom(args, error=error):
+            raise error
+        monkeypatch.setattr(lrdsl.cli, "cmd_eval", boom)
+        status, out, err = _call(["eval", "0.1", "--at", "1"], capsys)
+        assert status == 2 and out == ""
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"lrdsl eval: internal error: {type(error).__name__}: ") and "please report" in err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lrdsl.cli, "cmd_parse", interrupted)
+    assert _call(["parse", "0.1"], capsys) == (130, "", "")
+
+    monkeypatch.setenv("LRDSL_DEBUG", "1")  # the way to the traceback stays open
+    with pytest.raises(KeyError):
+        lrdsl.cli.main(["eval", "0.1", "--at", "1"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "0.1", "--at", "nan"], "--at takes finite ticks ≥ 0"),
+    (["eval", "0.1", "--at", "1e400"], "--at takes finite ticks ≥ 0"),
+    (["eval", "0.1", "--at", "inf"], "--at takes finite ticks ≥ 0"),
+    (["eval", "0.1", "--at", "0,-1"], "--at takes finite ticks ≥ 0"),
+    (["eval", "0.1", "--at", ","], "--at takes finite ticks ≥ 0"),
+    (["parse", "0.1", "--plot", "-", "--ticks", "-5"], "--ticks takes a whole number"),
+    (["parse", "0.1", "--plot", "-", "--ticks", "0"], "--ticks takes a whole number"),
+    (["parse", "0.1", "--plot", "-", "--ticks", "1e12"], "--ticks takes a whole number"),
+    (["parse", "0.1", "--plot", "-", "--ticks", str(2 ** 53 + 1)], "--ticks takes a whole number"),
+    (["parse", "0.1", "--plot", "/dev/null/lr.png", "--ticks", str(10 ** 7 + 1)],
+     "a file plot draws every tick: at most 10,000,000"),
+    (["parse", "0.1", "--total", "nan"], "total must be a positive number"),
+    (["check", ".", "--total", "0"], "--total must be a positive number"),
+    (["check", ".", "--steps-per-epoch", "inf"], "--steps-per-epoch must be a positive number"),
+])
+def test_bad_numbers_give_one_line_errors(args, words, capsys):
+    status, out, err = _call(args, capsys)
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith(f"lrdsl {args[0]}: ") and words in err, err
+
+
+def test_huge_ticks_plot_samples_only_the_drawn_columns(capsys):
+    from lrdsl.textplot import render
+
+    calls = []
+
+    def lr(t):
+        calls.append(t)
+        return 0.1 * (1 - t / 2 ** 53)
+    plot = render(lr, 2 ** 53, width=60, height=8)
+    columns = 60 - 9 - 2
+    assert len(calls) == 2 * columns  # one sample per braille dot column, whatever the tick count
+    assert max(calls) <= 2 ** 53 - 1 and calls == sorted(calls)
+    assert "9007199254740992" in plot  # the x axis ends at the tick count
+    status, out, _ = _call(["parse", "--plot", "-", "--ticks", str(2 ** 53), "cosine(0.1, 1e15)"], capsys)
+    assert status == 0 and "└" in out
+
+
+@pytest.mark.parametrize("lr, log", [
+    (lambda t: 1e308, False), (lambda t: 1.7976931348623157e308, False), (lambda t: 1e308, True),
+    (lambda t: -1e308 if t < 50 else 1e308, False), (lambda t: 5e-324, False), (lambda t: 5e-324, True),
+])
+def test_terminal_plot_of_values_at_float64_extremes(lr, log):
+    from lrdsl.textplot import render
+
+    lines = render(lr, 100, width=40, height=8, log=log).splitlines()
+    labels = [float(line.split("┤")[0]) for line in lines if "┤" in line]
+    assert len(labels) == 3 and labels == sorted(labels, reverse=True) and labels[0] > labels[-1]
+    assert any(c != chr(0x2800) for line in lines[:8] for c in line.split("┤")[-1].split("│")[-1])
+    values = [lr(t) for t in range(100)]
+    assert labels[-1] <= min(values) and max(values) <= labels[0]
+
+
+def test_version(capsys):
+    assert _call(["--version"], capsys) == (0, f"lrdsl {lrdsl.__version__}\n", "")
+
+
+def test_long_and_control_character_errors_are_cut_around_the_caret(capsys):
+    status, _, err = _call(["parse", "cosine(0.1, " + "1" * 5000 + ",, 10)" + " " * 5000], capsys)
+    lines = err.splitlines()
+    assert status == 2 and len(lines) == 3 and max(map(len, lines)) < 200, err
+    assert "column 5014" in lines[0]  # len("cosine(0.1, ") + 5000 + 2
+    assert lines[1][lines[2].index("^")] == "," and lines[1][lines[2].index("^") - 1] == ","
+    status, _, err = _call(["parse", "0.1 >> \x1b[2J\x00"], capsys)
+    assert status == 2 and "\x1b" not in err and "\x00" not in err and "\\x1b" in err
+
+
+def test_real_processes_survive_hostile_input(tmp_path):
+    deep = "(" * 50_000 + "0.1" + ")" * 50_000
+    for args in (["parse", "--plot", "-", deep], ["eval", "0.1", "--at", "nan"], ["parse", "٣", "--json"]):
+        result = subprocess.run([str(LRDSL), *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode in (0, 2) and "Traceback" not in result.stdout + result.stderr
+    # argv that is not UTF-8, and a terminal that only takes ASCII
+    result = subprocess.run([str(LRDSL), "parse", b"cosine(0.1, \xff)", "--plot"], capture_output=True,
+                            env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=60)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr and b"\\udcff" in result.stderr
+    result = subprocess.run([str(LRDSL), "parse", "warmup(5) >> cosine(0.1, 100)", "--plot"],
+                            capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=60)
+    assert result.returncode == 0 and b"\\u2192" in result.stdout  # → written as an escape
