@@ -23,7 +23,7 @@ __all__ = [
     "LrdslError", "LrdslSyntaxError", "UnknownNameError", "ArgumentError", "UnitError",
     "MetricError",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from lrdsl.plan import Plan, plan  # noqa: E402  (after parse: plan imports the parser)
 from lrdsl.reference import curve  # noqa: E402

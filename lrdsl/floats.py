@@ -8,8 +8,16 @@ as ``numpy`` / ``keras.ops`` / ``jax.numpy`` where Python's ``math`` would raise
 
 import math
 
-cos, sin, floor, ceil, sqrt = math.cos, math.sin, math.floor, math.ceil, math.sqrt
+cos, sin, sqrt = math.cos, math.sin, math.sqrt
 minimum, maximum = min, max
+
+
+def floor(x):
+    return float(math.floor(x)) if math.isfinite(x) else x  # inf stays inf, as in numpy
+
+
+def ceil(x):
+    return float(math.ceil(x)) if math.isfinite(x) else x
 
 
 def zeros_like(t):

@@ -71,7 +71,8 @@ class _Keyword:
 
 def _finite(value: float, token) -> float:
     if value != value or value in (float("inf"), float("-inf")):
-        raise ArgumentError(f"the number {token} is beyond float range", line=token.line,
+        text = str(token) if len(token) <= 24 else f"{str(token)[:20]}…"
+        raise ArgumentError(f"the number {text} is beyond float range", line=token.line,
                             column=token.column)
     return value
 

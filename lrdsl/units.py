@@ -100,4 +100,6 @@ class Units:
             ticks = duration.value * self.steps_per_epoch
         if not math.isfinite(ticks):
             raise UnitError(f"{duration} is {ticks} ticks: too long to count")
+        if ticks == 0 and duration.value != 0:
+            raise UnitError(f"{duration} rounds to 0 ticks: steps_per_epoch or total is too small")
         return ticks

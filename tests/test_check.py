@@ -35,7 +35,7 @@ SEMANTIC = """\
 a:
   expr: warmup(5) >> cosine(-1, 10)
 b:
-  schedule: exp(0.1, 0.9) >> cosine(0.1, 10)
+  schedule: exp(0.1, 0.9) >> 0.1 >> cosine(0.1, 10)
 c: {expr: "cosine(0.1, 2ep) >> step(0.1, 10st)"}
 d:
   expr: |
@@ -52,7 +52,7 @@ def test_semantic_errors_are_reported_per_expression_with_file_and_line(tmp_path
     config.write_text(SEMANTIC)
     status, out, err = check(capsys, config)
     assert status == 1 and out == ""
-    # 2: a range error, 4: an unbounded segment before another, 5: ep and st mixed without
+    # 2: a range error, 4: two unbounded segments before the last (one may stretch), 5: ep and st mixed without
     # steps_per_epoch, 9: the second line of a block scalar, 10: out of order, found even without
     # --total (planned against the placeholder total); f and g are fine
     assert reported_lines(err, config) == [2, 4, 5, 9, 10]
