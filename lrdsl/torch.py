@@ -45,29 +45,12 @@ Spec = Union[str, Expr, Mapping[Union[str, int], Union[str, Expr]]]
 log = logging.getLogger("lrdsl")
 
 
-class _Values:
-    """f(tick) of one plan, evaluated CHUNK ticks at a time in float64."""
-
-    __slots__ = ("plan", "start", "values")
-
-    def __init__(self, compiled: Plan):
-        self.plan, self.start, self.values = compiled, -CHUNK, []
-
-    def at(self, tick: int) -> float:
-        i = tick - self.start
-        if 0 <= i < CHUNK:
-            return self.values[i]
-        self.start = tick
-        self.values = self.plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
-        return self.values[0]
-
-
 def _set_lr(group: dict, value: float) -> None:
     current = group["lr"]
-    if isinstance(current, torch.Tensor):
-        current.fill_(value)  # in place: a compiled optimizer step sees no new constant
-    else:
+    if type(current) is float or not isinstance(current, torch.Tensor):  # the cheap test first
         group["lr"] = value
+    else:
+        current.fill_(value)  # in place: a compiled optimizer step sees no new constant
 
 
 def _set_key(key: str) -> Callable[[dict, float], None]:
@@ -98,18 +81,28 @@ def _slot(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[
 
 
 class _Slot:
-    """One target of one param group: where its values come from and how they are written."""
+    """One target of one param group: its plan, evaluated CHUNK ticks at a time in float64,
+    the group's ratio, the plateau (LR only) and how the value is written."""
 
-    __slots__ = ("index", "values", "scale", "plateau", "write")
+    __slots__ = ("index", "plan", "scale", "plateau", "write", "start", "values")
 
-    def __init__(self, index: int, values: _Values, scale: float, plateau: PlateauState | None,
+    def __init__(self, index: int, compiled: Plan, scale: float, plateau: PlateauState | None,
                  write: Callable[[dict, float], None]):
-        self.index, self.values, self.scale, self.plateau, self.write = index, values, scale, plateau, write
+        self.index, self.plan, self.scale, self.plateau, self.write = index, compiled, scale, plateau, write
+        self.start, self.values = -CHUNK, []
 
     def at(self, tick: int) -> float:
-        f = self.values.at(tick)
-        if self.plateau is not None:
-            f = self.plateau.lr(f)
+        """The value at ``tick``: f(tick), lowered by the plateau, times the group's ratio."""
+        i = tick - self.start
+        if 0 <= i < CHUNK:
+            f = self.values[i]
+        else:
+            self.start = tick
+            self.values = self.plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
+            f = self.values[0]
+        plateau = self.plateau
+        if plateau is not None:
+            f = plateau.rule.apply(f, plateau.scale)
         return f * self.scale
 
 
@@ -183,7 +176,6 @@ class Scheduler(LRScheduler):
     def _initial_step(self) -> None:
         """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
         groups = self.optimizer.param_groups
-        chunks: dict[int, _Values] = {}
         plateaus: dict[str, PlateauState] = getattr(self, "_plateaus", {})
         self._plateaus = {}
         self._slots: dict[str, list[_Slot]] = {}
@@ -193,7 +185,6 @@ class Scheduler(LRScheduler):
             scales = _ratios(initial) if not isinstance(self.specs[target], Mapping) else [1.0] * len(groups)
             slots = []
             for i, (group, compiled, scale) in enumerate(zip(groups, per_group, scales)):
-                values = chunks.setdefault(id(compiled), _Values(compiled))
                 state = None
                 if compiled.plateau is not None:
                     key = str(compiled.expr)
@@ -202,11 +193,13 @@ class Scheduler(LRScheduler):
                     raise LrdslError(f"param group {_group_name(group, i)}: {target} would reach "
                                      f"{compiled.range[1] * scale:.4g} (from {compiled.expr}, ×{scale:g} "
                                      f"for the group's ratio); it must stay below 1")
-                slots.append(_Slot(i, values, scale, state, _slot(target, group)[1]))
+                slots.append(_Slot(i, compiled, scale, state, _slot(target, group)[1]))
             self._slots[target] = slots
         self._lr_slots = self._slots["lr"]
+        self._plateau = next(iter(self._plateaus.values())) if len(self._plateaus) == 1 else None
         self._other_slots = [slot for target, slots in self._slots.items() if target != "lr"
                              for slot in slots]
+        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
         self._step_count = 0
         self.step()
 
@@ -226,10 +219,15 @@ class Scheduler(LRScheduler):
         """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""
         # the group dicts are looked up each time: Optimizer.load_state_dict replaces them
         groups = self.optimizer.param_groups
+        if self._single is not None:  # one group, the LR alone: no loops to set up
+            value = self._single.at(tick)
+            _set_lr(groups[0], value)
+            self._last_lr = [value]
+            return
         lrs = []
         for slot in self._lr_slots:
             value = slot.at(tick)
-            slot.write(groups[slot.index], value)
+            _set_lr(groups[slot.index], value)
             lrs.append(value)
         for slot in self._other_slots:
             slot.write(groups[slot.index], slot.at(tick))
@@ -248,6 +246,11 @@ class Scheduler(LRScheduler):
 
     def _report(self, metrics) -> None:
         """One report to every plateau (one value per monitor, checked before any state changes)."""
+        plateau = self._plateau
+        if plateau is not None:  # the common case: one plateau, a float reported
+            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
+            plateau.report_value(value if self._world is False else self._across_ranks(value))
+            return
         values = [(state, state.rule.value_in(metrics)) for state in self._plateaus.values()]
         for state, value in values:
             state.report_value(self._across_ranks(value))
