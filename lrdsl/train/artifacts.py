@@ -71,7 +71,6 @@ class RunLog:
         self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
         self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
         self._metrics_file.flush()
-        fault("row", row["epoch"])
 
     def close(self) -> None:
         if self.enabled:
@@ -122,8 +121,8 @@ def _replace(path: Path, text: str) -> None:
 def fault(point: str, epoch: int) -> None:
     """Fault injection for the crash tests: ``LRDSL_FAULT=point@epoch`` SIGKILLs this process.
 
-    Points: ``row`` (just after epoch ``epoch``'s metrics.csv row is flushed) and
-    ``checkpoint`` (the checkpoint of epoch ``epoch`` written to its temporary, not yet renamed).
+    Point ``checkpoint``: epoch ``epoch``'s checkpoint is written to its temporary file, not yet
+    renamed (the epoch's CSV rows are flushed: the logs are an epoch ahead of the checkpoint).
     """
     if os.environ.get("LRDSL_FAULT") == f"{point}@{epoch}":
         os.kill(os.getpid(), signal.SIGKILL)

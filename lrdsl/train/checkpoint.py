@@ -29,7 +29,7 @@ from lrdsl.train.artifacts import fault
 
 FORMAT = "lrdsl.train checkpoint 1"
 MANIFEST_MEMBER = "lrdsl.json"  # inside checkpoint.keras
-TEMP_GLOB = ".checkpoint.tmp-*"
+TEMP_GLOBS = (".checkpoint.tmp-*", ".metrics.csv.tmp-*", ".lr.csv.tmp-*")
 
 
 def temp_name(path: Path) -> Path:
@@ -39,8 +39,9 @@ def temp_name(path: Path) -> Path:
 
 def remove_stray_temporaries(directory: Path) -> None:
     """Temporaries a killed run left behind (the directory is locked: none is in use)."""
-    for stray in Path(directory).glob(TEMP_GLOB):
-        stray.unlink(missing_ok=True)
+    for pattern in TEMP_GLOBS:
+        for stray in Path(directory).glob(pattern):
+            stray.unlink(missing_ok=True)
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
