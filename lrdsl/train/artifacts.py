@@ -129,10 +129,16 @@ def fault(point: str, epoch: int) -> None:
 
 
 def read_csv(path: Path, need: tuple[str, ...] = ()) -> dict[str, list[float]]:
-    """Columns of a numeric CSV file; an :class:`LrdslError` naming the file if it is malformed."""
+    """Columns of a numeric CSV file; an :class:`LrdslError` naming the file if it is malformed.
+
+    A last line without its line end (a run killed mid-write, or still writing) is left out.
+    """
     try:
         with open(path, newline="") as f:
-            reader = csv.reader(f)
+            lines = f.readlines()
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()
+            reader = csv.reader(lines)
             header = next(reader, None)
             if header is None:
                 raise LrdslError(f"{path} is empty")

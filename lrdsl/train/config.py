@@ -150,7 +150,7 @@ def validate(cfg: Any) -> None:
         for item in values:
             if not check(item):
                 raise LrdslError(f"config key {key} must be {words}, got {_show(value)}")
-    if cfg.data.name == "npz" and OmegaConf.is_missing(cfg.data, "path"):
+    if cfg.data.name == "npz" and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path in (None, "")):
         raise LrdslError("config key data.path: data=npz needs data.path=FILE.npz")
     text = cfg.schedule.expr
     try:

@@ -78,10 +78,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            if not hasattr(arrays, "files"):
-                raise LrdslError(f"config key data.path: {path} is a .npy array, not an .npz archive "
-                                 f"(save with numpy.savez(path, x=…, y=…))")
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise LrdslError(f"config key data.path: {path} is a .npy array, not an .npz archive "
+                             f"(save with numpy.savez(path, x=…, y=…))")
+        with arrays:
             return {name: arrays[name] for name in arrays.files}
     except LrdslError:
         raise
@@ -126,5 +127,5 @@ def load(cfg) -> Dataset:
         raise LrdslError(f"unknown dataset {cfg.name!r}")
     classes = int(max(y_train.max(), y_val.max())) + 1
     if classes < 2:
-        raise LrdslError(f"data: every label is 0; a classifier needs at least two classes")
+        raise LrdslError("data: every label is 0; a classifier needs at least two classes")
     return Dataset(x_train, y_train, x_val, y_val, classes)
