@@ -21,7 +21,8 @@ def train_in_process(capsys, *overrides, quiet_hydra=True):
     """``lrdsl train`` in this process: (exit code, non-empty stderr lines)."""
     from lrdsl.train import main
 
-    extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"] if quiet_hydra else []
+    extra = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # no handlers on capsys's stream
+    extra += ["hydra.output_subdir=null"] if quiet_hydra else []
     code = 0
     try:
         main([*overrides, *extra])
