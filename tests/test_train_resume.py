@@ -131,7 +131,7 @@ TORCH_CASES = [  # (what is wrong, overrides, the message's gist)
     ("truncated", [], "cannot be read as a PyTorch checkpoint: truncated, corrupt or not one"),
     ("empty", [], "cannot be read as a PyTorch checkpoint"),
     ("flipped", [], "is corrupt (its contents do not match the checksum"),
-    ("foreign", [], "is not a checkpoint written by lrdsl train (no lrdsl manifest in it)"),
+    ("foreign", [], "is not a checkpoint written by lrdsl train (no lrdsl manifest in it"),
     ("ok", ["optimizer=adam"], "was saved with optimizer.name='sgd'; this run has optimizer.name='adam'"),
     ("ok", ["model.hidden=[32]"], "was saved with model.hidden=[16]; this run has model.hidden=[32]"),
     ("ok", ["trainer.batch_size=128"], "was saved with trainer.batch_size=256; this run has trainer.batch_size=128"),

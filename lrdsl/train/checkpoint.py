@@ -115,7 +115,8 @@ def check_manifest(saved: Any, expected: dict, path: Path) -> None:
     """One :class:`LrdslError` line naming the first thing that differs."""
     where = f"trainer.resume: {path}"
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise LrdslError(f"{where} is not a checkpoint written by lrdsl train (no lrdsl manifest in it)")
+        raise LrdslError(f"{where} is not a checkpoint written by lrdsl train (no lrdsl manifest in it: another "
+                         f"program's file, or one from an lrdsl before manifests)")
     if saved.get("backend") != expected["backend"]:
         raise LrdslError(f"{where} was written by backend={saved.get('backend')}; this run has "
                          f"backend={expected['backend']}")
