@@ -157,36 +157,36 @@ def _digest(obj: Any, h) -> None:
 
 
 def digest(state: dict) -> str:
-    """SHA-256 over the tensors and values of ``state`` (its ``lrdsl`` entry aside)."""
+    """SHA-256 over the tensors and values of ``state``, the manifest included (its own
+    ``sha256`` entry aside)."""
     h = hashlib.sha256()
-    _digest({k: v for k, v in state.items() if k != "lrdsl"}, h)
+    meta = state.get("lrdsl")
+    if isinstance(meta, dict):
+        state = {**state, "lrdsl": {k: v for k, v in meta.items() if k != "sha256"}}
+    _digest(state, h)
     return h.hexdigest()
 
 
 def save_torch(path: Path, state: dict, meta: dict) -> None:
     import torch
 
-    state = dict(state)
-    state["lrdsl"] = {**meta, "sha256": digest(state)}
+    state = {**state, "lrdsl": dict(meta)}
+    state["lrdsl"]["sha256"] = digest(state)
     write_atomically(path, lambda temp: torch.save(state, temp), meta["epochs_done"])
 
 
 def load_torch(path: Path, expected: dict, device) -> dict:
     """The checkpoint's state, checked whole and against this run, or one LrdslError line."""
-    import pickle
-    import zipfile
-
     import torch
 
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError,
-            AttributeError, TypeError, UnicodeDecodeError, zipfile.BadZipFile, IndexError) as error:
+    except Exception as error:  # a damaged file fails in many ways (UnpicklingError, EOFError, …)
         raise LrdslError(f"trainer.resume: {path} cannot be read as a PyTorch checkpoint: truncated, "
                          f"corrupt or not one ({type(error).__name__})") from None
     meta = state.get("lrdsl") if isinstance(state, dict) else None
     check_manifest(meta, expected, path)
-    if meta.get("sha256") != digest(state):
+    if not isinstance(meta.get("sha256"), str) or meta["sha256"] != digest(state):
         raise LrdslError(f"trainer.resume: {path} is corrupt (its contents do not match the checksum "
                          f"written with them)")
     return state
