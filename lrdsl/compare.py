@@ -6,9 +6,12 @@ table of final metrics, best validation accuracy first.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
+
+NEEDED = ("epoch", "lr", "loss", "val_loss", "val_acc")  # the columns the table and figure read
 
 
 def _overrides(run: Path) -> list[str]:
@@ -17,19 +20,31 @@ def _overrides(run: Path) -> list[str]:
         return []
     import yaml
 
-    return [str(item) for item in yaml.safe_load(path.read_text()) or []]
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(item) for item in items] if isinstance(items, list) else []
 
 
-def load_runs(directory: Path) -> list[dict]:
+def load_runs(directory: Path, warn=None) -> list[dict]:
+    """The runs under ``directory`` with at least one epoch; a run whose metrics.csv or lr.csv
+    is missing a column, torn or not numeric is skipped with one line to ``warn`` (stderr)."""
     from lrdsl.train.artifacts import read_csv
 
+    warn = warn or (lambda line: print(line, file=sys.stderr))
     runs = []
     for metrics_path in sorted(directory.glob("*/metrics.csv"), key=lambda p: (len(p.parent.name), p.parent.name)):
         run = metrics_path.parent
-        metrics = read_csv(metrics_path)
-        if not metrics.get("epoch"):
+        try:
+            metrics = read_csv(metrics_path, need=NEEDED)
+            lrs = read_csv(run / "lr.csv", need=("tick", "lr")) if (run / "lr.csv").exists() else {}
+        except LrdslError as error:
+            warn(f"lrdsl compare: skipping {run}: {error}")
             continue
-        lrs = read_csv(run / "lr.csv") if (run / "lr.csv").exists() else {}
+        if not metrics["epoch"]:
+            warn(f"lrdsl compare: skipping {run}: {metrics_path.name} has no epoch rows yet")
+            continue
         runs.append({"dir": run, "overrides": _overrides(run), "metrics": metrics, "lrs": lrs})
     shared = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
     for run in runs:  # name a run by what sets it apart

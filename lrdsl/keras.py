@@ -144,6 +144,9 @@ class Callback(keras.callbacks.Callback):
         per_step = steps_per_epoch is not None or "st" in self.expr.units()
         self.tick = "step" if per_step else "epoch"
         self.schedule = Schedule(self.expr, steps_per_epoch, total, tick=self.tick)
+        self._in_epoch: int | None = None  # the epoch fit is in, between its begin and end
+        self._train_logs: dict | None = None
+        self._reported: tuple | None = None  # (the epoch's LR before its report, a deferred error)
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
@@ -159,19 +162,52 @@ class Callback(keras.callbacks.Callback):
             optimizer.learning_rate = self.schedule
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._in_epoch, self._reported, self._train_logs = epoch, None, None
         if self.tick == "epoch":
             self.schedule.set_epoch(epoch)
 
+    # The plateau report is made as soon as the epoch's logs are known: at the end of fit's
+    # validation pass (on_test_end), before any callback's on_epoch_end.  So a ModelCheckpoint
+    # listed before this callback saves the state after this epoch's report, exactly as one
+    # listed after it does.  Without validation data, the report waits for on_epoch_end.
+
+    def on_test_begin(self, logs=None):
+        if self._in_epoch is not None and self._reported is None:
+            # fit's validation pass resets the metrics right after this: keep the training ones
+            self._train_logs = {name: float(ops.convert_to_numpy(value))
+                                for name, value in self.model.get_metrics_result().items()}
+
+    def on_test_end(self, logs=None):
+        if self._in_epoch is None or self._train_logs is None or self._reported:
+            return  # an evaluate() outside fit, or a second validation pass
+        epoch_logs = dict(self._train_logs)
+        epoch_logs.update({f"val_{name}": value for name, value in (logs or {}).items()})
+        self._report(self._in_epoch, epoch_logs)
+
+    def _report(self, epoch: int, logs) -> None:
+        self._reported = (self.last_lr(epoch), None)  # the LR the epoch ran at: before the report
+        try:
+            self.schedule.report(logs)
+        except LrdslError as error:  # raised at on_epoch_end: callbacks before this one see the epoch
+            self._reported = (self._reported[0], error)
+
     def last_lr(self, epoch: int) -> float:
         """The LR of the epoch's last tick (what ``lr`` in the epoch logs says)."""
+        if self._reported and self._in_epoch == epoch:
+            return self._reported[0]
         if self.tick == "epoch":
             return self.schedule.lr_at(epoch)
         return self.schedule.lr_at(max(int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["lr"] = self.last_lr(epoch)
-        self.schedule.report(logs)
+        if not self._reported:
+            self._report(epoch, logs)
+        lr, error = self._reported
+        logs["lr"] = lr
+        self._in_epoch = None
+        if error is not None:
+            raise error
 
     def get_config(self) -> dict[str, Any]:
         return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total}

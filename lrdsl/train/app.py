@@ -9,6 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from lrdsl.errors import LrdslError
+from lrdsl.train import rundir
 from lrdsl.train.config import conf_dir, validate
 
 
@@ -17,6 +18,8 @@ def _app(cfg) -> float:
     try:
         validate(cfg)
         out = Path(HydraConfig.get().runtime.output_dir)
+        if rundir.is_rank_zero():
+            rundir.lock(out)  # a multirun job's own directory; in a run, already held
         from lrdsl.train.data import load
 
         data = load(cfg.data)
@@ -30,15 +33,9 @@ def _app(cfg) -> float:
     except LrdslError as error:
         print(f"lrdsl train: {error.pointed()}", file=sys.stderr)
         sys.exit(2)
-    if _is_rank_zero():
+    if rundir.is_rank_zero():
         print(f"artifacts: {out}  (metrics.csv, lr.csv, curves.png, checkpoint)")
     return result.get("val_loss", float("nan"))
-
-
-def _is_rank_zero() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,4 +47,5 @@ def main(argv: list[str] | None = None) -> int:
         _app()
     finally:
         sys.argv = saved
+        rundir.release()
     return 0

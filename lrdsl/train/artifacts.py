@@ -4,6 +4,9 @@ interrupted run keeps what it had), curves.png, and the checkpoint."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import sys
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
@@ -66,8 +69,8 @@ class RunLog:
         self._lrs.writerows((t, repr(v)) for t, v in self._pending_lrs)
         self._pending_lrs.clear()
         self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
+        self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
         self._metrics_file.flush()
-        self._lr_file.flush()
 
     def close(self) -> None:
         if self.enabled:
@@ -75,21 +78,86 @@ class RunLog:
             self._lr_file.close()
 
 
-def carry_over_logs(checkpoint: Path, out: Path, epochs_done: int, ticks_per_epoch: int) -> None:
-    """Start the new run directory with the interrupted run's rows up to the checkpoint."""
-    source = checkpoint.parent
-    if source.resolve() == out.resolve():
-        return
-    for name, keep in (("metrics.csv", epochs_done), ("lr.csv", epochs_done * ticks_per_epoch)):
-        if (source / name).exists():
-            lines = (source / name).read_text().splitlines(keepends=True)
-            (out / name).write_text("".join(lines[:1 + keep]))
+def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int) -> None:
+    """Start ``out``'s metrics.csv and lr.csv as the checkpointed run's, cut at the checkpoint.
+
+    Keeps the header and the complete rows with ``epoch ≤ epochs_done`` (metrics.csv) and
+    ``tick < ticks_done`` (lr.csv), byte for byte; rows a killed run wrote after its last
+    checkpoint, and a torn last line, are dropped.  In place (``source == out``) too, so a
+    resumed run appends to exactly what the uninterrupted run had at that point.
+    """
+    for name, header, keep in (("metrics.csv", METRICS, lambda n: n <= epochs_done),
+                               ("lr.csv", ("tick", "lr"), lambda n: n < ticks_done)):
+        lines = _read_lines(Path(source) / name)
+        kept = [",".join(header) + "\r\n"]
+        for line in lines[1:]:
+            try:
+                number = int(line.split(",", 1)[0])
+            except ValueError:
+                break
+            if not line.endswith("\n") or not keep(number):
+                break
+            kept.append(line)
+        _replace(Path(out) / name, "".join(kept))
 
 
-def read_csv(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) for r in rows] for key in (rows[0].keys() if rows else ())}
+def _read_lines(path: Path) -> list[str]:
+    try:
+        with open(path, newline="") as f:
+            return f.readlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise LrdslError(f"trainer.resume: cannot read {path} ({type(error).__name__})") from None
+
+
+def _replace(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temp, "w", newline="") as f:
+        f.write(text)
+    os.replace(temp, path)
+
+
+def fault(point: str, epoch: int) -> None:
+    """Fault injection for the crash tests: ``LRDSL_FAULT=point@epoch`` SIGKILLs this process.
+
+    Point ``checkpoint``: epoch ``epoch``'s checkpoint is written to its temporary file, not yet
+    renamed (the epoch's CSV rows are flushed: the logs are an epoch ahead of the checkpoint).
+    """
+    if os.environ.get("LRDSL_FAULT") == f"{point}@{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_csv(path: Path, need: tuple[str, ...] = ()) -> dict[str, list[float]]:
+    """Columns of a numeric CSV file; an :class:`LrdslError` naming the file if it is malformed.
+
+    A last line without its line end (a run killed mid-write, or still writing) is left out.
+    """
+    try:
+        with open(path, newline="") as f:
+            lines = f.readlines()
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()
+            reader = csv.reader(lines)
+            header = next(reader, None)
+            if header is None:
+                raise LrdslError(f"{path} is empty")
+            missing = [k for k in need if k not in header]
+            if missing:
+                raise LrdslError(f"{path} lacks column(s) {', '.join(missing)}")
+            columns: dict[str, list[float]] = {key: [] for key in header}
+            for number, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise LrdslError(f"{path} line {number} has {len(row)} fields, the header {len(header)}")
+                for key, value in zip(header, row):
+                    columns[key].append(float(value))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise LrdslError(f"cannot read {path} ({type(error).__name__})") from None
+    except ValueError as error:
+        if isinstance(error, LrdslError):
+            raise
+        raise LrdslError(f"{path} line {number} is not numeric ({error})") from None
+    return columns
 
 
 def plot_curves(directory: Path, title: str) -> Path | None:
@@ -97,8 +165,13 @@ def plot_curves(directory: Path, title: str) -> Path | None:
     directory = Path(directory)
     if not (directory / "metrics.csv").exists():
         return None
-    metrics, lrs = read_csv(directory / "metrics.csv"), read_csv(directory / "lr.csv")
-    if not metrics:
+    try:
+        metrics = read_csv(directory / "metrics.csv")
+        lrs = read_csv(directory / "lr.csv") if (directory / "lr.csv").exists() else {}
+    except LrdslError as error:  # the run's own files: say so, but keep its exit status
+        print(f"lrdsl train: no curves.png: {error}", file=sys.stderr)
+        return None
+    if not metrics.get("epoch"):
         return None
     import matplotlib
 

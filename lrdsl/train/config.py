@@ -6,6 +6,7 @@ configs); a bad schedule expression fails right after, naming the key with a car
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from lrdsl.errors import LrdslError
+from lrdsl.train.rundir import register_resolver
 
 UNITS = ("step", "epoch")
 
@@ -77,6 +79,7 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+register_resolver()  # ${lrdsl.claim:…} in conf/train.yaml's hydra.run.dir
 
 CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"),
@@ -87,6 +90,35 @@ CHOICES = {
     "trainer.strategy": ("single", "ddp"),
     "schedule.unit": UNITS,
 }
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+#: every numeric config field: (key, test, the range in words)
+RANGES = (
+    ("trainer.epochs", lambda x: x >= 1, "≥ 1"),
+    ("trainer.batch_size", lambda x: x >= 1, "≥ 1"),
+    ("trainer.seed", lambda x: 0 <= x < 2**32, "in [0, 2³²)"),
+    ("trainer.stop_after", lambda x: x is None or x >= 1, "≥ 1 (or null)"),
+    ("optimizer.momentum", lambda x: _finite(x) and 0 <= x < 1, "in [0, 1)"),
+    ("optimizer.weight_decay", lambda x: _finite(x) and x >= 0, "≥ 0"),
+    ("model.dropout", lambda x: _finite(x) and 0 <= x < 1, "in [0, 1)"),
+    ("model.hidden", lambda x: x >= 1, "widths ≥ 1"),
+    ("model.channels", lambda x: x >= 1, "channel counts ≥ 1"),
+    ("data.val_fraction", lambda x: _finite(x) and 0 < x < 1, "in (0, 1), exclusive"),
+    ("data.split_seed", lambda x: 0 <= x < 2**32, "in [0, 2³²)"),
+)
+LISTS = ("model.hidden", "model.channels")
+
+
+def _show(value) -> str:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return str(OmegaConf.to_container(value))
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def conf_dir() -> Path:
@@ -110,9 +142,16 @@ def validate(cfg: Any) -> None:
         if value not in choices:
             raise LrdslError(f"config key {key}={value!r} is not one of {', '.join(choices)}"
                              + did_you_mean(str(value), choices))
-    for key, positive in (("trainer.epochs", 1), ("trainer.batch_size", 1)):
-        if OmegaConf.select(cfg, key) < positive:
-            raise LrdslError(f"config key {key} must be ≥ {positive}, got {OmegaConf.select(cfg, key)}")
+    for key, check, words in RANGES:
+        value = OmegaConf.select(cfg, key)
+        values = list(value) if key in LISTS else [value]
+        if key in LISTS and not values:
+            raise LrdslError(f"config key {key} must list at least one width, got []")
+        for item in values:
+            if not check(item):
+                raise LrdslError(f"config key {key} must be {words}, got {_show(value)}")
+    if cfg.data.name == "npz" and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path in (None, "")):
+        raise LrdslError("config key data.path: data=npz needs data.path=FILE.npz")
     text = cfg.schedule.expr
     try:
         expr = parse(str(text))

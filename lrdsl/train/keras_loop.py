@@ -1,12 +1,12 @@
 """Training with Keras 3: the lrdsl callback drives the optimizer's LR.
 
 Each epoch is one ``fit`` call on data shuffled with ``seed + epoch`` and a reseeded RNG, so
-a run resumed from ``checkpoint.keras`` trains exactly as the uninterrupted one.
+a run resumed from ``checkpoint.keras`` (model, optimizer, schedule state and the lrdsl
+manifest in one file) trains exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import (RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves,
+from lrdsl.train import checkpoint as ckpt
+from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, plot_curves, restore_logs,
                                    resume_checkpoint)
 from lrdsl.train.config import tick_units
 from lrdsl.train.data import Dataset
@@ -77,16 +78,26 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     per_step, ticks_per_epoch, units = tick_units(cfg, steps)
     start = 0
     checkpoint = resume_checkpoint(trainer)
+    expected = ckpt.manifest(cfg, data, backend="keras", epochs_done=0, ticks_done=0, units=units)
     if checkpoint is not None:
-        model = keras.models.load_model(checkpoint)
-        start = json.loads(checkpoint.with_suffix(".json").read_text())["epoch"] + 1
-        carry_over_logs(checkpoint, out, start, ticks_per_epoch)
+        if checkpoint.suffix != ".keras":
+            raise LrdslError(f"trainer.resume: {checkpoint} is not a .keras checkpoint; this run has "
+                             f"backend=keras")
+        model, meta = ckpt.load_keras(checkpoint, expected, keras)
+        start = meta["epochs_done"]
+        iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        if iterations != start * steps:
+            raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (optimizer at step "
+                             f"{iterations}, manifest after {start} epochs of {steps} steps)")
     else:
         keras.utils.set_random_seed(trainer.seed)
         model = build_model(keras, cfg.model, data)
         model.compile(optimizer=build_optimizer(keras, cfg.optimizer),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    ckpt.remove_stray_temporaries(out)
+    if checkpoint is not None:
+        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch)
     schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units)
     log = RunLog(out, append=checkpoint is not None)
 
@@ -123,8 +134,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             row = recorder.row
             result = row
             print(epoch_line(row, trainer.epochs), flush=True)
-            model.save(out / "checkpoint.keras")
-            (out / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
+            ckpt.save_keras(out / "checkpoint.keras", model,
+                            {**expected, "epochs_done": epoch + 1, "ticks_done": (epoch + 1) * ticks_per_epoch})
     finally:
         log.close()
         plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")

@@ -8,7 +8,6 @@ reports, so the same LR sequence.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from torch import nn
 
 import lrdsl.torch
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import (RunLog, carry_over_logs, end_epoch, epoch_line, plot_curves,
+from lrdsl.train import checkpoint as ckpt
+from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, plot_curves, restore_logs,
                                    resume_checkpoint)
 from lrdsl.train.config import tick_units
 from lrdsl.train.data import Dataset
@@ -138,14 +138,28 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, **units)
     start = 0
     checkpoint = resume_checkpoint(trainer)
+    expected = ckpt.manifest(cfg, data, backend="torch", epochs_done=0, ticks_done=0, units=units)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        (model.module if distributed.active else model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["epoch"] + 1
-        if distributed.rank == 0:
-            carry_over_logs(checkpoint, out, start, ticks_per_epoch)
+        if checkpoint.suffix == ".keras":
+            raise LrdslError(f"trainer.resume: {checkpoint} is a Keras checkpoint; this run has backend=torch")
+        state = ckpt.load_torch(checkpoint, expected, device)
+        try:
+            (model.module if distributed.active else model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except LrdslError as error:
+            raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise LrdslError(f"trainer.resume: {checkpoint} does not fit this run's model or optimizer "
+                             f"({str(error).strip().splitlines()[0][:160]})") from None
+        start = state["lrdsl"]["epochs_done"]
+        if scheduler.last_epoch != state["lrdsl"]["ticks_done"]:
+            raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (scheduler at tick "
+                             f"{scheduler.last_epoch}, manifest at {state['lrdsl']['ticks_done']})")
+    if distributed.rank == 0:
+        ckpt.remove_stray_temporaries(out)
+        if checkpoint is not None:
+            restore_logs(checkpoint.parent, out, start, scheduler.last_epoch)
     log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None)
     last_epoch = end_epoch(trainer, start)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
@@ -185,7 +199,9 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             else:
                 scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
             if distributed.rank == 0:
-                _save(out / "checkpoint.pt", model, optimizer, scheduler, epoch, distributed)
+                _save(out / "checkpoint.pt", model, optimizer, scheduler,
+                      {**expected, "epochs_done": epoch + 1, "ticks_done": scheduler.last_epoch},
+                      distributed)
     finally:
         log.close()
         if distributed.rank == 0:
@@ -201,13 +217,11 @@ def log_last_lr(scheduler) -> float:
     return scheduler.lr_at(scheduler.last_epoch - 1)
 
 
-def _save(path: Path, model, optimizer, scheduler, epoch: int, distributed) -> None:
+def _save(path: Path, model, optimizer, scheduler, meta: dict, distributed) -> None:
+    """One file, atomically: the states and the manifest (see :mod:`lrdsl.train.checkpoint`)."""
     state = {"model": (model.module if distributed.active else model).state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    shutil.move(tmp, path)  # never a half-written checkpoint
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    ckpt.save_torch(path, state, meta)
 
 
 def _progress(loader, epoch, trainer, rank):
