@@ -14,6 +14,7 @@ Keras, so ``keras.models.load_model`` restores it (plateau state included) once
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
@@ -26,6 +27,8 @@ from lrdsl.plan import plan
 from lrdsl.plateau import PlateauState
 
 TICKS = ("step", "epoch")
+
+log = logging.getLogger("lrdsl")
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -43,6 +46,79 @@ def _check_float32(compiled) -> None:
                              f"(Keras computes schedules in float32)")
 
 
+#: Keras optimizer attributes per target (LANGUAGE.md §7), in the order they are looked for
+ATTRIBUTES = {"momentum": ("beta_1", "momentum"), "beta2": ("beta_2",), "weight_decay": ("weight_decay",)}
+#: exclusive upper bounds of the targets' values
+BELOW = {"momentum": 1.0, "beta2": 1.0}
+
+
+def _target_plan(name: str, text, steps_per_epoch, total):
+    if name not in ATTRIBUTES:
+        raise LrdslError(f"unknown target {name!r}; lrdsl schedules {', '.join(['lr', *ATTRIBUTES])}")
+    compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
+    if compiled.plateau is not None:
+        raise LrdslError(f"{name}: only the learning rate may carry '| plateau', got {compiled.expr}")
+    _check_float32(compiled)
+    if name in BELOW and compiled.range[1] >= BELOW[name]:
+        raise LrdslError(f"{name}: {compiled.expr} reaches {compiled.range[1]:g}; it must stay below 1")
+    return compiled
+
+
+def _attribute(optimizer, name: str) -> str:
+    """The optimizer's attribute that holds a target: Adam-style beta_1 for momentum, else momentum."""
+    for attribute in ATTRIBUTES[name]:
+        if hasattr(optimizer, attribute):
+            return attribute
+    raise LrdslError(f"{type(optimizer).__name__} has no {name} to schedule "
+                     f"(looked for {', '.join(ATTRIBUTES[name])})")
+
+
+class TargetVariable(keras.Variable):
+    """An optimizer hyperparameter that lrdsl writes each step, read inside the compiled step.
+
+    Keras's SGD and RMSprop decide in Python whether momentum is on (``momentum != 0``); a
+    comparison with a plain number therefore answers for the value the optimizer was built
+    with (``built_value``), while arithmetic and ``ops.cast`` read the variable.
+    """
+
+    def __init__(self, value: float, built_value: float, name: str):
+        super().__init__(float(value), dtype="float32", trainable=False, name=name)
+        self.built_value = float(built_value)
+
+    def _compared(self, other, op, fallback):
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return op(self.built_value, other)
+        return fallback(other)
+
+    def __eq__(self, other):
+        return self._compared(other, lambda a, b: a == b, super().__eq__)
+
+    def __ne__(self, other):
+        return self._compared(other, lambda a, b: a != b, super().__ne__)
+
+    def __gt__(self, other):
+        return self._compared(other, lambda a, b: a > b, super().__gt__)
+
+    def __lt__(self, other):
+        return self._compared(other, lambda a, b: a < b, super().__lt__)
+
+    __hash__ = keras.Variable.__hash__
+
+
+def _floats_in_config(optimizer) -> None:
+    """Saving the optimizer writes the targets' current values as floats, not variables."""
+    if getattr(optimizer, "_lrdsl_config", False):
+        return
+    plain = type(optimizer).get_config
+
+    def get_config():
+        config = plain(optimizer)
+        return {k: float(ops.convert_to_numpy(v)) if isinstance(v, TargetVariable) else v
+                for k, v in config.items()}
+    optimizer.get_config = get_config
+    optimizer._lrdsl_config = True
+
+
 @keras.saving.register_keras_serializable(package="lrdsl")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """The LR of an lrdsl expression, evaluated in the graph.
@@ -54,7 +130,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, expr: str | Expr, steps_per_epoch: float | None = None,
-                 total: float | None = None, tick: str = "step", state: dict | None = None):
+                 total: float | None = None, tick: str = "step", state: dict | None = None,
+                 targets: dict | None = None):
         super().__init__()
         if tick not in TICKS:
             raise LrdslError(f"tick must be one of {', '.join(TICKS)}, got {tick!r}")
@@ -62,6 +139,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
         self.plan = plan(self.expr, steps_per_epoch=steps_per_epoch, total=total)
         _check_float32(self.plan)
+        #: target -> its plan (momentum, beta2, weight_decay): values written each step by __call__
+        self.targets = {name: _target_plan(name, text, steps_per_epoch, total)
+                        for name, text in (targets or {}).items()}
+        self._driven: dict[str, Any] = {}  # target -> the optimizer's variable it writes
         rule = self.plan.plateau
         self.plateau = PlateauState(rule) if rule is not None else None
         self.epoch = 0
@@ -76,10 +157,41 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         t = ops.cast(step, "float32") if self.tick == "step" else ops.convert_to_tensor(self._epoch)
+        # the optimizer asks for the LR before its update step: the targets of the same tick are
+        # written here, inside the compiled step, so the update reads them (no retrace, no lag)
+        for name, variable in self._driven.items():
+            variable.assign(self.targets[name].values(t, ops))
         f = self.plan.values(t, ops)
         if self.plateau is None:
             return f
         return self.plan.plateau.apply(f, ops.convert_to_tensor(self._scale), ops)
+
+    def drive(self, optimizer) -> None:
+        """Put a variable in each target's place on ``optimizer`` for :meth:`__call__` to write."""
+        self._driven = {}
+        for name, compiled in self.targets.items():
+            attribute = _attribute(optimizer, name)
+            current = getattr(optimizer, attribute)
+            if isinstance(current, TargetVariable):
+                built = current.built_value
+            else:
+                built = float(current) if current is not None else 0.0
+                if name == "momentum" and attribute == "momentum" and built == 0:
+                    raise LrdslError(f"{type(optimizer).__name__}(momentum=0) has no momentum slots "
+                                     f"(Keras creates them only for a nonzero momentum): build it "
+                                     f"with the momentum the schedule starts at")
+                current = TargetVariable(compiled.value_at(0), built, name=f"lrdsl_{name}")
+                # not through the optimizer's __setattr__, which would track it as one of its own
+                # variables: a saved optimizer would then hold one more than a fresh one, and
+                # load_model would skip restoring its state (the iteration count included)
+                object.__setattr__(optimizer, attribute, current)
+            self._driven[name] = current
+        if self.targets:
+            _floats_in_config(optimizer)
+
+    def target_at(self, name: str, tick: float) -> float:
+        """A target's value at ``tick``, in Python floats."""
+        return self.targets[name].value_at(tick)
 
     def lr_at(self, tick: float) -> float:
         """The LR at ``tick`` under the current plateau state, in Python floats."""
@@ -96,14 +208,19 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             self._scale.assign(self.plateau.report(logs))
 
     def same_as(self, other: "Schedule") -> bool:
-        return (str(self.expr), self.steps_per_epoch, self.total, self.tick) == \
-               (str(other.expr), other.steps_per_epoch, other.total, other.tick)
+        return self.identity() == other.identity()
+
+    def identity(self) -> tuple:
+        """What must match for a saved schedule to continue as this one."""
+        return (str(self.expr), self.steps_per_epoch, self.total, self.tick,
+                tuple(sorted((n, str(p.expr)) for n, p in self.targets.items())))
 
     def get_config(self) -> dict[str, Any]:
         state = {"epoch": self.epoch,
                  "plateau": self.plateau.state_dict() if self.plateau is not None else None}
         return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch,
-                "total": self.total, "tick": self.tick, "state": state}
+                "total": self.total, "tick": self.tick, "state": state,
+                "targets": {name: str(p.expr) for name, p in self.targets.items()}}
 
     def __repr__(self) -> str:
         return f"lrdsl.keras.Schedule({str(self.expr)!r}, tick={self.tick!r})"
@@ -132,18 +249,28 @@ class Callback(keras.callbacks.Callback):
     Per-step ticks when ``steps_per_epoch`` is given (or the expression counts ``st``): the
     schedule runs in the graph from the iteration counter and only the plateau scale is
     touched, at epoch end.  Otherwise a tick is an epoch: the epoch variable is set at each
-    epoch start.  Writes ``lr`` into the epoch logs (put it before a CSVLogger).  After
-    ``load_model`` the optimizer's saved schedule, plateau state included, is picked up.
+    epoch start.  ``momentum``, ``beta2`` and ``weight_decay`` expressions drive the
+    optimizer's ``momentum`` / ``beta_1``, ``beta_2`` and ``weight_decay`` inside the
+    compiled step, at the same tick as the LR.  Writes ``learning_rate`` (Keras's own key) and
+    each scheduled target into the epoch logs (put it before a CSVLogger).  After
+    ``load_model`` the optimizer's saved schedule, plateau state included, is picked up; with
+    ``rebase=True`` a saved schedule of another expression continues under this one from
+    its tick (the plateau state carries over when the rule is the same).
     """
 
     def __init__(self, expr: str | Expr, steps_per_epoch: float | None = None,
-                 total: float | None = None):
+                 total: float | None = None, momentum: str | Expr | None = None,
+                 beta2: str | Expr | None = None, weight_decay: str | Expr | None = None,
+                 rebase: bool = False):
         super().__init__()
         self.expr = parse(expr)
-        self.steps_per_epoch, self.total = steps_per_epoch, total
+        self.steps_per_epoch, self.total, self.rebase = steps_per_epoch, total, rebase
+        targets = {"momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
+        self.targets = {name: str(parse(text)) for name, text in targets.items() if text is not None}
         per_step = steps_per_epoch is not None or "st" in self.expr.units()
         self.tick = "step" if per_step else "epoch"
-        self.schedule = Schedule(self.expr, steps_per_epoch, total, tick=self.tick)
+        self.schedule = Schedule(self.expr, steps_per_epoch, total, tick=self.tick,
+                                 targets=self.targets)
         self._in_epoch: int | None = None  # the epoch fit is in, between its begin and end
         self._train_logs: dict | None = None
         self._reported: tuple | None = None  # (the epoch's LR before its report, a deferred error)
@@ -153,6 +280,13 @@ class Callback(keras.callbacks.Callback):
         current = optimizer._learning_rate
         if isinstance(current, Schedule) and current.same_as(self.schedule):
             self.schedule = current  # restored by load_model: keep its plateau state
+        elif isinstance(current, Schedule) and current is not self.schedule:
+            if not self.rebase:
+                raise LrdslError(f"the model was saved with the schedule {current.identity()[0]!r}, "
+                                 f"not {str(self.expr)!r}; pass rebase=True to continue it under "
+                                 f"the new expression from its tick")
+            self._rebase_from(current)
+            optimizer.learning_rate = self.schedule
         elif isinstance(current, keras.optimizers.schedules.LearningRateSchedule) and \
                 current is not self.schedule:
             raise LrdslError(f"the optimizer already has a learning-rate schedule ({current!r}); "
@@ -160,6 +294,20 @@ class Callback(keras.callbacks.Callback):
                              f"set it")
         else:
             optimizer.learning_rate = self.schedule
+        self.schedule.drive(optimizer)
+
+    def _rebase_from(self, saved: "Schedule") -> None:
+        """Continue ``saved``'s run under this callback's schedule: its epoch, and its plateau
+        state when the rule is the same (logged either way)."""
+        self.schedule.set_epoch(saved.epoch)
+        ours = self.schedule.plateau
+        if ours is not None and saved.plateau is not None and saved.plateau.rule == ours.rule:
+            ours.load_state_dict(saved.plateau.state_dict())
+            self.schedule._scale.assign(ours.scale)
+            log.info("lrdsl: rebased from %s; the plateau keeps its saved state", saved.expr)
+        else:
+            log.info("lrdsl: rebased from %s%s", saved.expr,
+                     "; the plateau starts fresh" if ours is not None else "")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._in_epoch, self._reported, self._train_logs = epoch, None, None
@@ -191,31 +339,42 @@ class Callback(keras.callbacks.Callback):
         except LrdslError as error:  # raised at on_epoch_end: callbacks before this one see the epoch
             self._reported = (self._reported[0], error)
 
+    def last_tick(self, epoch: int) -> int:
+        """The tick the epoch ended on: the epoch itself, or the last step taken."""
+        if self.tick == "epoch":
+            return epoch
+        return max(int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0)
+
     def last_lr(self, epoch: int) -> float:
-        """The LR of the epoch's last tick (what ``lr`` in the epoch logs says)."""
+        """The LR of the epoch's last tick (what ``learning_rate`` in the epoch logs says)."""
         if self._reported and self._in_epoch == epoch:
             return self._reported[0]
-        if self.tick == "epoch":
-            return self.schedule.lr_at(epoch)
-        return self.schedule.lr_at(max(int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0))
+        return self.schedule.lr_at(self.last_tick(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if not self._reported:
             self._report(epoch, logs)
         lr, error = self._reported
-        logs["lr"] = lr
+        logs["learning_rate"] = lr
+        for name in self.schedule.targets:
+            logs[name] = self.schedule.target_at(name, self.last_tick(epoch))
         self._in_epoch = None
         if error is not None:
             raise error
 
     def get_config(self) -> dict[str, Any]:
-        return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total}
+        return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+                **self.targets, "rebase": self.rebase}
 
 
-def callback(expr: str | Expr, *, steps_per_epoch: float | None = None,
-             total: float | None = None) -> Callback:
-    """A callback that runs any expression, ``| plateau`` included; see :class:`Callback`."""
-    return Callback(expr, steps_per_epoch=steps_per_epoch, total=total)
+def callback(expr: str | Expr, *, momentum: str | Expr | None = None, beta2: str | Expr | None = None,
+             weight_decay: str | Expr | None = None, steps_per_epoch: float | None = None,
+             total: float | None = None, rebase: bool = False) -> Callback:
+    """A callback that runs any expression, ``| plateau`` included, and optionally schedules the
+    optimizer's momentum (``beta_1`` on Adam-style optimizers), ``beta_2`` and weight decay;
+    see :class:`Callback`."""
+    return Callback(expr, steps_per_epoch=steps_per_epoch, total=total, momentum=momentum,
+                    beta2=beta2, weight_decay=weight_decay, rebase=rebase)
 
 

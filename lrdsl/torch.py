@@ -265,6 +265,10 @@ class Scheduler(LRScheduler):
             self._world = _DISTRIBUTED and dist.is_initialized()
         return _mean_across_ranks(value) if self._world else value
 
+    def lr_at(self, tick: int) -> float:
+        """The learning rate of group 0 at ``tick`` under the current plateau state."""
+        return self._lr_slots[0].at(tick)
+
     def get_lr(self) -> list[float]:
         """The groups' learning rates at the current tick, in closed form."""
         return [slot.at(self.last_epoch) for slot in self._slots["lr"]]

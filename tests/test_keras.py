@@ -177,12 +177,12 @@ def test_fit_with_the_callback_per_epoch_ticks_and_plateau(tmp_path):
     want = lrdsl.curve(PLATEAU, 6, metrics={"loss": history.history["loss"]})
     np.testing.assert_allclose(recorder.lrs[::4], want, **F32)
     assert all(np.allclose(recorder.lrs[4 * e:4 * e + 4], want[e], **F32) for e in range(6))
-    np.testing.assert_allclose(history.history["lr"], want, **F32)
+    np.testing.assert_allclose(history.history["learning_rate"], want, **F32)
     import csv
 
     with open(tmp_path / "log.csv", newline="") as f:
-        logged = [float(row["lr"]) for row in csv.DictReader(f)]
-    np.testing.assert_allclose(logged, history.history["lr"], rtol=1e-12)
+        logged = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    np.testing.assert_allclose(logged, history.history["learning_rate"], rtol=1e-12)
     assert want[5] < lrdsl.curve(PLATEAU, 6)[5]  # the plateau did act
 
 
@@ -195,7 +195,7 @@ def test_fit_with_the_callback_per_step_ticks_and_plateau():
     want = lrdsl.curve(PLATEAU, 20, steps_per_epoch=4, metrics={"loss": history.history["loss"]})
     np.testing.assert_allclose(recorder.lrs, want, **F32)
     # the logged LR is the one the epoch's last step used (tick 4e + 3), not the next tick's
-    np.testing.assert_allclose(history.history["lr"], want[3::4], **F32)
+    np.testing.assert_allclose(history.history["learning_rate"], want[3::4], **F32)
 
 
 def test_missing_monitor_is_an_error_naming_the_metrics_present():
