@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_check)
 
     sub.add_parser("train", help="train a model with Hydra overrides (lrdsl train --help)", add_help=False)
+    sub.add_parser("find", help="LR range test on the train config, suggests a peak LR (lrdsl find --help)",
+                   add_help=False)
     p = sub.add_parser("compare", help="compare the runs of a multirun directory")
     p.add_argument("directory")
     p.add_argument("--out", metavar="FILE", help="figure path (default DIR/compare.png)")
@@ -184,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         from lrdsl.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["find"]:  # the LR range test: the same Hydra config, plus find.*
+        from lrdsl.train.find_app import main as find_main
+
+        return find_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -183,3 +183,4 @@ def callback(expr: str | Expr, *, steps_per_epoch: float | None = None,
     return Callback(expr, steps_per_epoch=steps_per_epoch, total=total)
 
 
+from lrdsl.keras_find import find_lr  # noqa: E402  (the LR range test; after schedule, which it uses)

@@ -237,3 +237,6 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: str | Expr, *,
     """
     return Scheduler(optimizer, expr, steps_per_epoch=steps_per_epoch, total=total,
                      last_epoch=last_epoch)
+
+
+from lrdsl.torch_find import find_lr  # noqa: E402  (the LR range test; after scheduler, which it uses)
