@@ -269,23 +269,23 @@ class FindResult:
         """Lines telling what the test found and a ready ``lrdsl train`` command per suggestion."""
         n = len(self.lrs)
         lines = []
-        if self.stopped_early:
+        if self.stopped_early and not math.isfinite(self.smoothed[-1]):
+            lines.append(f"stopped at step {n}/{self.steps}: the loss was not finite at lr {self.lrs[-1]:.3g}")
+        elif self.stopped_early:
             lines.append(f"stopped at step {n}/{self.steps}: the smoothed loss passed "
                          f"{format_number(self.diverge)}× its best at lr {self.lrs[-1]:.3g}")
         else:
             lines.append(f"swept {n} steps, lr {self.lrs[0]:.3g} → {self.lrs[-1]:.3g}")
-        found = False
+        span = window(self.smoothed, self.steps)
+        why = ("too few steps before it stopped; try a lower start" if span.stop - span.start < MIN_WINDOW
+               else "the smoothed loss never fell; try a higher end or more steps")
         for name, lr, rule in (("steepest", self.suggestion, "steepest descent of the smoothed loss"),
                                ("valley", self.valley, "fastai's valley rule")):
             if lr is None:
-                lines.append(f"{name:>8}: none ({rule}: the loss never fell inside the window; "
-                             f"try a lower find.start or more find.steps)")
+                lines.append(f"{name:>8}: none ({why})")
                 continue
-            found = True
             lines.append(f"{name:>8}: lr {lr:.3g}  ({rule})")
             lines.append("          " + train_command(lr, train_args))
-        if not found:
-            lines.append("no suggestion")
         return lines
 
 

@@ -60,6 +60,9 @@ def find_lr(model: keras.Model, x, y, *, batch_size: int = 32, start: float = 1e
     if optimizer.gradient_accumulation_steps:
         raise LrdslError("find_lr: an optimizer with gradient_accumulation_steps is not supported")
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise LrdslError(f"find_lr: x and y must be arrays of samples (numpy or tensors), got "
+                         f"{type(x).__name__} and {type(y).__name__}")
     if len(x) == 0 or len(x) != len(y):
         raise LrdslError(f"find_lr: x and y must hold the same number (≥ 1) of samples, "
                          f"got {len(x)} and {len(y)}")

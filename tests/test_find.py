@@ -108,6 +108,17 @@ def test_suggestions_skip_the_first_tenth_and_the_last_five_points():
     assert 10 <= result.valley_index < 95
 
 
+def test_no_suggestion_when_the_loss_blows_up_at_once(tmp_path):
+    recorder = Recorder(0.98, 4)
+    assert recorder.add(2.0) is False and recorder.add(math.inf) is True
+    result = recorder.result(lrdsl.curve(sweep(1e-7, 10, 100), 100), sweep(1e-7, 10, 100), 100)
+    assert result.suggestion is None and result.valley is None and result.stopped_early
+    lines = result.summary()
+    assert lines[0] == "stopped at step 2/100: the loss was not finite at lr 1.2e-07"
+    assert all("too few steps" in line for line in lines[1:]) and len(lines) == 3
+    assert result.plot(tmp_path / "f.png").exists() and "lr" in result.text_plot()
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(start=1.0, end=0.1), "start must be < end"),
     (dict(start=0.1, end=0.1), "start must be < end"),
