@@ -437,6 +437,10 @@ def test_find_config_is_the_train_config_plus_find():
             found = OmegaConf.to_container(compose(config_name="find", overrides=overrides))
             assert found.pop("find") == dict(start=1e-7, end=10.0, steps=100, smooth=0.98, diverge=4.0)
             assert found == train
+        # hydra settings too (run directories, callbacks): find.yaml must carry train.yaml's
+        hydra = [compose(config_name=name, return_hydra_config=True).hydra for name in ("train", "find")]
+        for key in ("run", "sweep", "callbacks"):
+            assert OmegaConf.to_container(hydra[0][key]) == OmegaConf.to_container(hydra[1][key]), key
         with pytest.raises(Exception, match="stpes"):
             compose(config_name="find", overrides=["find.stpes=50"])
         with pytest.raises(Exception, match="steps"):
