@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/torch_compile.py
 	$(PY) bench/keras_fit.py
 	$(PY) bench/train_overhead.py
+	$(PY) bench/find.py
 	bash bench/cli.sh
 
 clean:

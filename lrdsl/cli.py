@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_check)
 
     sub.add_parser("train", help="train a model with Hydra overrides (lrdsl train --help)", add_help=False)
+    sub.add_parser("find", help="LR range test on the train config, suggests a peak LR (lrdsl find --help)",
+                   add_help=False)
     p = sub.add_parser("compare", help="compare the runs of a multirun directory")
     p.add_argument("directory")
     p.add_argument("--out", metavar="FILE", help="figure path (default DIR/compare.png)")
@@ -266,6 +268,10 @@ def _run(argv: list[str]) -> int:
         from lrdsl.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["find"]:  # the LR range test: the same Hydra config, plus find.*
+        from lrdsl.train.find_app import main as find_main
+
+        return find_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -378,3 +378,4 @@ def callback(expr: str | Expr, *, momentum: str | Expr | None = None, beta2: str
                     beta2=beta2, weight_decay=weight_decay, rebase=rebase)
 
 
+from lrdsl.keras_find import find_lr  # noqa: E402  (the LR range test; after schedule, which it uses)

@@ -430,3 +430,6 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
     """
     return Scheduler(optimizer, expr, momentum=momentum, beta2=beta2, weight_decay=weight_decay,
                      steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch)
+
+
+from lrdsl.torch_find import find_lr  # noqa: E402  (the LR range test; after scheduler, which it uses)
