@@ -75,11 +75,29 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      name="lrdsl_epoch")
 
     def __call__(self, step):
-        t = ops.cast(step, "float32") if self.tick == "step" else ops.convert_to_tensor(self._epoch)
+        t = ops.cast(step, "float32") if self.tick == "step" else self._read(self._epoch, "epoch")
         f = self.plan.values(t, ops)
         if self.plateau is None:
             return f
-        return self.plan.plateau.apply(f, ops.convert_to_tensor(self._scale), ops)
+        return self.plan.plateau.apply(f, self._read(self._scale, "scale"), ops)
+
+    def _read(self, variable, name: str):
+        """The epoch or plateau scale in force when the step runs.
+
+        Keras on JAX hands a jitted train step only the model's and the optimizer's variables;
+        any other variable is frozen into the compiled step when it is traced.  These two
+        change between steps, and tracking them in the optimizer would change what its saved
+        variables are, so on JAX the step reads them from the host at run time.
+        """
+        if keras.backend.backend() != "jax":
+            return ops.convert_to_tensor(variable)
+        import jax
+        import numpy as np
+        from jax.experimental import io_callback
+
+        def now():
+            return np.float32(self.epoch if name == "epoch" else self.plateau.scale)
+        return io_callback(now, jax.ShapeDtypeStruct((), np.float32))
 
     def lr_at(self, tick: float) -> float:
         """The LR at ``tick`` under the current plateau state, in Python floats."""

@@ -1,0 +1,188 @@
+"""JAX / optax backend: a pure schedule and a gradient transformation for any expression.
+
+    tx = optax.sgd(lrdsl.optax.schedule("warmup(5ep) >> cosine(0.1, 95ep)", steps_per_epoch=steps))
+
+    tx = optax.chain(optax.scale_by_adam(),
+                     lrdsl.optax.transform("warmup(500) >> cosine(1e-3, 9500) | plateau(val_loss, 0.5)"))
+    updates, state = tx.update(grads, state, params)                    # a plain step
+    updates, state = tx.update(grads, state, params, value=val_loss)    # the epoch's last step
+
+Both evaluate the plan's formulas (the catalogue's, written once) with ``jax.numpy`` as the
+array namespace, so they are pure and jittable and give the numbers of :func:`lrdsl.curve`:
+in float64 (``jax_enable_x64``) to 1e-12 relative, in float32 to LANGUAGE.md §5's tolerance.
+The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
+
+optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
+placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
+transformation's state and the step is ``-min(f(t), max(f(t)·s, min))``, LANGUAGE.md §4.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lrdsl.errors import LrdslError, MetricError
+from lrdsl.nodes import Expr
+from lrdsl.parser import parse
+from lrdsl.plan import Plan, plan
+from lrdsl.plateau import PlateauRule
+
+
+def _float_dtype():
+    """float64 when ``jax_enable_x64`` is on (decided at trace time), else float32."""
+    return jnp.result_type(float)
+
+
+def _ticks(count):
+    """An update count of any integer (or float) dtype as float ticks."""
+    return jnp.asarray(count).astype(_float_dtype())
+
+
+def _compile(expr: str | Expr, steps_per_epoch, total) -> Plan:
+    parsed = parse(expr)
+    return plan(parsed, steps_per_epoch=steps_per_epoch, total=total)
+
+
+def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
+             total: float | None = None) -> Callable[[Any], jax.Array]:
+    """An optax schedule ``count -> lr`` for a time schedule: pure and jittable.
+
+    ``lr(count) = f(count)``, the plan's formulas evaluated with ``jax.numpy`` at the tick
+    ``count`` (optax's update counter).  ``steps_per_epoch`` converts ``ep`` durations (a
+    tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
+    schedule: ``optax.sgd(schedule(...))``, ``optax.inject_hyperparams(optax.adam)(
+    learning_rate=schedule(...))``.
+
+    A ``| plateau`` needs metric reports, which a schedule never sees: use :func:`transform`.
+
+    >>> import jax.numpy as jnp
+    >>> lr = schedule("warmup(2) >> 0.1")
+    >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
+    [0.0, 0.05, 0.1, 0.1]
+    """
+    compiled = _compile(expr, steps_per_epoch, total)
+    if compiled.plateau is not None:
+        raise LrdslError(f"{compiled.expr}: a plateau reacts to metric reports, which an optax "
+                         f"schedule never sees; use lrdsl.optax.transform(expr) and pass "
+                         f"update(..., value=metric)", expr=str(compiled.expr))
+    values = compiled.values
+
+    def lrdsl_schedule(count):
+        return values(_ticks(count), jnp)
+
+    lrdsl_schedule.expr = compiled.expr
+    lrdsl_schedule.__qualname__ = lrdsl_schedule.__name__ = f"lrdsl.optax.schedule({str(compiled.expr)!r})"
+    return lrdsl_schedule
+
+
+class PlateauArrays(NamedTuple):
+    """The plateau's state as arrays (the fields of :class:`lrdsl.plateau.PlateauState`)."""
+
+    scale: jax.Array
+    best: jax.Array
+    bad: jax.Array
+    cooldown_left: jax.Array
+
+
+class TransformState(NamedTuple):
+    """``count``: the tick (updates so far, int32); ``plateau``: None without ``| plateau``."""
+
+    count: jax.Array
+    plateau: PlateauArrays | None
+
+
+def plateau_init(rule: PlateauRule) -> PlateauArrays:
+    """Scale 1, no best yet (±inf), no bad reports, no cooldown."""
+    dtype = _float_dtype()
+    return PlateauArrays(scale=jnp.ones([], dtype),
+                         best=jnp.asarray(jnp.inf if rule.minimize else -jnp.inf, dtype),
+                         bad=jnp.zeros([], jnp.int32), cooldown_left=jnp.zeros([], jnp.int32))
+
+
+def plateau_report(rule: PlateauRule, state: PlateauArrays, value) -> PlateauArrays:
+    """One report of the monitored ``value``: :meth:`PlateauState.report_value` with jnp.where.
+
+    Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
+    above it for max; NaN never does).  A bad report during cooldown does not count; more
+    than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
+    """
+    value = jnp.asarray(value, state.best.dtype)
+    bar = state.best * rule.bar_scale + rule.bar_shift
+    improved = value < bar if rule.minimize else value > bar
+    best = jnp.where(improved, value, state.best)
+    bad = jnp.where(improved, 0, state.bad + 1)
+    cooling = state.cooldown_left > 0
+    cooldown_left = jnp.where(cooling, state.cooldown_left - 1, state.cooldown_left)
+    bad = jnp.where(cooling, 0, bad)
+    reduce = bad > rule.patience
+    return PlateauArrays(scale=jnp.where(reduce, state.scale * rule.factor, state.scale),
+                         best=best, bad=jnp.where(reduce, 0, bad).astype(jnp.int32),
+                         cooldown_left=jnp.where(reduce, rule.cooldown, cooldown_left).astype(jnp.int32))
+
+
+def _monitored(rule: PlateauRule, value):
+    """The reported value as a scalar: a number, a 0-d array, or a mapping holding the monitor."""
+    if isinstance(value, Mapping):
+        value = rule.monitored(value, "value")
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):
+        raise MetricError(f"plateau: the value reported for '{rule.monitor}' is not a number: "
+                          f"{value!r}") from None
+    if array.shape != () or not (jnp.issubdtype(array.dtype, jnp.floating)
+                                 or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise MetricError(f"plateau: the value reported for '{rule.monitor}' must be one real "
+                          f"number, got an array of shape {array.shape} and dtype {array.dtype}")
+    return array
+
+
+def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
+              total: float | None = None) -> optax.GradientTransformationExtraArgs:
+    """Scale updates by ``-lr(t)``: the step of any expression, ``| plateau`` included.
+
+    Put it after a unit-learning-rate optimizer:
+    ``optax.chain(optax.scale_by_adam(), transform(expr))`` is ``optax.adam(lr)``.
+
+    The state (:class:`TransformState`) holds the tick ``t`` (updates so far) and, for
+    ``| plateau``, the plateau's scale, best, bad-report count and cooldown counter.
+    ``update(updates, state, params, value=metric)`` reports ``metric`` (the monitor's value,
+    or a mapping holding it) to the plateau *after* this update's step, so the report acts
+    from the next update on — the report at the end of an epoch in LANGUAGE.md §4; without
+    ``value`` nothing is reported.  The step at tick t is ``-min(f(t), max(f(t)·s, min))``
+    (``-f(t)`` without a plateau).  Pure and jittable; the count saturates at int32's max.
+    """
+    compiled = _compile(expr, steps_per_epoch, total)
+    rule = compiled.plateau
+    values = compiled.values
+
+    def init(params) -> TransformState:
+        del params
+        return TransformState(jnp.zeros([], jnp.int32),
+                              plateau_init(rule) if rule is not None else None)
+
+    def update(updates, state: TransformState, params=None, *, value=None, **extra_args):
+        del params, extra_args
+        lr = values(_ticks(state.count), jnp)
+        plateau = state.plateau
+        if plateau is not None:
+            lr = rule.apply(lr, plateau.scale, jnp)
+            if value is not None:
+                plateau = plateau_report(rule, plateau, _monitored(rule, value))
+        updates = jax.tree.map(lambda g: (-lr).astype(g.dtype) * g, updates)
+        return updates, TransformState(optax.safe_increment(state.count), plateau)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: float | None = None,
+          total: float | None = None) -> jax.Array:
+    """The learning rate the next update of :func:`transform` will use, from its state."""
+    compiled = _compile(expr, steps_per_epoch, total)
+    lr = compiled.values(_ticks(state.count), jnp)
+    if compiled.plateau is None or state.plateau is None:
+        return lr
+    return compiled.plateau.apply(lr, state.plateau.scale, jnp)
