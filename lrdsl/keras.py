@@ -75,25 +75,29 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      name="lrdsl_epoch")
 
     def __call__(self, step):
-        t = ops.cast(step, "float32") if self.tick == "step" else self._read(self._epoch, "epoch")
+        step = ops.convert_to_tensor(step)
+        t = ops.cast(step, "float32") if self.tick == "step" else self._read(self._epoch, "epoch", step)
         f = self.plan.values(t, ops)
         if self.plateau is None:
             return f
-        return self.plan.plateau.apply(f, self._read(self._scale, "scale"), ops)
+        return self.plan.plateau.apply(f, self._read(self._scale, "scale", step), ops)
 
-    def _read(self, variable, name: str):
+    def _read(self, variable, name: str, step):
         """The epoch or plateau scale in force when the step runs.
 
         Keras on JAX hands a jitted train step only the model's and the optimizer's variables;
         any other variable is frozen into the compiled step when it is traced.  These two
         change between steps, and tracking them in the optimizer would change what its saved
-        variables are, so on JAX the step reads them from the host at run time.
+        variables are, so a traced step on JAX reads them from the host at run time.
         """
         if keras.backend.backend() != "jax":
             return ops.convert_to_tensor(variable)
         import jax
         import numpy as np
         from jax.experimental import io_callback
+
+        if not isinstance(step, jax.core.Tracer):  # evaluated now, not compiled
+            return ops.convert_to_tensor(variable)
 
         def now():
             return np.float32(self.epoch if name == "epoch" else self.plateau.scale)
