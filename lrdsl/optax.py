@@ -152,8 +152,10 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     ``update(updates, state, params, value=metric)`` reports ``metric`` (the monitor's value,
     or a mapping holding it) to the plateau *after* this update's step, so the report acts
     from the next update on — the report at the end of an epoch in LANGUAGE.md §4; without
-    ``value`` nothing is reported.  The step at tick t is ``-min(f(t), max(f(t)·s, min))``
-    (``-f(t)`` without a plateau).  Pure and jittable; the count saturates at int32's max.
+    ``value`` nothing is reported.  Inside one compiled loop, ``report=flag`` (a traced bool)
+    decides at run time: ``update(..., value=loss, report=step % 100 == 99)``.  The step at
+    tick t is ``-min(f(t), max(f(t)·s, min))`` (``-f(t)`` without a plateau).  Pure and
+    jittable; the count saturates at int32's max.
     """
     compiled = _compile(expr, steps_per_epoch, total)
     rule = compiled.plateau
@@ -164,14 +166,17 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
         return TransformState(jnp.zeros([], jnp.int32),
                               plateau_init(rule) if rule is not None else None)
 
-    def update(updates, state: TransformState, params=None, *, value=None, **extra_args):
+    def update(updates, state: TransformState, params=None, *, value=None, report=True,
+               **extra_args):
         del params, extra_args
         lr = values(_ticks(state.count), jnp)
         plateau = state.plateau
         if plateau is not None:
             lr = rule.apply(lr, plateau.scale, jnp)
-            if value is not None:
-                plateau = plateau_report(rule, plateau, _monitored(rule, value))
+            if value is not None and report is not False:
+                reported = plateau_report(rule, plateau, _monitored(rule, value))
+                plateau = reported if report is True else jax.tree.map(
+                    lambda new, old: jnp.where(report, new, old), reported, plateau)
         updates = jax.tree.map(lambda g: (-lr).astype(g.dtype) * g, updates)
         return updates, TransformState(optax.safe_increment(state.count), plateau)
 

@@ -273,6 +273,22 @@ def test_a_report_acts_from_the_next_update_on():
         pytest.approx(0.05)
 
 
+def test_report_flag_decides_at_run_time():
+    expr = "0.1 | plateau(loss, 0.5, patience=0)"
+    tx = lrdsl.optax.transform(expr)
+
+    def body(state, flag):
+        updates, state = tx.update(jnp.ones([]), state, value=1.0, report=flag)
+        return state, -updates
+
+    flags = jnp.asarray([True, False, True, False, False, True, False])
+    _, lrs = jax.jit(lambda s: jax.lax.scan(body, s, flags))(tx.init(jnp.zeros([])))
+    # reports 1, 1, 1 at ticks 0, 2, 5: the first improves, each later one halves the scale
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025], rtol=1e-7)
+    _, state = tx.update(jnp.ones([]), tx.init(jnp.zeros([])), value=1.0, report=False)
+    assert float(state.plateau.best) == np.inf
+
+
 def test_the_count_saturates_at_int32_max():
     tx = lrdsl.optax.transform("exp(0.1, k=1e-12)")
     state = tx.init(jnp.zeros([]))._replace(count=jnp.asarray(2**31 - 1, jnp.int32))
