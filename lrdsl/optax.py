@@ -27,8 +27,7 @@ import optax
 
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.nodes import Expr
-from lrdsl.parser import parse
-from lrdsl.plan import Plan, plan
+from lrdsl.plan import plan
 from lrdsl.plateau import PlateauRule
 
 
@@ -40,11 +39,6 @@ def _float_dtype():
 def _ticks(count):
     """An update count of any integer (or float) dtype as float ticks."""
     return jnp.asarray(count).astype(_float_dtype())
-
-
-def _compile(expr: str | Expr, steps_per_epoch, total) -> Plan:
-    parsed = parse(expr)
-    return plan(parsed, steps_per_epoch=steps_per_epoch, total=total)
 
 
 def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
@@ -64,7 +58,7 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
     [0.0, 0.05, 0.1, 0.1]
     """
-    compiled = _compile(expr, steps_per_epoch, total)
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
     if compiled.plateau is not None:
         raise LrdslError(f"{compiled.expr}: a plateau reacts to metric reports, which an optax "
                          f"schedule never sees; use lrdsl.optax.transform(expr) and pass "
@@ -74,8 +68,7 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     def lrdsl_schedule(count):
         return values(_ticks(count), jnp)
 
-    lrdsl_schedule.expr = compiled.expr
-    lrdsl_schedule.__qualname__ = lrdsl_schedule.__name__ = f"lrdsl.optax.schedule({str(compiled.expr)!r})"
+    lrdsl_schedule.expr = compiled.expr  # the canonical expression, for logs
     return lrdsl_schedule
 
 
@@ -156,8 +149,18 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     decides at run time: ``update(..., value=loss, report=step % 100 == 99)``.  The step at
     tick t is ``-min(f(t), max(f(t)·s, min))`` (``-f(t)`` without a plateau).  Pure and
     jittable; the count saturates at int32's max.
+
+    >>> import jax.numpy as jnp
+    >>> tx = transform("0.1 | plateau(loss, 0.5, patience=0)")
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for report in ({"value": 1.0}, {"value": 1.0}, {}):  # best 1, then no improvement
+    ...     updates, state = tx.update(jnp.ones(1), state, **report)
+    ...     print(round(-float(updates[0]), 6))
+    0.1
+    0.1
+    0.05
     """
-    compiled = _compile(expr, steps_per_epoch, total)
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
     rule = compiled.plateau
     values = compiled.values
 
@@ -186,7 +189,10 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
 def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: float | None = None,
           total: float | None = None) -> jax.Array:
     """The learning rate the next update of :func:`transform` will use, from its state."""
-    compiled = _compile(expr, steps_per_epoch, total)
+    if not isinstance(state, TransformState):
+        raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
+                         f"got {type(state).__name__}; in a chain, pick it out: state[i]")
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
     lr = compiled.values(_ticks(state.count), jnp)
     if compiled.plateau is None or state.plateau is None:
         return lr

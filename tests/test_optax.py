@@ -329,6 +329,14 @@ def test_a_report_may_be_a_mapping_holding_the_monitor():
     assert float(state.plateau.best) == 2.0
 
 
+def test_learning_rate_needs_the_transform_state():
+    tx = optax.chain(optax.scale_by_adam(), lrdsl.optax.transform("0.1"))
+    state = tx.init(jnp.zeros(2))
+    with pytest.raises(lrdsl.LrdslError, match=r"needs the state of lrdsl.optax.transform .*got tuple"):
+        lrdsl.optax.learning_rate("0.1", state)
+    assert float(lrdsl.optax.learning_rate("0.1", state[1])) == pytest.approx(0.1)
+
+
 def test_docstring_examples():
     result = doctest.testmod(lrdsl.optax, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
