@@ -21,14 +21,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, NamedTuple
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.nodes import Expr
-from lrdsl.plan import plan
+from lrdsl.plan import Plan, plan
 from lrdsl.plateau import PlateauRule
+
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
 
 
 def _float_dtype():
@@ -36,9 +42,26 @@ def _float_dtype():
     return jnp.result_type(float)
 
 
-def _ticks(count):
-    """An update count of any integer (or float) dtype as float ticks."""
-    return jnp.asarray(count).astype(_float_dtype())
+@functools.lru_cache(maxsize=256)
+def _float32_complaint(compiled: Plan) -> str | None:
+    """What float32 cannot hold (it would compute inf or 0/0 from it); lrdsl.keras's rule."""
+    if compiled.range[1] > FLOAT32_MAX:
+        return f"reaches {compiled.range[1]:.3g}, beyond float32"
+    for number in compiled.constants():
+        if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
+            return f"the number {number:.3g} does not fit float32"
+    return None
+
+
+def _values(compiled: Plan, count):
+    """f(count) from an update count of any integer (or float) dtype, in the default float."""
+    dtype = _float_dtype()
+    if dtype == jnp.float32:
+        complaint = _float32_complaint(compiled)
+        if complaint:
+            raise LrdslError(f"{compiled.expr}: {complaint} (JAX computes in float32 unless "
+                             f"jax_enable_x64 is on)", expr=str(compiled.expr))
+    return compiled.values(jnp.asarray(count).astype(dtype), jnp)
 
 
 def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
@@ -63,10 +86,9 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
         raise LrdslError(f"{compiled.expr}: a plateau reacts to metric reports, which an optax "
                          f"schedule never sees; use lrdsl.optax.transform(expr) and pass "
                          f"update(..., value=metric)", expr=str(compiled.expr))
-    values = compiled.values
 
     def lrdsl_schedule(count):
-        return values(_ticks(count), jnp)
+        return _values(compiled, count)
 
     lrdsl_schedule.expr = compiled.expr  # the canonical expression, for logs
     return lrdsl_schedule
@@ -162,7 +184,6 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     """
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
     rule = compiled.plateau
-    values = compiled.values
 
     def init(params) -> TransformState:
         del params
@@ -172,7 +193,7 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     def update(updates, state: TransformState, params=None, *, value=None, report=True,
                **extra_args):
         del params, extra_args
-        lr = values(_ticks(state.count), jnp)
+        lr = _values(compiled, state.count)
         plateau = state.plateau
         if plateau is not None:
             lr = rule.apply(lr, plateau.scale, jnp)
@@ -193,7 +214,7 @@ def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: f
         raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
                          f"got {type(state).__name__}; in a chain, pick it out: state[i]")
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
-    lr = compiled.values(_ticks(state.count), jnp)
+    lr = _values(compiled, state.count)
     if compiled.plateau is None or state.plateau is None:
         return lr
     return compiled.plateau.apply(lr, state.plateau.scale, jnp)
