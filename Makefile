@@ -12,6 +12,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch==2.13.0 is the CPU build already on these machines' disk; a bare "torch" would pull CUDA.
+# It goes first, so that ".[all]" (torch, keras, jax + optax, plot, train, dev) keeps it.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[all]"
@@ -30,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/torch_step.py
 	$(PY) bench/torch_compile.py
 	$(PY) bench/keras_fit.py
+	$(PY) bench/optax_step.py
 	$(PY) bench/train_overhead.py
 	$(PY) bench/find.py
 	bash bench/cli.sh

@@ -5,8 +5,8 @@
     >>> lrdsl.curve(e, 3).round(3).tolist()
     [0.0, 0.02, 0.04]
 
-The core imports neither torch, TensorFlow nor matplotlib; ``lrdsl.torch`` and
-``lrdsl.keras`` import their framework when used.
+The core imports neither torch, TensorFlow, JAX nor matplotlib; ``lrdsl.torch``,
+``lrdsl.keras`` and ``lrdsl.optax`` import their framework when used.
 """
 
 from lrdsl.catalogue import Primitive, primitives
@@ -32,8 +32,8 @@ __all__ += ["Plan", "plan"]
 
 
 def __getattr__(name):
-    """``lrdsl.torch`` / ``lrdsl.keras`` import their framework only when first used."""
-    if name in ("torch", "keras"):
+    """``lrdsl.torch`` / ``lrdsl.keras`` / ``lrdsl.optax`` import their framework only when first used."""
+    if name in ("torch", "keras", "optax"):
         import importlib
         return importlib.import_module(f"lrdsl.{name}")
     raise AttributeError(f"module 'lrdsl' has no attribute {name!r}")

@@ -156,7 +156,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      name="lrdsl_epoch")
 
     def __call__(self, step):
-        t = ops.cast(step, "float32") if self.tick == "step" else ops.convert_to_tensor(self._epoch)
+        step = ops.convert_to_tensor(step)
+        t = ops.cast(step, "float32") if self.tick == "step" else self._read(self._epoch, "epoch", step)
         # the optimizer asks for the LR before its update step: the targets of the same tick are
         # written here, inside the compiled step, so the update reads them (no retrace, no lag)
         for name, variable in self._driven.items():
@@ -164,11 +165,36 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         f = self.plan.values(t, ops)
         if self.plateau is None:
             return f
-        return self.plan.plateau.apply(f, ops.convert_to_tensor(self._scale), ops)
+        return self.plan.plateau.apply(f, self._read(self._scale, "scale", step), ops)
+
+    def _read(self, variable, name: str, step):
+        """The epoch or plateau scale in force when the step runs.
+
+        Keras on JAX hands a jitted train step only the model's and the optimizer's variables;
+        any other variable is frozen into the compiled step when it is traced.  These two
+        change between steps, and tracking them in the optimizer would change what its saved
+        variables are, so a traced step on JAX reads them from the host at run time.
+        """
+        if keras.backend.backend() != "jax":
+            return ops.convert_to_tensor(variable)
+        import jax
+        import numpy as np
+        from jax.experimental import io_callback
+
+        if not isinstance(step, jax.core.Tracer):  # evaluated now, not compiled
+            return ops.convert_to_tensor(variable)
+
+        def now():
+            return np.float32(self.epoch if name == "epoch" else self.plateau.scale)
+        return io_callback(now, jax.ShapeDtypeStruct((), np.float32))
 
     def drive(self, optimizer) -> None:
         """Put a variable in each target's place on ``optimizer`` for :meth:`__call__` to write."""
         self._driven = {}
+        if self.targets and keras.backend.backend() == "jax":
+            # a jitted JAX step is stateless: a variable written inside it is not carried out
+            raise LrdslError(f"scheduling {', '.join(self.targets)} needs the tensorflow or torch "
+                             f"Keras backend; on JAX use lrdsl.optax for the whole optimizer")
         for name, compiled in self.targets.items():
             attribute = _attribute(optimizer, name)
             current = getattr(optimizer, attribute)

@@ -38,6 +38,8 @@ class OptimizerConfig:
 @dataclass
 class BackendConfig:
     name: str = "torch"
+    #: backend=keras: Keras 3's own backend (tensorflow, jax or torch); null: $KERAS_BACKEND
+    keras_backend: Optional[str] = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ manifest in one file) trains exactly as the uninterrupted one.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,23 @@ from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, plot_curves, r
                                    resume_checkpoint)
 from lrdsl.train.config import tick_units
 from lrdsl.train.data import Dataset
+
+
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _use_keras_backend(name: str | None) -> None:
+    """``backend.keras_backend``: Keras reads KERAS_BACKEND once, at its first import."""
+    if name is None:
+        return
+    if name not in KERAS_BACKENDS:
+        raise LrdslError(f"config key backend.keras_backend={name!r} is not one of "
+                         f"{', '.join(KERAS_BACKENDS)}")
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != name:
+        raise LrdslError(f"backend.keras_backend={name}, but Keras is already running on "
+                         f"{keras.backend.backend()} in this process")
+    os.environ["KERAS_BACKEND"] = name
 
 
 def _select_device(device: str):
@@ -64,6 +82,7 @@ def build_optimizer(keras, cfg):
 
 
 def train(cfg, data: Dataset, out: Path) -> dict:
+    _use_keras_backend(cfg.backend.get("keras_backend"))
     import lrdsl.keras
 
     trainer = cfg.trainer

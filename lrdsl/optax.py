@@ -1,0 +1,220 @@
+"""JAX / optax backend: a pure schedule and a gradient transformation for any expression.
+
+    tx = optax.sgd(lrdsl.optax.schedule("warmup(5ep) >> cosine(0.1, 95ep)", steps_per_epoch=steps))
+
+    tx = optax.chain(optax.scale_by_adam(),
+                     lrdsl.optax.transform("warmup(500) >> cosine(1e-3, 9500) | plateau(val_loss, 0.5)"))
+    updates, state = tx.update(grads, state, params)                    # a plain step
+    updates, state = tx.update(grads, state, params, value=val_loss)    # the epoch's last step
+
+Both evaluate the plan's formulas (the catalogue's, written once) with ``jax.numpy`` as the
+array namespace, so they are pure and jittable and give the numbers of :func:`lrdsl.curve`:
+in float64 (``jax_enable_x64``) to 1e-12 relative, in float32 to LANGUAGE.md §5's tolerance.
+The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
+
+optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
+placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
+transformation's state and the step is ``-min(f(t), max(f(t)·s, min))``, LANGUAGE.md §4.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lrdsl.errors import LrdslError, MetricError
+from lrdsl.nodes import Expr
+from lrdsl.plan import Plan, plan
+from lrdsl.plateau import PlateauRule
+
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
+
+
+def _float_dtype():
+    """float64 when ``jax_enable_x64`` is on (decided at trace time), else float32."""
+    return jnp.result_type(float)
+
+
+@functools.lru_cache(maxsize=256)
+def _float32_complaint(compiled: Plan) -> str | None:
+    """What float32 cannot hold (it would compute inf or 0/0 from it); lrdsl.keras's rule."""
+    if compiled.range[1] > FLOAT32_MAX:
+        return f"reaches {compiled.range[1]:.3g}, beyond float32"
+    for number in compiled.constants():
+        if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
+            return f"the number {number:.3g} does not fit float32"
+    return None
+
+
+def _values(compiled: Plan, count):
+    """f(count) from an update count of any integer (or float) dtype, in the default float."""
+    dtype = _float_dtype()
+    if dtype == jnp.float32:
+        complaint = _float32_complaint(compiled)
+        if complaint:
+            raise LrdslError(f"{compiled.expr}: {complaint} (JAX computes in float32 unless "
+                             f"jax_enable_x64 is on)", expr=str(compiled.expr))
+    return compiled.values(jnp.asarray(count).astype(dtype), jnp)
+
+
+def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
+             total: float | None = None) -> Callable[[Any], jax.Array]:
+    """An optax schedule ``count -> lr`` for a time schedule: pure and jittable.
+
+    ``lr(count) = f(count)``, the plan's formulas evaluated with ``jax.numpy`` at the tick
+    ``count`` (optax's update counter).  ``steps_per_epoch`` converts ``ep`` durations (a
+    tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
+    schedule: ``optax.sgd(schedule(...))``, ``optax.inject_hyperparams(optax.adam)(
+    learning_rate=schedule(...))``.
+
+    A ``| plateau`` needs metric reports, which a schedule never sees: use :func:`transform`.
+
+    >>> import jax.numpy as jnp
+    >>> lr = schedule("warmup(2) >> 0.1")
+    >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
+    [0.0, 0.05, 0.1, 0.1]
+    """
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    if compiled.plateau is not None:
+        raise LrdslError(f"{compiled.expr}: a plateau reacts to metric reports, which an optax "
+                         f"schedule never sees; use lrdsl.optax.transform(expr) and pass "
+                         f"update(..., value=metric)", expr=str(compiled.expr))
+
+    def lrdsl_schedule(count):
+        return _values(compiled, count)
+
+    lrdsl_schedule.expr = compiled.expr  # the canonical expression, for logs
+    return lrdsl_schedule
+
+
+class PlateauArrays(NamedTuple):
+    """The plateau's state as arrays (the fields of :class:`lrdsl.plateau.PlateauState`)."""
+
+    scale: jax.Array
+    best: jax.Array
+    bad: jax.Array
+    cooldown_left: jax.Array
+
+
+class TransformState(NamedTuple):
+    """``count``: the tick (updates so far, int32); ``plateau``: None without ``| plateau``."""
+
+    count: jax.Array
+    plateau: PlateauArrays | None
+
+
+def plateau_init(rule: PlateauRule) -> PlateauArrays:
+    """Scale 1, no best yet (±inf), no bad reports, no cooldown."""
+    dtype = _float_dtype()
+    return PlateauArrays(scale=jnp.ones([], dtype),
+                         best=jnp.asarray(jnp.inf if rule.minimize else -jnp.inf, dtype),
+                         bad=jnp.zeros([], jnp.int32), cooldown_left=jnp.zeros([], jnp.int32))
+
+
+def plateau_report(rule: PlateauRule, state: PlateauArrays, value) -> PlateauArrays:
+    """One report of the monitored ``value``: :meth:`PlateauState.report_value` with jnp.where.
+
+    Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
+    above it for max; NaN never does).  A bad report during cooldown does not count; more
+    than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
+    """
+    value = jnp.asarray(value, state.best.dtype)
+    bar = state.best * rule.bar_scale + rule.bar_shift
+    improved = value < bar if rule.minimize else value > bar
+    best = jnp.where(improved, value, state.best)
+    bad = jnp.where(improved, 0, state.bad + 1)
+    cooling = state.cooldown_left > 0
+    cooldown_left = jnp.where(cooling, state.cooldown_left - 1, state.cooldown_left)
+    bad = jnp.where(cooling, 0, bad)
+    reduce = bad > rule.patience
+    return PlateauArrays(scale=jnp.where(reduce, state.scale * rule.factor, state.scale),
+                         best=best, bad=jnp.where(reduce, 0, bad).astype(jnp.int32),
+                         cooldown_left=jnp.where(reduce, rule.cooldown, cooldown_left).astype(jnp.int32))
+
+
+def _monitored(rule: PlateauRule, value):
+    """The reported value as a scalar: a number, a 0-d array, or a mapping holding the monitor."""
+    if isinstance(value, Mapping):
+        value = rule.monitored(value, "value")
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):
+        raise MetricError(f"plateau: the value reported for '{rule.monitor}' is not a number: "
+                          f"{value!r}") from None
+    if array.shape != () or not (jnp.issubdtype(array.dtype, jnp.floating)
+                                 or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise MetricError(f"plateau: the value reported for '{rule.monitor}' must be one real "
+                          f"number, got an array of shape {array.shape} and dtype {array.dtype}")
+    return array
+
+
+def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
+              total: float | None = None) -> optax.GradientTransformationExtraArgs:
+    """Scale updates by ``-lr(t)``: the step of any expression, ``| plateau`` included.
+
+    Put it after a unit-learning-rate optimizer:
+    ``optax.chain(optax.scale_by_adam(), transform(expr))`` is ``optax.adam(lr)``.
+
+    The state (:class:`TransformState`) holds the tick ``t`` (updates so far) and, for
+    ``| plateau``, the plateau's scale, best, bad-report count and cooldown counter.
+    ``update(updates, state, params, value=metric)`` reports ``metric`` (the monitor's value,
+    or a mapping holding it) to the plateau *after* this update's step, so the report acts
+    from the next update on — the report at the end of an epoch in LANGUAGE.md §4; without
+    ``value`` nothing is reported.  Inside one compiled loop, ``report=flag`` (a traced bool)
+    decides at run time: ``update(..., value=loss, report=step % 100 == 99)``.  The step at
+    tick t is ``-min(f(t), max(f(t)·s, min))`` (``-f(t)`` without a plateau).  Pure and
+    jittable; the count saturates at int32's max.
+
+    >>> import jax.numpy as jnp
+    >>> tx = transform("0.1 | plateau(loss, 0.5, patience=0)")
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for report in ({"value": 1.0}, {"value": 1.0}, {}):  # best 1, then no improvement
+    ...     updates, state = tx.update(jnp.ones(1), state, **report)
+    ...     print(round(-float(updates[0]), 6))
+    0.1
+    0.1
+    0.05
+    """
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    rule = compiled.plateau
+
+    def init(params) -> TransformState:
+        del params
+        return TransformState(jnp.zeros([], jnp.int32),
+                              plateau_init(rule) if rule is not None else None)
+
+    def update(updates, state: TransformState, params=None, *, value=None, report=True,
+               **extra_args):
+        del params, extra_args
+        lr = _values(compiled, state.count)
+        plateau = state.plateau
+        if plateau is not None:
+            lr = rule.apply(lr, plateau.scale, jnp)
+            if value is not None and report is not False:
+                reported = plateau_report(rule, plateau, _monitored(rule, value))
+                plateau = reported if report is True else jax.tree.map(
+                    lambda new, old: jnp.where(report, new, old), reported, plateau)
+        updates = jax.tree.map(lambda g: (-lr).astype(g.dtype) * g, updates)
+        return updates, TransformState(optax.safe_increment(state.count), plateau)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: float | None = None,
+          total: float | None = None) -> jax.Array:
+    """The learning rate the next update of :func:`transform` will use, from its state."""
+    if not isinstance(state, TransformState):
+        raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
+                         f"got {type(state).__name__}; in a chain, pick it out: state[i]")
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    lr = _values(compiled, state.count)
+    if compiled.plateau is None or state.plateau is None:
+        return lr
+    return compiled.plateau.apply(lr, state.plateau.scale, jnp)
