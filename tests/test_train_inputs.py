@@ -305,4 +305,4 @@ def test_keras_model_checkpoint_saves_the_reported_plateau_state_in_any_order(tm
         saved = keras.models.load_model(tmp_path / f"m-{epoch}.keras").optimizer._learning_rate
         assert isinstance(saved, lrdsl.keras.Schedule)
         assert saved.lr_at(0) == pytest.approx(expected, rel=1e-12), epoch
-    np.testing.assert_allclose(history.history["lr"], ran_at, rtol=1e-12)
+    np.testing.assert_allclose(history.history["learning_rate"], ran_at, rtol=1e-12)
