@@ -70,7 +70,7 @@ def yaml_files(paths) -> Iterator[Path | Problem]:
         if not os.path.isdir(path):  # unlike Path.is_dir, False for a name too long or with a NUL
             yield path
             continue
-        found, unlisted = False, []
+        found, unlisted = False, []  # type: bool, list[OSError]
         for root, dirs, files in os.walk(path, onerror=unlisted.append):
             dirs.sort()
             for name in sorted(files):

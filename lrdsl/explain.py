@@ -107,7 +107,8 @@ def to_json(expr) -> object:
     if isinstance(expr, Repeat):
         return {"repeat": to_json(expr.schedule), "n": expr.n}
     if isinstance(expr, Plateau):
-        return {"schedule": to_json(expr.schedule), "plateau": to_json(expr.options)["args"]}
+        return {"schedule": to_json(expr.schedule),
+                "plateau": {k: to_json(v) for k, v in expr.options.arguments.items()}}
     if isinstance(expr, tuple):
         return [to_json(v) for v in expr]
     if isinstance(expr, (bool, int, float, str)) or expr is None:

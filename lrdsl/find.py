@@ -28,6 +28,8 @@ Either is None when the window holds fewer than 3 points or the loss never falls
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import csv
 import math
 import shlex
@@ -261,11 +263,11 @@ class FindResult:
             return float(self.lrs[min(int(step), n - 1)])
 
         marks = sorted({i for i in (self.suggestion_index, self.valley_index) if i is not None})
-        return render(loss_at, max(n, 2), width=width, height=height, boundaries=marks,
+        return render(loss_at, max(n, 2), width=width, height=height, boundaries=[float(m) for m in marks],
                       x_name="lr", x_value=lr_at)
 
     # --- what to do next ---------------------------------------------------------------------
-    def summary(self, train_args: list[str] = ()) -> list[str]:
+    def summary(self, train_args: Sequence[str] = ()) -> list[str]:
         """Lines telling what the test found and a ready ``lrdsl train`` command per suggestion."""
         n = len(self.lrs)
         lines = []
@@ -294,7 +296,7 @@ def peak(lr: float) -> str:
     return format_number(float(f"{lr:.3g}"))
 
 
-def train_command(lr: float, train_args: list[str] = ()) -> str:
+def train_command(lr: float, train_args: Sequence[str] = ()) -> str:
     """``lrdsl train [args] 'schedule.expr="warmup(5%) >> cosine(<lr>, 95%)"'``."""
     expr = TRAIN_EXPR.format(lr=peak(lr))
     return shlex.join(["lrdsl", "train", *train_args, f'schedule.expr="{expr}"'])

@@ -244,7 +244,10 @@ class Sequence(Expr):
     def _check_neighbours(self, i: int) -> None:
         parts = self.parts
         part = parts[i]
-        placement = part.placement if isinstance(part, Call) else ""
+        if not isinstance(part, Call) or not part.placement:
+            check_operand(part, "in a sequence")
+            return
+        placement = part.placement
         if placement == "before":
             if i == len(parts) - 1:
                 check_operand(part, "at the end of a sequence")
@@ -260,8 +263,6 @@ class Sequence(Expr):
             if isinstance(previous, Call) and previous.placement == "after":
                 raise ArgumentError(f"{previous} >> {part}: a {part.name} cannot follow "
                                     f"another {previous.name}")
-        else:
-            check_operand(part, "in a sequence")
 
     @property
     def stretching(self) -> list[int]:

@@ -90,7 +90,7 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     def lrdsl_schedule(count):
         return _values(compiled, count)
 
-    lrdsl_schedule.expr = compiled.expr  # the canonical expression, for logs
+    lrdsl_schedule.expr = compiled.expr  # type: ignore[attr-defined]  # the canonical expression, for logs
     return lrdsl_schedule
 
 
@@ -106,7 +106,7 @@ class PlateauArrays(NamedTuple):
 class TransformState(NamedTuple):
     """``count``: the tick (updates so far, int32); ``plateau``: None without ``| plateau``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's states name their tick count too
     plateau: PlateauArrays | None
 
 
@@ -195,7 +195,7 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
         del params, extra_args
         lr = _values(compiled, state.count)
         plateau = state.plateau
-        if plateau is not None:
+        if plateau is not None and rule is not None:
             lr = rule.apply(lr, plateau.scale, jnp)
             if value is not None and report is not False:
                 reported = plateau_report(rule, plateau, _monitored(rule, value))

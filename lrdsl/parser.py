@@ -158,7 +158,8 @@ def _schedule(value, where: str) -> Expr:
 
 
 def _call(name: str, args: list) -> Expr:
-    positional, keywords = [], []
+    positional: list = []
+    keywords: list[tuple[str, object]] = []
     for arg in args:
         if isinstance(arg, _Keyword):
             keywords.append((arg.name, arg.value))
@@ -278,15 +279,16 @@ def _hint(text: str, error) -> str:
 def _syntax_error(text: str, error) -> LrdslSyntaxError:
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
+    expected: set[str]
     if isinstance(error, UnexpectedCharacters):
-        expected = error.allowed or set()
+        expected = set(error.allowed or ())
         line, column = error.line, error.column
-        found = f"'{text[error.pos_in_stream]}'"
+        found = f"'{text[error.pos_in_stream or 0]}'"
     else:
-        expected = error.expected if isinstance(error, (UnexpectedToken, UnexpectedEOF)) else set()
+        expected = set(error.expected) if isinstance(error, (UnexpectedToken, UnexpectedEOF)) else set()
         token = getattr(error, "token", None)
         at_end = isinstance(error, UnexpectedEOF) or token is None or token.type == "$END"
-        if at_end:
+        if at_end or token is None:
             lines = text.split("\n")
             line, column = len(lines), len(lines[-1]) + 1
             found = "end of expression"

@@ -283,7 +283,7 @@ def _timed_sequence(node: Sequence, units: Units) -> TimedSequence:
         durations[i] = units.total - rest
         parts[i] = TimedSlice(parts[i], 0.0, durations[i])
     for i, part in enumerate(node.parts):
-        if parts[i] is not None:
+        if parts[i] is not None or not isinstance(part, Call):
             continue
         if part.placement == "before":
             anchor = float(parts[i + 1].values(0.0, floats))

@@ -80,6 +80,14 @@ def _slot(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[
     return None
 
 
+def _accessors(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[dict, float], None]]:
+    """(read, write) of a target the group is known to have (checked when the plans are made)."""
+    accessors = _slot(target, group)
+    if accessors is None:
+        raise LrdslError(f"param group has no {target}")
+    return accessors
+
+
 class _Slot:
     """One target of one param group: its plan, evaluated CHUNK ticks at a time in float64,
     the group's ratio, the plateau (LR only) and how the value is written."""
@@ -89,7 +97,8 @@ class _Slot:
     def __init__(self, index: int, compiled: Plan, scale: float, plateau: PlateauState | None,
                  write: Callable[[dict, float], None]):
         self.index, self.plan, self.scale, self.plateau, self.write = index, compiled, scale, plateau, write
-        self.start, self.values = -CHUNK, []
+        self.start = -CHUNK
+        self.values: list[float] = []
 
     def at(self, tick: int) -> float:
         """The value at ``tick``: f(tick), lowered by the plateau, times the group's ratio."""
@@ -168,7 +177,7 @@ class Scheduler(LRScheduler):
             key = f"initial_{target}"
             for i, group in enumerate(optimizer.param_groups):
                 if last_epoch == -1:
-                    group.setdefault(key, _slot(target, group)[0](group))
+                    group.setdefault(key, _accessors(target, group)[0](group))
                 elif key not in group:
                     raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved '{key}' in "
                                      f"param group {i}: load the optimizer's state first")
@@ -177,7 +186,7 @@ class Scheduler(LRScheduler):
         """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
         groups = self.optimizer.param_groups
         plateaus: dict[str, PlateauState] = getattr(self, "_plateaus", {})
-        self._plateaus = {}
+        self._plateaus: dict[str, PlateauState] = {}
         self._slots: dict[str, list[_Slot]] = {}
         for target, per_group in self._plans.items():
             initial = [float(b) for b in self.base_lrs] if target == "lr" else \
@@ -193,7 +202,7 @@ class Scheduler(LRScheduler):
                     raise LrdslError(f"param group {_group_name(group, i)}: {target} would reach "
                                      f"{compiled.range[1] * scale:.4g} (from {compiled.expr}, ×{scale:g} "
                                      f"for the group's ratio); it must stay below 1")
-                slots.append(_Slot(i, compiled, scale, state, _slot(target, group)[1]))
+                slots.append(_Slot(i, compiled, scale, state, _accessors(target, group)[1]))
             self._slots[target] = slots
         self._lr_slots = self._slots["lr"]
         self._plateau = next(iter(self._plateaus.values())) if len(self._plateaus) == 1 else None
@@ -204,7 +213,8 @@ class Scheduler(LRScheduler):
         self.step()
 
     # --- the scheduler protocol ------------------------------------------------------------------
-    def step(self, metrics: float | Mapping[str, Any] | None = None, epoch: None = None) -> None:
+    def step(self, metrics: float | Mapping[str, Any] | None = None,  # type: ignore[override]
+             epoch: None = None) -> None:  # as ReduceLROnPlateau.step(metrics); step(epoch) is deprecated
         """Advance one tick; with ``metrics`` (the monitor's value, or a dict) report first."""
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
@@ -224,7 +234,7 @@ class Scheduler(LRScheduler):
             _set_lr(groups[0], value)
             self._last_lr = [value]
             return
-        lrs = []
+        lrs: list[float | torch.Tensor] = []  # the type torch gives _last_lr; ours holds floats
         for slot in self._lr_slots:
             value = slot.at(tick)
             _set_lr(groups[slot.index], value)
@@ -269,13 +279,13 @@ class Scheduler(LRScheduler):
         """The learning rate of group 0 at ``tick`` under the current plateau state."""
         return self._lr_slots[0].at(tick)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float]:  # type: ignore[override]  # floats, also for tensor lrs
         """The groups' learning rates at the current tick, in closed form."""
         return [slot.at(self.last_epoch) for slot in self._slots["lr"]]
 
-    def get_last_lr(self) -> list[float]:
+    def get_last_lr(self) -> list[float]:  # type: ignore[override]
         """The groups' learning rates at the current tick (floats, also for tensor lrs)."""
-        return list(self._last_lr)
+        return [float(lr) for lr in self._last_lr]
 
     def get_last(self, target: str) -> list[float]:
         """The groups' values of ``target`` ('lr', 'momentum', 'beta2', 'weight_decay') now."""
