@@ -97,7 +97,7 @@ class Schedule(Callback):
         if self._pending is not None:
             state, self._pending = self._pending, None
             resume(self.scheduler, state, "lrdsl.lightning.Schedule",
-                     "max_epochs/max_steps, limit_train_batches, accumulate_grad_batches")
+                   "max_epochs/max_steps, limit_train_batches, accumulate_grad_batches")
 
     # --- plateau reports -------------------------------------------------------------------------
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -115,18 +115,16 @@ class Schedule(Callback):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = self.scheduler.state_dict() if self.scheduler is not None else self._pending
+        state = self._pending if self._pending is not None or self.scheduler is None \
+            else self.scheduler.state_dict()
         return {} if state is None else {"scheduler": state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
         # the checkpoint is restored before on_fit_start builds the scheduler (Lightning restores
-        # callbacks first, then sets up the optimizers): keep the state until then
-        if self.scheduler is None:
-            self._pending = state_dict["scheduler"]
-        else:
-            self.scheduler.load_state_dict(state_dict["scheduler"])
+        # callbacks first, then sets up the optimizers; each fit builds a new one): keep it until then
+        self._pending = state_dict["scheduler"]
 
 
 def _units(trainer: "pl.Trainer") -> tuple[float | None, float | None]:
