@@ -12,7 +12,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch==2.13.0 is the CPU build already on these machines' disk; a bare "torch" would pull CUDA.
-# It goes first, so that ".[all]" (torch, keras, jax + optax, plot, train, dev) keeps it.
+# It goes first, so that ".[all]" (torch, keras, jax + optax, plot, train, lightning, hf, dev) keeps it.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[all]"

@@ -6,7 +6,7 @@
     [0.0, 0.02, 0.04]
 
 The core imports neither torch, TensorFlow, JAX nor matplotlib; ``lrdsl.torch``,
-``lrdsl.keras`` and ``lrdsl.optax`` import their framework when used.
+``lrdsl.keras``, ``lrdsl.optax``, ``lrdsl.lightning`` and ``lrdsl.hf`` import their framework when used.
 """
 
 from lrdsl.catalogue import Primitive, primitives
@@ -32,8 +32,8 @@ __all__ += ["Plan", "plan"]
 
 
 def __getattr__(name):
-    """``lrdsl.torch`` / ``lrdsl.keras`` / ``lrdsl.optax`` import their framework only when first used."""
-    if name in ("torch", "keras", "optax"):
+    """``lrdsl.torch`` / ``keras`` / ``optax`` / ``lightning`` / ``hf`` import their framework only when first used."""
+    if name in ("torch", "keras", "optax", "lightning", "hf"):
         import importlib
         return importlib.import_module(f"lrdsl.{name}")
     raise AttributeError(f"module 'lrdsl' has no attribute {name!r}")

@@ -184,7 +184,7 @@ def test_long_and_deep_inputs_never_overflow_the_stack():
 
 def test_import_lrdsl_leaves_the_frameworks_out():
     code = ("import sys, lrdsl; lrdsl.curve(lrdsl.parse('warmup(5) >> cosine(0.1, 100)'), 10); "
-            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'jax') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib', 'jax', 'lightning', 'transformers') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,42 @@
+"""What lrdsl.lightning and lrdsl.hf share; imports no framework beyond lrdsl.torch's types."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from lrdsl.errors import LrdslError
+from lrdsl.nodes import Plateau
+from lrdsl.parser import parse
+from lrdsl.plateau import PlateauRule
+
+
+def monitors_of(specs: Iterable) -> tuple[str, ...]:
+    """The plateau monitors of the targets' specs (text, Expr, or a mapping of them), in order.
+
+    Parsing here makes a bad expression fail when the callback is built; units (``%``, ``ep``)
+    are resolved later, when the trainer knows the run's length.
+    """
+    monitors: list[str] = []
+    for spec in specs:
+        for text in (spec.values() if isinstance(spec, Mapping) else [spec]):
+            expr = parse(text)
+            if isinstance(expr, Plateau):
+                monitor = PlateauRule.from_call(expr.options).monitor
+                if monitor not in monitors:
+                    monitors.append(monitor)
+    return tuple(monitors)
+
+
+def resume(sched, state: Mapping, who: str, settings: str) -> None:
+    """``sched.load_state_dict(state)``, refusing a state of other expressions or another run
+    length with an error that names what changed and the trainer settings behind it."""
+    if isinstance(state, Mapping):
+        now = sched.state_dict()
+        changed = [f"{key} {state[key]!r} -> {now[key]!r}"
+                   for key in ("expr", "targets", "steps_per_epoch", "total")
+                   if key in state and state[key] != now[key]]
+        if changed:
+            raise LrdslError(f"{who} cannot resume this checkpoint, its schedule differs: "
+                             f"{'; '.join(changed)}. Resume with the same expressions and the same "
+                             f"run length ({settings})")
+    sched.load_state_dict(state)

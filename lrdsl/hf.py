@@ -1,0 +1,163 @@
+"""Hugging Face ``transformers.Trainer``: a callback that makes the Trainer follow an expression.
+
+    trainer = transformers.Trainer(model, args, train_dataset=..., eval_dataset=..., callbacks=[
+        lrdsl.hf.Schedule("warmup(5%) >> cosine(3e-4, 95%) | plateau(eval_loss, 0.5)")])
+    trainer.train()                      # whatever args.lr_scheduler_type says
+
+The tick is the optimizer step (``state.global_step``): tick k's values are in force during
+optimizer step k (0-based), and the ``learning_rate`` the Trainer logs at step k+1 (it reads it
+before the scheduler steps) is ``lrdsl.curve(expr, n, steps_per_epoch=E, total=T)[k]`` with
+
+- ``T = state.max_steps``, the run's optimizer steps (``max_steps``, or ``num_train_epochs``
+  times E), for ``%``;
+- ``E = ceil(len(train_dataloader) / gradient_accumulation_steps)``, the Trainer's own count of
+  update steps per epoch, for ``ep``.
+
+How: the Trainer creates its scheduler (``create_scheduler``, from ``lr_scheduler_type``) and,
+on resume, loads ``scheduler.pt`` into it before any callback runs.  At ``on_train_begin`` this
+callback builds a :class:`lrdsl.torch.Scheduler` on the Trainer's optimizer and takes the
+Trainer's scheduler object over: its ``step`` does nothing, its ``get_last_lr`` (what the
+Trainer logs as ``learning_rate``) and ``state_dict`` are lrdsl's.  The lrdsl scheduler steps
+in ``on_step_end``, once per optimizer step (so gradient accumulation counts optimizer steps).
+A plateau's monitor is looked up in each evaluation's metrics under its own name or with HF's
+``eval_`` prefix and reported at once (an ``eval_on_start`` evaluation is not a report).
+
+State: ``scheduler.pt`` holds lrdsl's state (the canonical expressions, the tick, the plateau
+state) beside an empty ``lr_lambdas``, so the Trainer's own ``load_state_dict`` on a fresh
+``LambdaLR`` (or ``ReduceLROnPlateau``, or any torch scheduler) keeps it as an attribute, where
+``on_train_begin`` picks it up: ``train(resume_from_checkpoint=...)`` with the Trainer's default
+settings continues with exactly the uninterrupted LR sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from transformers import TrainerCallback
+
+from lrdsl.errors import LrdslError, MetricError
+from lrdsl._trainers import monitors_of, resume
+from lrdsl.torch import Scheduler, Spec, scheduler
+
+__all__ = ["Schedule", "STATE_KEY"]
+
+log = logging.getLogger("lrdsl")
+
+#: the key of lrdsl's state in ``scheduler.pt`` and, after a load, on the Trainer's scheduler
+STATE_KEY = "lrdsl_schedule"
+
+
+def _no_step(*args: Any, **kwargs: Any) -> None:
+    """The Trainer's scheduler steps no more: lrdsl's scheduler owns the LR."""
+
+
+class Schedule(TrainerCallback):
+    """A ``transformers.TrainerCallback`` driving the Trainer's optimizer by lrdsl expressions.
+
+    Args:
+        expr: the LR: expression text, :class:`lrdsl.Expr`, or a mapping from param-group index
+            to an expression (``"*"`` for the rest), as in :func:`lrdsl.torch.scheduler`.
+        momentum, beta2, weight_decay: optional expressions for those hyperparameters (AdamW's
+            ``betas[0]``, ``betas[1]``, ``weight_decay``), as in :func:`lrdsl.torch.scheduler`.
+            The Trainer puts biases and norms in a group with weight decay 0, which stays 0
+            (groups keep their ratios) as long as ``TrainingArguments.weight_decay`` is nonzero.
+
+    During ``train()``, ``self.scheduler`` is the :class:`lrdsl.torch.Scheduler` in use.
+    """
+
+    def __init__(self, expr: Spec, *, momentum: Spec | None = None, beta2: Spec | None = None,
+                 weight_decay: Spec | None = None):
+        specs = {"expr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
+        self._specs = {key: spec for key, spec in specs.items() if spec is not None}
+        #: the metrics a plateau reads from each evaluation
+        self.monitors: tuple[str, ...] = monitors_of(self._specs.values())
+        self.scheduler: Scheduler | None = None
+        self._training = False  # between on_train_begin and on_train_end
+        self._stepped = False  # an optimizer step was taken in this train() call
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None,
+                       train_dataloader=None, **kwargs):
+        if optimizer is None or lr_scheduler is None:
+            raise LrdslError("lrdsl.hf.Schedule needs the Trainer's optimizer and lr_scheduler at "
+                             "on_train_begin (got none: is it a transformers.Trainer?)")
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+        total, per_epoch = _units(args, state, train_dataloader)
+        try:
+            sched = scheduler(optimizer, self._specs["expr"],
+                              **{k: v for k, v in self._specs.items() if k != "expr"},
+                              steps_per_epoch=per_epoch, total=total)
+        except LrdslError as error:
+            raise type(error)(f"{error} (lrdsl.hf.Schedule: total={total} optimizer steps, "
+                              f"steps_per_epoch={per_epoch})") from None
+        saved = lr_scheduler.__dict__.pop(STATE_KEY, None)
+        _take_over(lr_scheduler, sched, len(optimizer.param_groups))
+        if saved is not None:
+            resume(sched, saved, "lrdsl.hf.Schedule",
+                   "num_train_epochs/max_steps, gradient_accumulation_steps, the batch size")
+        elif state.global_step > 0:
+            # a checkpoint without lrdsl's state (another scheduler's scheduler.pt): the time
+            # schedule resumes at the Trainer's step, the plateau starts fresh
+            log.warning("lrdsl.hf.Schedule: the checkpoint holds no lrdsl state; continuing at "
+                        "step %d with a fresh plateau", state.global_step)
+            now = sched.state_dict()
+            sched.load_state_dict({**now, "last_epoch": state.global_step,
+                                   "_step_count": state.global_step + 1})
+        self.scheduler = sched
+        self._training, self._stepped = True, False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._training:
+            self.scheduler.step()
+            self._stepped = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not (self._training and self._stepped and self.monitors):
+            return  # after train(), before the first step (eval_on_start), or no plateau
+        metrics = metrics or {}
+        report = {}
+        for monitor in self.monitors:
+            key = monitor if monitor in metrics else f"eval_{monitor}"
+            if key not in metrics:
+                present = ", ".join(sorted(metrics)) or "nothing"
+                raise MetricError(f"plateau monitors '{monitor}', but the evaluation's metrics hold "
+                                  f"only: {present} (looked for '{monitor}' and 'eval_{monitor}')")
+            report[monitor] = float(metrics[key])
+        self.scheduler.report(report)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
+
+
+def _take_over(hf_scheduler, sched: Scheduler, groups: int) -> None:
+    """Make the Trainer's scheduler object a front for ``sched`` (instance attributes win over
+    its class's methods): the Trainer's calls to step, get_last_lr and state_dict reach lrdsl."""
+    hf_scheduler.step = _no_step
+    hf_scheduler.get_last_lr = sched.get_last_lr
+
+    def state_dict() -> dict:
+        # lr_lambdas: what LambdaLR.load_state_dict pops before it updates its __dict__
+        return {STATE_KEY: sched.state_dict(), "lr_lambdas": [None] * groups}
+
+    def load_state_dict(state: Mapping) -> None:
+        # the Trainer loads scheduler.pt before on_train_begin: keep it for then, as an
+        # unpatched torch scheduler's load_state_dict would
+        hf_scheduler.__dict__[STATE_KEY] = state[STATE_KEY]
+
+    hf_scheduler.state_dict = state_dict
+    hf_scheduler.load_state_dict = load_state_dict
+
+
+def _units(args, state, train_dataloader) -> tuple[float | None, float | None]:
+    """(total optimizer steps, optimizer steps per epoch), as the Trainer counts them."""
+    total = state.max_steps if state.max_steps and state.max_steps > 0 else None
+    per_epoch = None
+    try:
+        batches = len(train_dataloader)
+    except TypeError:  # an iterable dataset: no epochs to count (max_steps is required then)
+        batches = None
+    if batches:
+        accumulation = args.gradient_accumulation_steps
+        per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+    return total, per_epoch
+
