@@ -12,10 +12,11 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch==2.13.0 is the CPU build already on these machines' disk; a bare "torch" would pull CUDA.
-# It goes first, so that ".[all]" (torch, keras, jax + optax, plot, train, lightning, hf, dev) keeps it.
+# It goes first, so that ".[all,dev]" (torch, keras, jax + optax, plot, train, lightning, hf; the
+# test tools) keeps it.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
