@@ -47,9 +47,13 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
 
     fig = figure(expr, ticks=ticks, steps_per_epoch=steps_per_epoch, total=total, metrics=metrics,
                  report_every=report_every, log=log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    except OSError as error:  # a parent that is a file, no permission, a full disk
+        raise LrdslError(f"cannot write {path} ({type(error).__name__}: {error.strerror or error})") from None
+    finally:
+        plt.close(fig)
     return path
 
 
