@@ -135,8 +135,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     try:
         schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units, **extra)
     except TypeError as error:
-        raise LrdslError(f"this lrdsl.keras cannot schedule {', '.join(extra)} ({error}); "
-                         f"use backend=torch") from None
+        raise LrdslError(f"this lrdsl.keras.callback does not take {', '.join(extra)} ({error}); "
+                         f"use backend=torch for schedule targets and trainer.rebase") from None
     log = RunLog(out, append=checkpoint is not None, targets=tuple(targets))
 
     class Ticks(keras.callbacks.Callback):
