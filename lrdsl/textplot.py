@@ -59,19 +59,23 @@ def sample(index: int, cells: int = 4) -> str:
 
 def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height: int = 16,
            boundaries: list[float] = (), log: bool = False,
-           steps_per_epoch: float | None = None) -> str:
+           steps_per_epoch: float | None = None, x_name: str = "tick",
+           x_value: Callable[[float], float] | None = None) -> str:
     """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters.
 
     ``lr`` is called once per dot column (2 per character), never once per tick, so the cost
     does not grow with ``ticks``; values at float64's extremes are scaled without overflow.
+    ``x_value`` maps a tick to the number its x-axis label shows (named ``x_name``), e.g. the
+    LR of an LR range test's step; the axis then ends at the last tick drawn, ``ticks − 1``.
     """
     return render_many([(None, lr)], ticks, width=width, height=height, boundaries=boundaries,
-                       log=log, steps_per_epoch=steps_per_epoch)
+                       log=log, steps_per_epoch=steps_per_epoch, x_name=x_name, x_value=x_value)
 
 
 def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks: int, *,
                 width: int = 80, height: int = 16, boundaries: list[float] = (), log: bool = False,
-                steps_per_epoch: float | None = None, color: bool = False) -> str:
+                steps_per_epoch: float | None = None, color: bool = False, x_name: str = "tick",
+                x_value: Callable[[float], float] | None = None) -> str:
     """Several curves ``(label, lr)`` overlaid on one y scale, as :func:`render` draws one.
 
     Series k is drawn in ``PATTERNS[k]`` (the first solid, then dotted, sparse, dashed), so
@@ -148,9 +152,13 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
         axis[c] = "┴"
     lines.append(" " * label_width + " └" + "".join(axis))
     pad = label_width + 2
-    marks = [(0, "0"), (columns - 1, format_number(ticks))]
-    marks += [(c, _label(b)) for c, b in zip(boundary_columns, boundaries)]
-    lines.append(" " * pad + _axis_line(columns, marks) + "  tick")
+    if x_value is None:
+        marks = [(0, "0"), (columns - 1, format_number(ticks))]
+        marks += [(c, _label(b)) for c, b in zip(boundary_columns, boundaries)]
+    else:
+        marks = [(c, _label(x_value(b))) for c, b in ((0, 0), (columns - 1, ticks - 1),
+                                                       *zip(boundary_columns, boundaries))]
+    lines.append(" " * pad + _axis_line(columns, marks) + f"  {x_name}")
     if steps_per_epoch:
         epoch_marks = [(0, "0"), (columns - 1, _label(ticks / steps_per_epoch))]
         epoch_marks += [(c, _label(b / steps_per_epoch)) for c, b in zip(boundary_columns, boundaries)]

@@ -140,8 +140,9 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     log = RunLog(out, append=checkpoint is not None, targets=tuple(targets))
 
     class Ticks(keras.callbacks.Callback):
-        """lr.csv: each tick's values, read before its batch and after the schedule callback has
-        set them (it is listed after it); on a rebased resume, the switch's lines, once."""
+        """lr.csv: each tick's values, read before its batch and after the schedule callback's
+        batch and epoch starts (it is listed after it); on a rebased resume, the switch's lines,
+        once."""
 
         def __init__(self, rebased: bool):
             super().__init__()
@@ -151,7 +152,12 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             if per_step or batch == 0:
                 optimizer = self.model.optimizer
                 tick = int(keras.ops.convert_to_numpy(optimizer.iterations)) if per_step else recorder.epoch
-                values = [optimizer_value(keras, optimizer, t) for t in ("lr", *targets)]
+                # the callback's schedule writes a target inside the compiled step, when the step
+                # asks for the LR: read now, the optimizer still holds the previous tick's value
+                schedule = getattr(schedule_cb, "schedule", None)
+                values = [optimizer_value(keras, optimizer, "lr")] + [
+                    float(schedule.target_at(t, tick)) if hasattr(schedule, "target_at")
+                    else optimizer_value(keras, optimizer, t) for t in targets]
                 log.tick(tick, *values)
                 if self.rebased:
                     self.rebased = False
