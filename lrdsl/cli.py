@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -73,40 +74,75 @@ def _add_units(parser: argparse.ArgumentParser) -> None:
                         help="simulated plateau reports, one per epoch")
 
 
+#: a --plot value that names a file: a path ending in a suffix like .png (an expression never
+#: does); a wrong suffix (.jpg) is a file too, refused by lrdsl.plot with the suffixes it takes
+_FILE = re.compile(r"[^()\s]*\.[A-Za-z][A-Za-z0-9]{0,4}")
+
+
+def _plot_request(args) -> tuple[list[str], str | None]:
+    """(the expressions, where to plot: None, "-" for the terminal, or a file).
+
+    ``--plot`` may be given bare (terminal), with a FILE, or with an expression (then the plot
+    is in the terminal): ``lrdsl parse --plot "a" "b"``, ``--plot out.png "a" "b"`` and
+    ``--plot "a" --plot "b"`` all overlay a and b; expressions after --plot come first.
+    """
+    exprs = [item for item in (args.plot or []) if item != "-" and not _FILE.fullmatch(item)]
+    files = [item for item in (args.plot or []) if item != "-" and _FILE.fullmatch(item)]
+    if len(files) > 1:
+        raise LrdslError(f"--plot takes one FILE, got {', '.join(map(repr, files))}")
+    plot = files[0] if files else ("-" if args.plot else None)
+    return exprs + list(args.expr), plot
+
+
 def cmd_parse(args) -> int:
     from lrdsl.explain import default_ticks, describe, lr_function, summary
     from lrdsl.plan import plan
 
-    expr_text, plot = args.expr, args.plot
-    if expr_text is None and plot not in (None, "-") and not plot.lower().endswith((".png", ".svg", ".pdf")):
-        expr_text, plot = plot, "-"  # `lrdsl parse --plot "expr"`
-    if expr_text is None:
+    texts, plot = _plot_request(args)
+    if not texts:
         raise LrdslError("lrdsl parse needs an expression, e.g. lrdsl parse \"warmup(5) >> cosine(0.1, 100)\"")
-    compiled = plan(expr_text, **_units(args))
+    compiled = [plan(text, **_units(args)) for text in texts]
     metrics = _metrics(args.metric)
     every = args.steps_per_epoch or 1
-    ticks = _tick_count(args.ticks) or default_ticks(compiled)
+    ticks = _tick_count(args.ticks) or max(default_ticks(c) for c in compiled)
+    several = len(compiled) > 1
     if args.json:
-        print(json.dumps(summary(compiled), indent=2, ensure_ascii=False))
+        summaries = [summary(c) for c in compiled]
+        print(json.dumps(summaries if several else summaries[0], indent=2, ensure_ascii=False))
     else:
-        print(compiled.expr)
-        for line in describe(compiled):
-            print("  " + line)
+        for index, c in enumerate(compiled):
+            if index:
+                print()
+            print(c.expr)
+            for line in describe(c):
+                print("  " + line)
     if plot == "-":
-        from lrdsl.textplot import render
+        from lrdsl.textplot import render, render_many
 
         size = shutil.get_terminal_size((100, 24))
+        shape = dict(width=size.columns, height=max(8, min(20, size.lines - 8 - len(compiled) * several)),
+                     log=args.log, steps_per_epoch=args.steps_per_epoch)
         print()
-        print(render(lr_function(compiled, metrics, every), ticks, width=size.columns,
-                     height=max(8, min(20, size.lines - 8)), boundaries=compiled.boundaries(),
-                     log=args.log, steps_per_epoch=args.steps_per_epoch))
+        if not several:
+            print(render(lr_function(compiled[0], metrics, every), ticks,
+                         boundaries=compiled[0].boundaries(), **shape))
+        else:
+            boundaries = sorted({b for c in compiled for b in c.boundaries()})
+            print(render_many([(str(c.expr), lr_function(c, metrics, every)) for c in compiled], ticks,
+                              boundaries=boundaries, color=_color(), **shape))
     elif plot is not None:
         from lrdsl.plot import save_figure
 
-        path = save_figure(compiled.expr, plot, ticks=ticks, metrics=metrics,
-                           report_every=every if metrics else None, log=args.log, **_units(args))
+        path = save_figure([c.expr for c in compiled] if several else compiled[0].expr, plot, ticks=ticks,
+                           metrics=metrics, report_every=every if metrics else None, log=args.log,
+                           **_units(args))
         print(f"wrote {path}")
     return 0
+
+
+def _color() -> bool:
+    """ANSI colours for overlaid series: on a terminal, unless NO_COLOR is set or TERM=dumb."""
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 def cmd_eval(args) -> int:
@@ -184,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("parse", help="canonical form, explanation, plot")
-    p.add_argument("expr", nargs="?", help="the expression")
-    p.add_argument("--plot", nargs="?", const="-", metavar="FILE",
-                   help="draw the curve: in the terminal, or into FILE (.png, .svg, .pdf)")
+    p.add_argument("expr", nargs="*", help="the expression (several: overlaid in --plot)")
+    p.add_argument("--plot", nargs="?", const="-", action="append", metavar="FILE",
+                   help="draw the curve: in the terminal, or into FILE (.png, .svg, .pdf); several "
+                        "expressions are overlaid with a legend: --plot \"A\" \"B\"")
     p.add_argument("--log", action="store_true", help="log-scale y axis")
     p.add_argument("--ticks", metavar="N", help="ticks to plot, 2 to 2**53; both plots sample "
                                                  "what they draw (default: a little past the bounded part)")

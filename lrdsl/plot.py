@@ -32,8 +32,10 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
                 metrics=None, report_every=None, log: bool = False) -> Path:
     """Draw the LR over ``ticks`` ticks with segment boundaries; the expression is the title.
 
-    At most :data:`MAX_POINTS` ticks (plus two per segment boundary) are evaluated, see
-    :func:`sample_ticks`: a billion-tick plot costs what a 4096-tick one does.
+    ``expr`` may be a list of expressions: they are overlaid, one colour each, with a legend
+    of their canonical forms (and each one's boundaries dashed in its colour).  At most
+    :data:`MAX_POINTS` ticks (plus two per segment boundary) are evaluated per expression,
+    see :func:`sample_ticks`: a billion-tick plot costs what a 4096-tick one does.
     """
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
@@ -42,6 +44,23 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = figure(expr, ticks=ticks, steps_per_epoch=steps_per_epoch, total=total, metrics=metrics,
+                 report_every=report_every, log=log)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    except OSError as error:  # a parent that is a file, no permission, a full disk
+        raise LrdslError(f"cannot write {path} ({type(error).__name__}: {error.strerror or error})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, report_every=None,
+           log: bool = False):
+    """The matplotlib figure :func:`save_figure` writes (one expression or a list of them)."""
+    import matplotlib.pyplot as plt
     import numpy as np
 
     from lrdsl.plan import plan
@@ -49,17 +68,22 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
 
     if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
         raise LrdslError(f"ticks must be a whole number ≥ 1, got {ticks!r}")
-    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
-    t = sample_ticks(ticks, compiled.boundaries())
-    values = curve(compiled.expr, t, steps_per_epoch=steps_per_epoch, total=total,
-                   metrics=metrics, report_every=report_every)
+    several = isinstance(expr, (list, tuple))
+    compiled = [plan(e, steps_per_epoch=steps_per_epoch, total=total) for e in (expr if several else [expr])]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    # every tick: a step per tick; sampled: a line through the samples (vertical at boundaries)
-    ax.plot(t, values, color="tab:blue", linewidth=1.6,
-            drawstyle="steps-post" if len(t) == ticks else "default")
-    for boundary in compiled.boundaries():
-        if boundary < ticks:
-            ax.axvline(boundary, color="0.6", linestyle="--", linewidth=0.8)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, c in enumerate(compiled):
+        color = colors[index % len(colors)]
+        t = sample_ticks(ticks, c.boundaries())
+        values = curve(c.expr, t, steps_per_epoch=steps_per_epoch, total=total,
+                       metrics=metrics, report_every=report_every)
+        # every tick: a step per tick; sampled: a line through the samples (vertical at boundaries)
+        ax.plot(t, values, color=color, linewidth=1.6, label=str(c.expr),
+                drawstyle="steps-post" if len(t) == ticks else "default")
+        for boundary in c.boundaries():
+            if boundary < ticks:
+                ax.axvline(boundary, color=color if several else "0.6", alpha=0.5 if several else 1.0,
+                           linestyle="--", linewidth=0.8)
     ax.set_xlabel("tick")
     ax.set_ylabel("learning rate")
     ax.set_xlim(0, max(float(ticks - 1), 1.0))
@@ -69,10 +93,10 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
         top = ax.secondary_xaxis("top", functions=(lambda x: x / steps_per_epoch,
                                                    lambda e: e * steps_per_epoch))
         top.set_xlabel("epoch")
-    ax.set_title(str(compiled.expr), fontsize=9, family="monospace")
+    if several:
+        ax.legend(prop={"family": "monospace", "size": 8})
+    else:
+        ax.set_title(str(compiled[0].expr), fontsize=9, family="monospace")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

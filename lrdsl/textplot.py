@@ -35,6 +35,28 @@ def _axis_line(width: int, marks: list[tuple[int, str]]) -> str:
     return "".join(line).rstrip()
 
 
+#: how series k is drawn: (which dot columns carry a dot, whether jumps are joined by
+#: vertical runs): solid, dotted, sparse, dashed — told apart without colour
+PATTERNS = ((1, 0, True), (2, 0, False), (4, 0, False), (6, 3, True))
+#: ANSI colours of series k (blue, red, green, magenta, cyan, yellow) when colour is on
+COLORS = (34, 31, 32, 35, 36, 33)
+
+
+def _on(pattern: tuple[int, int, bool], x: int) -> bool:
+    period, dash, _ = pattern
+    return x % period < dash if dash else x % period == 0
+
+
+def sample(index: int, cells: int = 4) -> str:
+    """A flat stretch of series ``index``'s pattern, ``cells`` characters wide (the legend's key)."""
+    pattern = PATTERNS[index % len(PATTERNS)]
+    dots = [0] * cells
+    for x in range(cells * 2):
+        if _on(pattern, x):
+            dots[x // 2] |= _DOTS[1][x % 2]
+    return "".join(chr(0x2800 + d) for d in dots)
+
+
 def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height: int = 16,
            boundaries: list[float] = (), log: bool = False,
            steps_per_epoch: float | None = None, x_name: str = "tick",
@@ -46,14 +68,31 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
     ``x_value`` maps a tick to the number its x-axis label shows (named ``x_name``), e.g. the
     LR of an LR range test's step; the axis then ends at the last tick drawn, ``ticks − 1``.
     """
+    return render_many([(None, lr)], ticks, width=width, height=height, boundaries=boundaries,
+                       log=log, steps_per_epoch=steps_per_epoch, x_name=x_name, x_value=x_value)
+
+
+def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks: int, *,
+                width: int = 80, height: int = 16, boundaries: list[float] = (), log: bool = False,
+                steps_per_epoch: float | None = None, color: bool = False, x_name: str = "tick",
+                x_value: Callable[[float], float] | None = None) -> str:
+    """Several curves ``(label, lr)`` overlaid on one y scale, as :func:`render` draws one.
+
+    Series k is drawn in ``PATTERNS[k]`` (the first solid, then dotted, sparse, dashed), so
+    the plot reads without colour; with ``color`` each series' cells also get an ANSI colour
+    (a cell two series share takes the later one's).  Under the axis, a legend line per series
+    with a key in its pattern — only when there is more than one series or a label.
+    """
     ticks = max(int(ticks), 2)
     label_width = 9
     columns = max(width - label_width - 2, 10)
     pixels_x, pixels_y = columns * 2, height * 4
     samples = [min(ticks - 1, int(i * ticks / pixels_x)) for i in range(pixels_x)]
-    values = [lr(t) for t in samples]
-    shown = [math.log10(v) if log and v > 0 else (None if log else v) for v in values]
-    finite = [v for v in shown if v is not None and math.isfinite(v)]
+    shown_all = []
+    for _, lr in series:
+        values = [lr(t) for t in samples]
+        shown_all.append([math.log10(v) if log and v > 0 else (None if log else v) for v in values])
+    finite = [v for shown in shown_all for v in shown if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi - lo < 1e-12 * max(abs(hi), 1e-300):
         biggest = sys.float_info.max  # keep the padded range finite
@@ -62,21 +101,34 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
         if not log and min(finite, default=0) >= 0:
             lo = max(lo, 0.0)
     grid = [[0] * columns for _ in range(height)]
+    owner = [[-1] * columns for _ in range(height)]  # the series that drew a cell last (colour)
 
     def row_of(v):
         return round((v / 2 - lo / 2) / (hi / 2 - lo / 2) * (pixels_y - 1))
 
-    previous = None
-    for x, v in enumerate(shown):
-        if v is None or not math.isfinite(v):
-            previous = None
-            continue
-        y = row_of(v)
-        low, high = (y, y) if previous is None else (min(y, previous), max(y, previous))
-        for yy in range(low, high + 1):  # a vertical run joins jumps into a line
-            top = pixels_y - 1 - yy
-            grid[top // 4][x // 2] |= _DOTS[top % 4][x % 2]
-        previous = y
+    for index, shown in enumerate(shown_all):
+        pattern = PATTERNS[index % len(PATTERNS)]
+        previous = None
+        for x, v in enumerate(shown):
+            if v is None or not math.isfinite(v):
+                previous = None
+                continue
+            y = row_of(v)
+            joined = pattern[2] and previous is not None
+            low, high = (min(y, previous), max(y, previous)) if joined else (y, y)
+            previous = y
+            if not _on(pattern, x):
+                continue
+            for yy in range(low, high + 1):  # a vertical run joins jumps into a line
+                top = pixels_y - 1 - yy
+                grid[top // 4][x // 2] |= _DOTS[top % 4][x % 2]
+                owner[top // 4][x // 2] = index
+
+    def cell(r, c):
+        text = chr(0x2800 + grid[r][c])
+        if color and owner[r][c] >= 0:
+            return f"\x1b[{COLORS[owner[r][c] % len(COLORS)]}m{text}\x1b[0m"
+        return text
 
     def y_label(row):
         share = row / max(height - 1, 1)
@@ -90,10 +142,10 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
 
     label_rows = {0, height - 1, (height - 1) // 2}
     lines = []
-    for r, cells in enumerate(grid):
+    for r in range(height):
         label = y_label(r) if r in label_rows else ""
         tick_mark = "┤" if r in label_rows else "│"
-        lines.append(f"{label:>{label_width}} {tick_mark}" + "".join(chr(0x2800 + c) for c in cells))
+        lines.append(f"{label:>{label_width}} {tick_mark}" + "".join(cell(r, c) for c in range(columns)))
     boundary_columns = sorted({min(columns - 1, int(b / ticks * columns)) for b in boundaries if b < ticks})
     axis = ["─"] * columns
     for c in boundary_columns:
@@ -111,4 +163,13 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
         epoch_marks = [(0, "0"), (columns - 1, _label(ticks / steps_per_epoch))]
         epoch_marks += [(c, _label(b / steps_per_epoch)) for c, b in zip(boundary_columns, boundaries)]
         lines.append(" " * pad + _axis_line(columns, epoch_marks) + "  epoch")
+    if len(series) > 1 or series[0][0] is not None:
+        for index, (label, _) in enumerate(series):
+            key = sample(index)
+            if color:
+                key = f"\x1b[{COLORS[index % len(COLORS)]}m{key}\x1b[0m"
+            text = label if label is not None else f"series {index + 1}"
+            room = max(width - pad - 6, 10)
+            text = text if len(text) <= room else text[:room - 1] + "…"
+            lines.append(" " * pad + f"{key}  {text}")
     return "\n".join(lines)

@@ -103,6 +103,74 @@ def test_plot_to_png_is_real_and_not_blank(tmp_path):
     assert "must end in" in bad.stderr
 
 
+def _pixels(plot: str) -> list[list[int]]:
+    """The braille plot's dots as rows of 0/1 pixels (top first)."""
+    rows = [line.split("┤", 1)[-1].split("│", 1)[-1] for line in plot.splitlines()
+            if ("┤" in line or "│" in line) and "└" not in line]
+    bits = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+    return [[1 if (ord(cell) - 0x2800) & bits[k][sub] else 0 for cell in row for sub in (0, 1)]
+            for row in rows for k in range(4)]
+
+
+def test_terminal_plot_overlays_several_expressions_with_distinct_patterns_and_a_legend():
+    out = run("parse", "--plot", "0.1", "0.05").stdout
+    lines = out.splitlines()
+    assert lines[:5] == ["0.1", "  [0, ∞)  constant  from 0.1", "", "0.05", "  [0, ∞)  constant  from 0.05"]
+    legend = lines[-2:]
+    assert legend[0].split() == ["⠒⠒⠒⠒", "0.1"] and legend[1].split() == ["⠂⠂⠂⠂", "0.05"]
+    pixels = _pixels(out)
+    drawn = [r for r, row in enumerate(pixels) if any(row)]
+    assert drawn == [0, len(pixels) - 1]  # one scale: 0.1 on the top pixel row, 0.05 on the bottom one
+    assert all(pixels[0])  # the first series: solid
+    assert pixels[-1] == [1 - x % 2 for x in range(len(pixels[-1]))]  # the second: every other dot
+    assert "\x1b[" not in out  # no colour when not on a terminal
+    # the same from a repeated --plot, and expressions after a FILE (checked in the PNG test)
+    assert run("parse", "--plot", "0.1", "--plot", "0.05").stdout == out
+
+
+def test_terminal_overlay_keeps_each_curve_and_colours_on_request():
+    from lrdsl.plan import plan
+    from lrdsl.textplot import COLORS, render, render_many
+
+    first = plan("warmup(20) >> cosine(0.1, 80)")
+    flat = render_many([("a", first.value_at), ("b", lambda t: 0.02)], 110, width=60, height=10)
+    alone = render(first.value_at, 110, width=60, height=10)
+    # the solid series' pixels are those of its own plot (the dotted one adds only even columns)
+    for with_b, own in zip(_pixels(flat), _pixels(alone)):
+        assert all(w == o for x, (w, o) in enumerate(zip(with_b, own)) if x % 2 == 1)
+    colored = render_many([("a", first.value_at), ("b", lambda t: 0.02)], 110, width=60, height=10, color=True)
+    assert f"\x1b[{COLORS[0]}m" in colored and f"\x1b[{COLORS[1]}m" in colored
+    assert colored.splitlines()[-1].endswith("  b") and "\x1b[0m" in colored.splitlines()[-1]
+
+
+def test_plot_to_png_overlays_several_expressions_with_a_legend(tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "two.png"
+    out = run("parse", "--plot", str(target), "warmup(20) >> cosine(0.1, 80)", "cosine(0.05, 100)").stdout
+    assert out.splitlines()[-1] == f"wrote {target}" and _png_size(target) == (800, 450)
+    import matplotlib.image
+    import numpy as np
+
+    pixels = matplotlib.image.imread(target)[..., :3]
+    for color in ("#1f77b4", "#ff7f0e"):  # tab:blue and tab:orange: one line each
+        rgb = np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        assert (np.abs(pixels - rgb).max(axis=-1) < 0.05).sum() > 300, color
+    from lrdsl.plot import figure
+
+    fig = figure(["warmup(20) >> cosine(0.1, 80)", "cosine(0.05, 100)"], ticks=110)
+    ax = fig.axes[0]
+    series = [line for line in ax.get_lines() if not line.get_label().startswith("_")]  # not the boundaries
+    assert [line.get_label() for line in series] == ["warmup(20) >> cosine(0.1,80)", "cosine(0.05,100)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["warmup(20) >> cosine(0.1,80)", "cosine(0.05,100)"]
+    t = np.minimum(np.arange(110), 100)
+    np.testing.assert_allclose(series[1].get_ydata(), 0.05 * (1 + np.cos(np.pi * t / 100)) / 2, atol=1e-15)
+    bad = run("parse", "--plot", str(tmp_path / "a.png"), "--plot", str(tmp_path / "b.png"), "0.1", check_exit=2)
+    assert "--plot takes one FILE" in bad.stderr
+    (tmp_path / "file").write_text("")
+    bad = run("parse", "0.1", "--plot", str(tmp_path / "file" / "lr.png"), "--ticks", str(10 ** 9), check_exit=2)
+    assert bad.stderr == f"lrdsl parse: cannot write {tmp_path / 'file' / 'lr.png'} (FileExistsError: File exists)\n"
+
+
 def test_eval_prints_values():
     out = run("eval", "warmup(5) >> cosine(0.1, 100)", "--at", "0,1,5,105").stdout.splitlines()
     ticks = [0, 1, 5, 105]

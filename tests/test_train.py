@@ -130,7 +130,7 @@ def test_a_typo_inside_a_group_file_fails_loudly(tmp_path):
 def test_shipped_configs_pass_lrdsl_check():
     result = subprocess.run([str(BIN / "lrdsl"), "check", str(conf_dir())], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "0 bad" in result.stdout and "15 expression(s)" in result.stdout
+    assert "0 bad" in result.stdout and "16 expression(s)" in result.stdout
 
 
 def _expected_lrs(out: Path, expr: str, per_epoch_ticks: int, epochs: int):

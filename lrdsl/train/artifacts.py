@@ -27,6 +27,31 @@ def end_epoch(trainer, start: int) -> int:
     return min(trainer.epochs, start + trainer.stop_after)
 
 
+def rebase_lines(saved: dict, expected: dict, before: dict, scheduler) -> list[str]:
+    """``rebase at tick T: lr 0.1 -> 0.05 (old -> new expression)``, one line per target the
+    old or the new schedule drives; none when the schedule is unchanged.
+
+    ``saved``/``expected``: the checkpoint's manifest and this run's; ``before``: the values
+    the checkpointed run had in force at tick T; ``scheduler``: has ``get_last(target)``, the
+    new values at T (a target the new schedule leaves alone keeps its value).
+    """
+    from lrdsl.train.checkpoint import SCHEDULE_KEYS
+
+    old, new = saved.get("config", {}), expected["config"]
+    if all(old.get(key) == new[key] for key in SCHEDULE_KEYS):
+        return []
+    tick = saved.get("ticks_done")
+    lines = []
+    for key in SCHEDULE_KEYS:
+        target = "lr" if key == "schedule.expr" else key.split(".")[1]
+        if old.get(key) is None and new[key] is None:
+            continue
+        after = scheduler.get_last(target)[0] if new[key] is not None else before[target]
+        lines.append(f"rebase at tick {tick}: {target} {before[target]:.6g} -> {after:.6g} "
+                     f"({old.get(key) or 'unscheduled'} -> {new[key] or 'unscheduled, kept'})")
+    return lines
+
+
 def resume_checkpoint(trainer) -> Path | None:
     """The checkpoint ``trainer.resume`` names (None for a fresh run); it must exist."""
     if not trainer.resume:
@@ -38,12 +63,18 @@ def resume_checkpoint(trainer) -> Path | None:
 
 
 class RunLog:
-    """Appends per-epoch metrics and per-tick LRs; rank 0 alone writes (``enabled``)."""
+    """Appends per-epoch metrics and per-tick values; rank 0 alone writes (``enabled``).
 
-    def __init__(self, directory: Path, enabled: bool = True, append: bool = False):
+    lr.csv's columns are ``tick, lr`` and then each scheduled target (``columns``), e.g.
+    ``tick, lr, momentum, weight_decay``.
+    """
+
+    def __init__(self, directory: Path, enabled: bool = True, append: bool = False,
+                 targets: tuple[str, ...] = ()):
         self.directory = Path(directory)
         self.enabled = enabled
-        self._pending_lrs: list[tuple[int, float]] = []
+        self.columns = lr_columns(targets)
+        self._pending: list[tuple] = []
         if not enabled:
             return
         mode = "a" if append else "w"
@@ -57,17 +88,18 @@ class RunLog:
         if new_metrics:
             self._metrics.writerow(METRICS)
         if new_lrs:
-            self._lrs.writerow(("tick", "lr"))
+            self._lrs.writerow(self.columns)
 
-    def lr(self, tick: int, lr: float) -> None:
+    def tick(self, tick: int, lr: float, *targets: float) -> None:
+        """One lr.csv row: the tick's LR, then each target's value in ``targets`` order."""
         if self.enabled:
-            self._pending_lrs.append((tick, lr))
+            self._pending.append((tick, lr, *targets))
 
     def epoch(self, **row) -> None:
         if not self.enabled:
             return
-        self._lrs.writerows((t, repr(v)) for t, v in self._pending_lrs)
-        self._pending_lrs.clear()
+        self._lrs.writerows((t, *map(repr, values)) for t, *values in self._pending)
+        self._pending.clear()
         self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
         self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
         self._metrics_file.flush()
@@ -78,18 +110,29 @@ class RunLog:
             self._lr_file.close()
 
 
-def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int) -> None:
+def lr_columns(targets=()) -> tuple[str, ...]:
+    """lr.csv's header: tick, lr, then the scheduled targets."""
+    return ("tick", "lr", *targets)
+
+
+def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int,
+                 columns: tuple[str, ...] = lr_columns(), fill: dict | None = None) -> None:
     """Start ``out``'s metrics.csv and lr.csv as the checkpointed run's, cut at the checkpoint.
 
     Keeps the header and the complete rows with ``epoch ≤ epochs_done`` (metrics.csv) and
     ``tick < ticks_done`` (lr.csv), byte for byte; rows a killed run wrote after its last
     checkpoint, and a torn last line, are dropped.  In place (``source == out``) too, so a
     resumed run appends to exactly what the uninterrupted run had at that point.
+
+    A run rebased onto other targets writes lr.csv with other ``columns``: the kept rows are
+    rewritten to them, a column the old run did not schedule taking its constant from ``fill``
+    (the optimizer's value, which nothing changed); a column this run drops is left out.
     """
     for name, header, keep in (("metrics.csv", METRICS, lambda n: n <= epochs_done),
-                               ("lr.csv", ("tick", "lr"), lambda n: n < ticks_done)):
+                               ("lr.csv", tuple(columns), lambda n: n < ticks_done)):
         lines = _read_lines(Path(source) / name)
         kept = [",".join(header) + "\r\n"]
+        old = lines[0].rstrip("\r\n").split(",") if lines else list(header)
         for line in lines[1:]:
             try:
                 number = int(line.split(",", 1)[0])
@@ -97,8 +140,19 @@ def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int) -> 
                 break
             if not line.endswith("\n") or not keep(number):
                 break
+            if old != list(header):
+                line = _remap(line, old, header, fill or {}, name)
             kept.append(line)
         _replace(Path(out) / name, "".join(kept))
+
+
+def _remap(line: str, old: list[str], header: tuple[str, ...], fill: dict, name: str) -> str:
+    values = dict(zip(old, line.rstrip("\r\n").split(",")))
+    missing = [c for c in header if c not in values and c not in fill]
+    if missing:
+        raise LrdslError(f"trainer.resume: the checkpointed run's {name} has no column "
+                         f"{', '.join(missing)} (it has {', '.join(old)})")
+    return ",".join(values[c] if c in values else repr(float(fill[c])) for c in header) + "\r\n"
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -160,8 +214,17 @@ def read_csv(path: Path, need: tuple[str, ...] = ()) -> dict[str, list[float]]:
     return columns
 
 
+def run_title(cfg, backend: str) -> str:
+    """curves.png's title: the schedule (each scheduled target too), optimizer and backend."""
+    from lrdsl.train.config import targets
+
+    scheduled = "".join(f"\n{target}: {expr}" for target, expr in targets(cfg).items())
+    return f"{cfg.schedule.expr}  ({cfg.optimizer.name}, {backend}){scheduled}"
+
+
 def plot_curves(directory: Path, title: str) -> Path | None:
-    """curves.png: the LR per tick, and loss / accuracy per epoch; None before any epoch row."""
+    """curves.png: the LR per tick, loss / accuracy per epoch, and a panel per scheduled target
+    (lr.csv's columns after ``lr``); None before any epoch row."""
     directory = Path(directory)
     if not (directory / "metrics.csv").exists():
         return None
@@ -178,16 +241,23 @@ def plot_curves(directory: Path, title: str) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lr, ax_loss, ax_acc) = plt.subplots(1, 3, figsize=(14, 4))
+    # one more panel per scheduled target (momentum, beta2, weight_decay): their ranges differ
+    # from the LR's and from each other's, so each gets its own axis
+    extra = [column for column in lrs if column not in ("tick", "lr")]
+    fig, axes = plt.subplots(1, 3 + len(extra), figsize=(14 + 4 * len(extra), 4))
+    ax_lr, *ax_targets, ax_loss, ax_acc = axes  # the schedule's panels side by side
     ax_lr.plot(lrs.get("tick", []), lrs.get("lr", []))
     ax_lr.set(xlabel="tick", ylabel="learning rate", title="learning rate")
+    for ax, column in zip(ax_targets, extra):
+        ax.plot(lrs["tick"], lrs[column], color="tab:purple")
+        ax.set(xlabel="tick", ylabel=column.replace("_", " "), title=column.replace("_", " "))
     ax_loss.plot(metrics.get("epoch", []), metrics.get("loss", []), label="train")
     ax_loss.plot(metrics.get("epoch", []), metrics.get("val_loss", []), label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     ax_acc.plot(metrics.get("epoch", []), metrics.get("val_acc", []))
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
-    for ax in (ax_lr, ax_loss, ax_acc):
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9, family="monospace")
     fig.tight_layout()

@@ -70,8 +70,6 @@ def write_atomically(path: Path, write: Callable[[Path], None], epoch: int) -> N
 
 def manifest(cfg, data, *, backend: str, epochs_done: int, ticks_done: int, units: dict) -> dict:
     """What a resumed run must match, and how far this one got (JSON-able)."""
-    from lrdsl.parser import parse
-
     return {
         "format": FORMAT,
         "backend": backend,
@@ -89,12 +87,24 @@ def manifest(cfg, data, *, backend: str, epochs_done: int, ticks_done: int, unit
             "trainer.batch_size": int(cfg.trainer.batch_size),
             "trainer.epochs": int(cfg.trainer.epochs),
             "trainer.seed": int(cfg.trainer.seed),
-            "schedule.expr": str(parse(str(cfg.schedule.expr))),
+            **schedule_keys(cfg),
             "schedule.unit": cfg.schedule.unit,
             "data": data_fingerprint(data),
         },
         "units": {"steps_per_epoch": units["steps_per_epoch"], "total": units["total"]},
     }
+
+
+#: what ``trainer.rebase=true`` lets differ: the schedule's expressions, nothing else
+SCHEDULE_KEYS = ("schedule.expr", "schedule.momentum", "schedule.beta2", "schedule.weight_decay")
+
+
+def schedule_keys(cfg) -> dict:
+    """The canonical expression of the LR and of each target (None: not scheduled)."""
+    from lrdsl.parser import parse
+
+    return {key: None if cfg.schedule[key.split(".")[1]] is None
+            else str(parse(str(cfg.schedule[key.split(".")[1]]))) for key in SCHEDULE_KEYS}
 
 
 def data_fingerprint(data) -> str:
@@ -111,8 +121,13 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
-def check_manifest(saved: Any, expected: dict, path: Path) -> None:
-    """One :class:`LrdslError` line naming the first thing that differs."""
+def check_manifest(saved: Any, expected: dict, path: Path, rebase: bool = False) -> None:
+    """One :class:`LrdslError` line naming the first thing that differs.
+
+    With ``rebase`` the schedule's expressions (:data:`SCHEDULE_KEYS`) may differ; without it,
+    a different one is refused with a pointer to ``trainer.rebase=true``.  A manifest from
+    before targets lacks their keys: read as not scheduled.
+    """
     where = f"trainer.resume: {path}"
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise LrdslError(f"{where} is not a checkpoint written by lrdsl train (no lrdsl manifest in it: another "
@@ -123,6 +138,12 @@ def check_manifest(saved: Any, expected: dict, path: Path) -> None:
     old, new = saved.get("config", {}), expected["config"]
     for key, value in new.items():
         if old.get(key) != value:
+            if key in SCHEDULE_KEYS:
+                if rebase:
+                    continue
+                raise LrdslError(f"{where} was saved with {key}={_show(old.get(key))}; this run has "
+                                 f"{key}={_show(value)} (pass trainer.rebase=true to continue it under the "
+                                 f"new schedule from its tick {saved.get('ticks_done')})")
             if key == "data":
                 raise LrdslError(f"{where} was trained on other data ({old.get(key)}); this run has {value}")
             raise LrdslError(f"{where} was saved with {key}={_show(old.get(key))}; this run has "
@@ -175,7 +196,7 @@ def save_torch(path: Path, state: dict, meta: dict) -> None:
     write_atomically(path, lambda temp: torch.save(state, temp), meta["epochs_done"])
 
 
-def load_torch(path: Path, expected: dict, device) -> dict:
+def load_torch(path: Path, expected: dict, device, rebase: bool = False) -> dict:
     """The checkpoint's state, checked whole and against this run, or one LrdslError line."""
     import torch
 
@@ -185,7 +206,7 @@ def load_torch(path: Path, expected: dict, device) -> dict:
         raise LrdslError(f"trainer.resume: {path} cannot be read as a PyTorch checkpoint: truncated, "
                          f"corrupt or not one ({type(error).__name__})") from None
     meta = state.get("lrdsl") if isinstance(state, dict) else None
-    check_manifest(meta, expected, path)
+    check_manifest(meta, expected, path, rebase)
     if not isinstance(meta.get("sha256"), str) or meta["sha256"] != digest(state):
         raise LrdslError(f"trainer.resume: {path} is corrupt (its contents do not match the checksum "
                          f"written with them)")
@@ -218,12 +239,12 @@ def read_keras_manifest(path: Path) -> dict | None:
                          f"corrupt or not one ({type(error).__name__})") from None
 
 
-def load_keras(path: Path, expected: dict, keras) -> tuple[Any, dict]:
+def load_keras(path: Path, expected: dict, keras, rebase: bool = False) -> tuple[Any, dict]:
     """(model, manifest), after checking the whole file and the manifest against this run."""
     import zipfile
 
     meta = read_keras_manifest(path)
-    check_manifest(meta, expected, path)
+    check_manifest(meta, expected, path, rebase)
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # every member's CRC: a flipped byte shows here

@@ -18,6 +18,14 @@ from lrdsl.errors import LrdslError
 from lrdsl.train.rundir import register_resolver
 
 UNITS = ("step", "epoch")
+#: the optimizer hyperparameters a schedule config may drive besides the LR (LANGUAGE.md §7)
+TARGETS = ("momentum", "beta2", "weight_decay")
+#: which optimizers have each target, on both backends (momentum: SGD/RMSprop, or Adam's beta1)
+TARGET_OPTIMIZERS = {
+    "momentum": ("sgd", "rmsprop", "adam", "adamw"),
+    "beta2": ("adam", "adamw"),
+    "weight_decay": ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"),
+}
 
 
 @dataclass
@@ -25,6 +33,10 @@ class ScheduleConfig:
     expr: str = MISSING
     #: what one tick is: "step" (the scheduler steps per batch) or "epoch"
     unit: str = "step"
+    #: optional schedules of other hyperparameters (expressions; no ``| plateau``); None: untouched
+    momentum: Optional[str] = None
+    beta2: Optional[str] = None
+    weight_decay: Optional[str] = None
 
 
 @dataclass
@@ -68,6 +80,8 @@ class TrainerConfig:
     resume: Optional[str] = None
     stop_after: Optional[int] = None
     progress: bool = True
+    #: with resume: continue the checkpoint under an edited schedule (expressions/targets) from its tick
+    rebase: bool = False
 
 
 @dataclass
@@ -137,7 +151,6 @@ def validate(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from lrdsl.errors import did_you_mean
-    from lrdsl.parser import parse
 
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
@@ -154,14 +167,43 @@ def validate(cfg: Any) -> None:
                 raise LrdslError(f"config key {key} must be {words}, got {_show(value)}")
     if cfg.data.name == "npz" and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path in (None, "")):
         raise LrdslError("config key data.path: data=npz needs data.path=FILE.npz")
-    text = cfg.schedule.expr
+    for key in ("expr", *TARGETS):
+        _check_expression(cfg, key)
+    if cfg.trainer.rebase and not cfg.trainer.resume:
+        raise LrdslError("config key trainer.rebase=true continues a checkpoint under a new schedule: "
+                         "it needs trainer.resume=PATH")
+
+
+def _check_expression(cfg: Any, key: str) -> None:
+    """``schedule.<key>`` parses, suits schedule.unit, and (a target) the optimizer has it."""
+    from lrdsl.nodes import Plateau
+    from lrdsl.parser import parse
+
+    text = cfg.schedule[key]
+    if text is None:
+        return
     try:
         expr = parse(str(text))
     except LrdslError as error:
-        raise LrdslError(f"config key schedule.expr: {error.pointed()}", expr=error.expr) from None
+        raise LrdslError(f"config key schedule.{key}: {error.pointed()}", expr=error.expr) from None
     if cfg.schedule.unit == "epoch" and "st" in expr.units():
-        raise LrdslError("config key schedule.expr counts optimizer steps (st), but schedule.unit is "
+        raise LrdslError(f"config key schedule.{key} counts optimizer steps (st), but schedule.unit is "
                          "epoch: set schedule.unit=step")
+    if key == "expr":
+        return
+    if isinstance(expr, Plateau):
+        raise LrdslError(f"config key schedule.{key}: only the learning rate (schedule.expr) may carry "
+                         f"'| plateau', got {expr}")
+    name, having = cfg.optimizer.name, TARGET_OPTIMIZERS[key]
+    if name not in having:
+        raise LrdslError(f"config key schedule.{key}: optimizer.name={name} has no {key} to schedule; "
+                         f"use one of {', '.join(having)} (e.g. optimizer=sgd_momentum), or "
+                         f"schedule.{key}=null")
+
+
+def targets(cfg: Any) -> dict[str, str]:
+    """The scheduled targets besides the LR: {target: expression text}, in TARGETS order."""
+    return {t: str(cfg.schedule[t]) for t in TARGETS if cfg.schedule[t] is not None}
 
 
 def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict]:

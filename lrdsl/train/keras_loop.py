@@ -16,9 +16,9 @@ import numpy as np
 
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, plot_curves, restore_logs,
-                                   resume_checkpoint)
-from lrdsl.train.config import tick_units
+from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, lr_columns, plot_curves, rebase_lines,
+                                   restore_logs, resume_checkpoint, run_title)
+from lrdsl.train.config import targets as scheduled_targets, tick_units
 from lrdsl.train.data import Dataset
 
 
@@ -81,6 +81,28 @@ def build_optimizer(keras, cfg):
     return classes[cfg.name](learning_rate=0.01, weight_decay=wd)  # the schedule sets the lr
 
 
+#: the Keras optimizer attribute each target sets (LANGUAGE.md §7); momentum is beta_1 on Adam
+ATTRIBUTES = {"momentum": ("momentum", "beta_1"), "beta2": ("beta_2",), "weight_decay": ("weight_decay",)}
+
+
+def optimizer_value(keras, optimizer, target: str) -> float | None:
+    """The optimizer's current ``target`` (``lr``, ``momentum``…) as a float, None if it has none.
+
+    A value may be a float, a variable or (the LR) a schedule: a schedule is read at the
+    optimizer's current iteration, as Keras does.
+    """
+    if target == "lr":
+        value = optimizer.learning_rate
+    else:
+        names = [n for n in ATTRIBUTES[target] if getattr(optimizer, n, None) is not None]
+        if not names:
+            return None
+        value = getattr(optimizer, names[0])
+        if callable(value) and not hasattr(value, "assign"):  # a schedule object
+            value = value(optimizer.iterations)
+    return float(keras.ops.convert_to_numpy(value))
+
+
 def train(cfg, data: Dataset, out: Path) -> dict:
     _use_keras_backend(cfg.backend.get("keras_backend"))
     import lrdsl.keras
@@ -95,6 +117,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         tf.config.experimental.enable_op_determinism()  # same seed, same run (CPU and GPU)
     steps = -(-len(data.x_train) // trainer.batch_size)
     per_step, ticks_per_epoch, units = tick_units(cfg, steps)
+    targets = scheduled_targets(cfg)
     start = 0
     checkpoint = resume_checkpoint(trainer)
     expected = ckpt.manifest(cfg, data, backend="keras", epochs_done=0, ticks_done=0, units=units)
@@ -102,7 +125,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         if checkpoint.suffix != ".keras":
             raise LrdslError(f"trainer.resume: {checkpoint} is not a .keras checkpoint; this run has "
                              f"backend=keras")
-        model, meta = ckpt.load_keras(checkpoint, expected, keras)
+        model, meta = ckpt.load_keras(checkpoint, expected, keras, rebase=trainer.rebase)
         start = meta["epochs_done"]
         iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if iterations != start * steps:
@@ -115,18 +138,55 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
     ckpt.remove_stray_temporaries(out)
+    saved_values: dict = {}
     if checkpoint is not None:
-        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch)
-    schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units)
-    log = RunLog(out, append=checkpoint is not None)
+        # what the checkpointed run had in force at its tick: a rebase's "before", and the
+        # constants of targets it did not schedule
+        saved_values = {t: optimizer_value(keras, model.optimizer, t) for t in ("lr", *ATTRIBUTES)}
+        loaded = getattr(model.optimizer, "_learning_rate", None)
+        if hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
+            saved_values["lr"] = float(loaded.lr_at(start * ticks_per_epoch))
+        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns(targets),
+                     fill=saved_values)
+    # the targets and rebase go to the callback only when asked for: a plain LR run needs
+    # nothing beyond the callback's original signature
+    extra = {**targets, **({"rebase": True} if trainer.rebase and checkpoint is not None else {})}
+    try:
+        schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units, **extra)
+    except TypeError as error:
+        raise LrdslError(f"this lrdsl.keras.callback does not take {', '.join(extra)} ({error}); "
+                         f"use backend=torch for schedule targets and trainer.rebase") from None
+    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets))
 
-    class Recorder(keras.callbacks.Callback):
-        """lr.csv: the LR each tick used (read before the batch); the epoch row."""
+    class Ticks(keras.callbacks.Callback):
+        """lr.csv: each tick's values, read before its batch and after the schedule callback's
+        batch and epoch starts (it is listed after it); on a rebased resume, the switch's lines,
+        once."""
+
+        def __init__(self, rebased: bool):
+            super().__init__()
+            self.rebased = rebased
 
         def on_train_batch_begin(self, batch, logs=None):
             if per_step or batch == 0:
-                tick = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) if per_step else self.epoch
-                log.lr(tick, float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+                optimizer = self.model.optimizer
+                tick = int(keras.ops.convert_to_numpy(optimizer.iterations)) if per_step else recorder.epoch
+                # the callback's schedule writes a target inside the compiled step, when the step
+                # asks for the LR: read now, the optimizer still holds the previous tick's value
+                schedule = getattr(schedule_cb, "schedule", None)
+                values = [optimizer_value(keras, optimizer, "lr")] + [
+                    float(schedule.target_at(t, tick)) if hasattr(schedule, "target_at")
+                    else optimizer_value(keras, optimizer, t) for t in targets]
+                log.tick(tick, *values)
+                if self.rebased:
+                    self.rebased = False
+                    now = dict(zip(("lr", *targets), values))
+                    now.update({t: saved_values[t] for t in ATTRIBUTES if t not in now})
+                    for line in rebase_lines(meta, expected, saved_values, _Fixed(now)):
+                        print(line, flush=True)
+
+    class Recorder(keras.callbacks.Callback):
+        """The epoch row, written before the schedule callback's report can fail."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch, self.began = epoch, time.perf_counter()
@@ -138,6 +198,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             log.epoch(**self.row)
 
     recorder = Recorder()
+    ticks = Ticks(rebased=checkpoint is not None and trainer.rebase)
     last_epoch = end_epoch(trainer, start)
     rng_order = np.random.RandomState
     result: dict = {}
@@ -148,7 +209,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             order = rng_order(trainer.seed + epoch).permutation(len(data.x_train))
             model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
                       initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                      validation_data=(data.x_val, data.y_val), callbacks=[recorder, schedule_cb],
+                      validation_data=(data.x_val, data.y_val), callbacks=[recorder, schedule_cb, ticks],
                       verbose=1 if trainer.progress else 0)
             row = recorder.row
             result = row
@@ -157,8 +218,18 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                             {**expected, "epochs_done": epoch + 1, "ticks_done": (epoch + 1) * ticks_per_epoch})
     finally:
         log.close()
-        plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, keras)")
+        plot_curves(out, run_title(cfg, "keras"))
     return result
+
+
+class _Fixed:
+    """``get_last(target)`` over values already read (what :func:`rebase_lines` asks for)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def get_last(self, target: str) -> list:
+        return [self.values[target]]
 
 
 def _reseed_layers(keras, model, seed: int) -> None:

@@ -18,9 +18,9 @@ from torch import nn
 import lrdsl.torch
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, plot_curves, restore_logs,
-                                   resume_checkpoint)
-from lrdsl.train.config import tick_units
+from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, lr_columns, plot_curves, rebase_lines,
+                                   restore_logs, resume_checkpoint, run_title)
+from lrdsl.train.config import targets as scheduled_targets, tick_units
 from lrdsl.train.data import Dataset
 
 
@@ -135,18 +135,22 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     steps = len(_loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, 0, distributed, True))
     per_step, ticks_per_epoch, units = tick_units(cfg, steps)
-    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, **units)
+    targets = scheduled_targets(cfg)
+    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, **targets, **units)
     start = 0
     checkpoint = resume_checkpoint(trainer)
     expected = ckpt.manifest(cfg, data, backend="torch", epochs_done=0, ticks_done=0, units=units)
     if checkpoint is not None:
         if checkpoint.suffix == ".keras":
             raise LrdslError(f"trainer.resume: {checkpoint} is a Keras checkpoint; this run has backend=torch")
-        state = ckpt.load_torch(checkpoint, expected, device)
+        state = ckpt.load_torch(checkpoint, expected, device, rebase=trainer.rebase)
         try:
             (model.module if distributed.active else model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            # the values the checkpointed run had in force at its tick (plateau included): what a
+            # rebase switches from, and the constants of targets it did not schedule
+            saved_values = {t: group_value(optimizer.param_groups[0], t) for t in TARGET_NAMES}
+            scheduler.load_state_dict(state["scheduler"], rebase=trainer.rebase)
         except LrdslError as error:
             raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
@@ -159,8 +163,11 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     if distributed.rank == 0:
         ckpt.remove_stray_temporaries(out)
         if checkpoint is not None:
-            restore_logs(checkpoint.parent, out, start, scheduler.last_epoch)
-    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None)
+            restore_logs(checkpoint.parent, out, start, scheduler.last_epoch, lr_columns(targets),
+                         fill=saved_values)
+            for line in rebase_lines(state["lrdsl"], expected, saved_values, scheduler):
+                print(line, flush=True)
+    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None, targets=tuple(targets))
     last_epoch = end_epoch(trainer, start)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
     result: dict = {}
@@ -175,8 +182,10 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             bar = _progress(loader, epoch, trainer, distributed.rank)
             for x, y in bar:
                 x, y = x.to(device), y.to(device)
+                lr_used = scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
                 if per_step or seen == 0:
-                    log.lr(scheduler.last_epoch, scheduler.get_last_lr()[0])
+                    log.tick(scheduler.last_epoch, lr_used,
+                             *(scheduler.get_last(t)[0] for t in targets))
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -187,7 +196,6 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                 seen += len(y)
             loss_sum, seen = distributed.sum([loss_sum, seen], device)
             val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
-            lr_used = scheduler.get_last_lr()[0] if not per_step else log_last_lr(scheduler)
             metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
             row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
             log.epoch(**row)  # written before anything below can fail
@@ -205,16 +213,22 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     finally:
         log.close()
         if distributed.rank == 0:
-            plot_curves(out, f"{cfg.schedule.expr}  ({cfg.optimizer.name}, torch)")
+            plot_curves(out, run_title(cfg, "torch"))
         if distributed.active:
             dist.barrier()
             dist.destroy_process_group()
     return result
 
 
-def log_last_lr(scheduler) -> float:
-    """The LR of the epoch's last step (the tick before the current one)."""
-    return scheduler.lr_at(scheduler.last_epoch - 1)
+TARGET_NAMES = ("lr", "momentum", "beta2", "weight_decay")
+
+
+def group_value(group: dict, target: str) -> float | None:
+    """A param group's value of ``target`` (momentum: Adam's beta1), None if it has none."""
+    if target in ("momentum", "beta2") and "betas" in group:
+        return float(group["betas"][0 if target == "momentum" else 1])
+    value = group.get(target)
+    return None if value is None else float(value)
 
 
 def _save(path: Path, model, optimizer, scheduler, meta: dict, distributed) -> None:
