@@ -615,7 +615,7 @@ KERAS_ON_JAX = textwrap.dedent("""
         want = lrdsl.curve(P, ticks, metrics={"loss": history.history["loss"]}, **units)
         assert (want < lrdsl.curve(P, ticks, **units)).any()  # the plateau acted
         np.testing.assert_allclose(used.lrs, want, **F32)
-        np.testing.assert_allclose(history.history["lr"], want[3::4], **F32)
+        np.testing.assert_allclose(history.history["learning_rate"], want[3::4], **F32)
         print("callback ok", units)
 
     # save after 3 epochs, load (plateau state and iteration count restored), continue

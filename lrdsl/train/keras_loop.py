@@ -111,6 +111,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     if trainer.strategy != "single":
         raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
     keras = _select_device(trainer.device)
+    print(f"device: keras on {keras.backend.backend()}, "
+          f"{'cpu' if trainer.device == 'cpu' else trainer.device}", flush=True)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

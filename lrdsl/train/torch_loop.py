@@ -126,6 +126,10 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     cuda = _wants_cuda(trainer.device)
     distributed = _Distributed(trainer.strategy, "cuda" if cuda else "cpu")
     device = _device(cuda, distributed.local_rank)
+    if distributed.rank == 0:
+        name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+        print(f"device: {device}{name}" + (f", {distributed.world} processes" if distributed.active else ""),
+              flush=True)
     torch.manual_seed(trainer.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
