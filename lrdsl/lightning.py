@@ -81,8 +81,9 @@ class Schedule(Callback):
         optimizer = optimizers[0]
         total, per_epoch = _units(trainer)
         try:
-            self.scheduler = scheduler(optimizer, self._specs["expr"],
-                                       **{k: v for k, v in self._specs.items() if k != "expr"},
+            self.scheduler = scheduler(optimizer, self._specs["expr"], momentum=self._specs.get("momentum"),
+                                       beta2=self._specs.get("beta2"),
+                                       weight_decay=self._specs.get("weight_decay"),
                                        steps_per_epoch=per_epoch, total=total)
         except LrdslError as error:
             raise type(error)(f"{error} (lrdsl.lightning.Schedule: total={total} optimizer steps, "
@@ -129,10 +130,10 @@ class Schedule(Callback):
 
 def _units(trainer: "pl.Trainer") -> tuple[float | None, float | None]:
     """(total optimizer steps of the run, optimizer steps per epoch); None where infinite."""
-    total = trainer.estimated_stepping_batches  # also loads the train dataloader if needed
+    stepping = trainer.estimated_stepping_batches  # also loads the train dataloader if needed
     batches = trainer.num_training_batches
-    per_epoch = None
+    per_epoch: float | None = None
     if isinstance(batches, (int, float)) and math.isfinite(batches) and batches > 0:
         per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
-    total = total if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else None
+    total = stepping if isinstance(stepping, (int, float)) and math.isfinite(stepping) and stepping > 0 else None
     return total, per_epoch

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from lrdsl.units import format_number
 
@@ -58,7 +58,7 @@ def sample(index: int, cells: int = 4) -> str:
 
 
 def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height: int = 16,
-           boundaries: list[float] = (), log: bool = False,
+           boundaries: Sequence[float] = (), log: bool = False,
            steps_per_epoch: float | None = None, x_name: str = "tick",
            x_value: Callable[[float], float] | None = None) -> str:
     """The curve of ``lr`` over ticks [0, ticks) in about ``width`` × ``height`` characters.
@@ -73,7 +73,7 @@ def render(lr: Callable[[float], float], ticks: int, *, width: int = 80, height:
 
 
 def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks: int, *,
-                width: int = 80, height: int = 16, boundaries: list[float] = (), log: bool = False,
+                width: int = 80, height: int = 16, boundaries: Sequence[float] = (), log: bool = False,
                 steps_per_epoch: float | None = None, color: bool = False, x_name: str = "tick",
                 x_value: Callable[[float], float] | None = None) -> str:
     """Several curves ``(label, lr)`` overlaid on one y scale, as :func:`render` draws one.
