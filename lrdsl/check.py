@@ -1,6 +1,7 @@
 """``lrdsl check``: find schedule expressions in YAML files, plan them, report the bad ones.
 
-An expression is the scalar value of a key named ``expr`` or ``schedule`` (Hydra configs
+An expression is the scalar value of a key named ``expr``, ``schedule``, ``momentum``, ``beta2`` or
+``weight_decay`` (Hydra configs
 included); Hydra ``defaults`` lists, Hydra's own ``hydra:`` settings (sweep lists) and
 ``${...}`` interpolations are not expressions.
 
@@ -32,7 +33,8 @@ from lrdsl.errors import LrdslError, UnitError
 from lrdsl.plan import plan
 from lrdsl.units import format_number
 
-KEYS = ("expr", "schedule")
+#: keys whose scalar values are expressions: the LR, and the targets of LANGUAGE.md §7
+KEYS = ("expr", "schedule", "momentum", "beta2", "weight_decay")
 SKIPPED_KEYS = ("defaults", "hydra")
 SUFFIXES = (".yaml", ".yml")
 #: bigger files are refused unread: configs are kilobytes, and the YAML parser is pure Python
@@ -154,7 +156,7 @@ def expressions(text: str) -> Iterator[tuple[str, int, str | None]]:
                 tag = scalar.tag if scalar.tag not in (None, "!") else \
                     resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
                 if tag == "tag:yaml.org,2002:str" and "${" not in scalar.value:
-                    yield scalar.value, scalar.start_mark.line, scalar.style
+                    yield scalar.value, scalar.start_mark.line, scalar.style, parent[2]
         if isinstance(event, events.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise _TooDeep(event.start_mark.line)
@@ -167,12 +169,22 @@ def _excerpt(text: str, width: int = 100) -> str:
     return "  " + (line if len(line) <= width else line[:width - 1] + "…")
 
 
-def check_expression(text: str, *, steps_per_epoch: float | None = None,
-                     total: float | None = None) -> tuple[LrdslError | None, str | None]:
-    """(the error planning ``text`` raises, or None; a warning about its length, or None)."""
+#: targets whose values must stay below 1 (LANGUAGE.md §7)
+BELOW_ONE = ("momentum", "beta2")
+
+
+def check_expression(text: str, *, steps_per_epoch: float | None = None, total: float | None = None,
+                     target: str | None = None) -> tuple[LrdslError | None, str | None]:
+    """(the error planning ``text`` raises, or None; a warning about its length, or None).
+
+    ``target`` is the key the expression stands under: momentum and beta2 must stay below 1.
+    """
     try:
         try:
             compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
+            if target in BELOW_ONE and compiled.range[1] >= 1:
+                raise LrdslError(f"{target}: {compiled.expr} reaches {format_number(compiled.range[1])}; "
+                                 f"a {target} must stay below 1")
         except UnitError:
             if total is not None:
                 raise
@@ -209,10 +221,11 @@ def check_file(path: Path, *, steps_per_epoch: float | None = None,
         return 0, [text]
     found, problems = 0, []
     try:
-        for value, line, style in expressions(text):
+        for value, line, style, key in expressions(text):
             found += 1
             first = line + 1 + (1 if style in ("|", ">") else 0)
-            error, warning = check_expression(value, steps_per_epoch=steps_per_epoch, total=total)
+            error, warning = check_expression(value, steps_per_epoch=steps_per_epoch, total=total,
+                                              target=key)
             if error is not None:
                 message, _, pointer = pointed(error).partition("\n")
                 # error.line counts lines of the text as written (a plan error's is 1: it

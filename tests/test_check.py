@@ -205,3 +205,19 @@ def test_a_real_process_over_hostile_files_does_not_hang(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[-1] == "1 expression(s) checked, 5 bad", result.stderr
     assert len(lines) == 6 and all(line.startswith(("/tmp", "/dev")) for line in lines[:-1])
+
+
+def test_target_expressions_are_checked_like_the_lr(tmp_path, capsys):
+    config = tmp_path / "targets.yaml"
+    config.write_text("expr: onecycle(0.1, 100)\n"
+                      "momentum: onecycle(0.85, 100, start=0.95, end=0.95)\n"
+                      "weight_decay: anneal(0.04, 0.4, 100)\n"
+                      "beta2: anneal(0.99, 0.999, 100)\n"
+                      "optimizer: {momentum: 0.9, weight_decay: 0}\n"  # numbers: not expressions
+                      "beta1: cosin(0.1, 10)\n")                # not a target key: not read
+    assert check(capsys, config) == (0, "4 expression(s) checked, 0 bad\n", "")
+    config.write_text("momentum: onecycle(0.85, 100, start=0.95, end=2ep)\n"
+                      "beta2: anneal(0.99, 2, 100)\n")
+    status, _, err = check(capsys, config)
+    assert status == 1 and reported_lines(err, config) == [1, 2]
+    assert "beta2: anneal(0.99,2,100) reaches 2; a beta2 must stay below 1" in err
