@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, NamedTuple
 
-import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -33,31 +31,16 @@ from lrdsl.nodes import Expr
 from lrdsl.plan import Plan, plan
 from lrdsl.plateau import PlateauRule
 
-FLOAT32_MAX = 3.4028234663852886e38
-FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
-
-
 def _float_dtype():
     """float64 when ``jax_enable_x64`` is on (decided at trace time), else float32."""
     return jnp.result_type(float)
-
-
-@functools.lru_cache(maxsize=256)
-def _float32_complaint(compiled: Plan) -> str | None:
-    """What float32 cannot hold (it would compute inf or 0/0 from it); lrdsl.keras's rule."""
-    if compiled.range[1] > FLOAT32_MAX:
-        return f"reaches {compiled.range[1]:.3g}, beyond float32"
-    for number in compiled.constants():
-        if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
-            return f"the number {number:.3g} does not fit float32"
-    return None
 
 
 def _values(compiled: Plan, count):
     """f(count) from an update count of any integer (or float) dtype, in the default float."""
     dtype = _float_dtype()
     if dtype == jnp.float32:
-        complaint = _float32_complaint(compiled)
+        complaint = compiled.float32_complaint
         if complaint:
             raise LrdslError(f"{compiled.expr}: {complaint} (JAX computes in float32 unless "
                              f"jax_enable_x64 is on)", expr=str(compiled.expr))

@@ -193,6 +193,10 @@ class TimedRepeat:
         return self.body.values(local, xp)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled expression: ``schedule`` (timed tree), ``plateau`` (rule or None)."""
@@ -227,6 +231,18 @@ class Plan:
     def boundaries(self) -> list[float]:
         """Start ticks of the top-level segments after the first (where ``>>`` switches)."""
         return list(self.schedule.starts[1:]) if isinstance(self.schedule, TimedSequence) else []
+
+    @functools.cached_property
+    def float32_complaint(self) -> str | None:
+        """What float32 cannot hold, or None: a range beyond its largest value, or a folded
+        constant it would turn into inf or 0 (and so inf or 0/0 downstream).  Backends that
+        compute in float32 (Keras, JAX by default) refuse such a plan before tracing it."""
+        if self.range[1] > FLOAT32_MAX:
+            return f"reaches {self.range[1]:.3g}, beyond float32"
+        for number in self.constants():
+            if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
+                return f"the number {number:.3g} does not fit float32"
+        return None
 
     def constants(self):
         """Every number the formulas fold in (arguments in ticks and derived constants)."""

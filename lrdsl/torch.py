@@ -442,4 +442,4 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
                      steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch)
 
 
-from lrdsl.torch_find import find_lr  # noqa: E402  (the LR range test; after scheduler, which it uses)
+from lrdsl.torch_find import find_lr  # noqa: E402, F401  (re-exported: the LR range test, after scheduler, which it uses)
