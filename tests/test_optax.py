@@ -21,7 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import lrdsl  # noqa: E402
 import lrdsl.optax  # noqa: E402
-from cases import VALUE_CASES, value_params  # noqa: E402
+from cases import LONG, VALUE_CASES, long_ticks, value_params  # noqa: E402
 from lrdsl.plateau import PlateauRule, PlateauState  # noqa: E402
 
 #: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger
@@ -145,36 +145,8 @@ def test_every_core_case_equals_curve(case, precision):
     assert_close(got, want, tolerance, case["expr"])
 
 
-# LANGUAGE.md §5 holds "at every tick up to 10⁶": the long-horizon cases of tests/test_keras.py
-# (the same list; kept here so that this file runs without Keras)
-LONG = [
-    ("0.1", {}), ("linear(0.1, 0, 1e6)", {}), ("linear(0.001, 0.1, 1e6)", {}),
-    ("anneal(0.04, 0.4, 1e6)", {}), ("anneal(0.1, 0, 1e6, shape=linear, power=2)", {}),
-    ("anneal(0.1, 0.001, 1e6, power=0.5)", {}), ("anneal(1e-7, 10, 1e6, shape=exp)", {}),
-    ("warmup(1e5, shape=cos) >> 0.1", {}), ("warmup(1e5, start=0.001, shape=exp) >> 0.1", {}),
-    ("warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)", {"total": 1e6}),
-    ("warmup(1%) >> 3e-4 >> cooldown(20%, shape=cos)", {"total": 1e6}),
-    ("cosine(0.1, 1e6)", {}), ("cosine(0.1, 1e6, min=0.001)", {}),
-    ("poly(0.1, 1e6, power=2)", {}), ("poly(0.1, 1e5, power=3, cycle=true)", {}),
-    ("poly(0, 1e6, end=0.1, power=0.5)", {}), ("step(0.1, 1e5, factor=0.5)", {}),
-    ("step(0.1, 1000, factor=0.99)", {}), ("multistep(0.1, [3e5, 6e5, 9e5])", {}),
-    ("piecewise([2e5, 7e5], [0.1, 0.01, 0.001])", {}), ("exp(0.1, 0.99999)", {}),
-    ("exp(0.1, k=1e-5, every=10, staircase=true)", {}), ("exp(1e-7, 1.00002, d=1e6)", {}),
-    ("invtime(0.1, 1e-4)", {}), ("invtime(0.1, 1e-3, power=0.5)", {}),
-    ("rsqrt(0.01, d0=1e4)", {}), ("rsqrt(1, power=0.51)", {}),
-    ("cyclic(0.001, 0.1, 1e4)", {}), ("cyclic(0.9, 0.8, 2e4, down=3e4, mode=triangular2)", {}),
-    ("cyclic(0.001, 0.1, 1e4, mode=exp_range, gamma=0.99999)", {}),
-    ("sgdr(0.1, 1e5)", {}), ("sgdr(0.1, 1e4, mult=2, min=1e-5)", {}),
-    ("sgdr(0.1, 1000, decay=0.99)", {}), ("onecycle(0.1, 1e6)", {}),
-    ("onecycle(0.85, 1e6, start=0.95, end=0.95)", {}),
-    ("onecycle(0.1, 1e6, three_phase=true, anneal=linear)", {}),
-    ("max(exp(0.1, 0.9999), 1e-4)", {}), ("min(cosine(0.1, 1e6), 0.05)", {}),
-    ("cosine(0.1, 1e6)[5e5:]", {}), ("0.2 - cosine(0.1, 1e6)", {}),
-    ("cosine(0.1, 5e5) + anneal(0, 0.01, 1e6)", {}), ("repeat(warmup(1e3) >> cosine(0.1, 9e4))", {}),
-]
-LONG_TICKS = np.unique(np.concatenate([
-    np.round(np.logspace(0, 6, 300)), np.arange(0, 10**6 + 1, 7919), 10**6 - np.arange(0, 40),
-    10**5 + np.arange(-3, 4), [0, 1, 2]]))
+# LANGUAGE.md §5 holds "at every tick up to 10⁶": the long-horizon cases shared with tests/test_keras.py
+LONG_TICKS = long_ticks()
 
 
 @functools.lru_cache(maxsize=None)
