@@ -158,9 +158,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from lrdsl.catalogue import PRIMITIVES
+    from lrdsl.catalogue import PRIMITIVES, markdown_table
     from lrdsl.errors import UnknownNameError, did_you_mean
 
+    if args.markdown:  # the README's language table
+        print(markdown_table())
+        return 0
     if args.name is None:
         for primitive in PRIMITIVES.values():
             print(primitive.signature())
@@ -238,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("list", help="the primitives, or one in full")
+    p.add_argument("--markdown", action="store_true", help="the language as a Markdown table (the README's)")
     p.add_argument("name", nargs="?")
     p.set_defaults(run=cmd_list)
 

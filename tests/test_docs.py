@@ -29,3 +29,10 @@ def test_every_recipe_in_the_readme_plans():
         compiled = lrdsl.plan(expr, total=100_000)
         values = lrdsl.curve(compiled.expr, [0, 1, 5000, 99_999], total=100_000)
         assert all(v >= 0 for v in values), expr
+
+
+def test_lrdsl_list_markdown_prints_the_table(capsys):
+    from lrdsl.cli import main
+
+    assert main(["list", "--markdown"]) == 0
+    assert capsys.readouterr().out.strip() == markdown_table()
