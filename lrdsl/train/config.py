@@ -191,13 +191,6 @@ def _check_schedule_keys(cfg: Any) -> None:
 
     from omegaconf import OmegaConf
 
-    if OmegaConf.is_missing(cfg.schedule, "expr"):
-        raise LrdslError("config key schedule.expr is missing: pick a preset (schedule=cosine) or set "
-                         "schedule.expr='<expression>'")
-    for key in ("expr", *TARGETS):
-        value = cfg.schedule[key]
-        if not (isinstance(value, str) or key != "expr" and value is None or _finite(value)):
-            raise LrdslError(f"config key schedule.{key} must be an expression, got {_show(value)}")
     for key in cfg.schedule:
         if key in SCHEDULE_KEYS:
             continue
@@ -208,6 +201,13 @@ def _check_schedule_keys(cfg: Any) -> None:
                              f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr), and this is not "
                              f"a finite number" + (f"; did you mean schedule.{close[0]}?" if close else
                                                    f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
+    if OmegaConf.is_missing(cfg.schedule, "expr"):
+        raise LrdslError("config key schedule.expr is missing: pick a preset (schedule=cosine) or set "
+                         "schedule.expr='<expression>'")
+    for key in ("expr", *TARGETS):
+        value = cfg.schedule[key]
+        if not (isinstance(value, str) or key != "expr" and value is None or _finite(value)):
+            raise LrdslError(f"config key schedule.{key} must be an expression, got {_show(value)}")
 
 
 def _check_expression(cfg: Any, key: str) -> None:
