@@ -1,7 +1,9 @@
 """``lrdsl compare DIR``: the runs of a Hydra multirun side by side.
 
 One figure (LR, validation loss and validation accuracy per epoch, a line per run) and a
-table of final metrics, best validation accuracy first.
+table of final metrics, best validation accuracy first.  An Optuna sweep's directory (it holds
+``optimization_results.yaml``) gets a table of trials instead: each searched parameter, the
+objective (the final val_loss the app returns), best trial first in the study's direction.
 """
 
 from __future__ import annotations
@@ -69,6 +71,76 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def optuna_results(directory: Path) -> dict | None:
+    """An Optuna sweep's summary: ``{"best_params": {...}, "best_value": x, "direction": ...}``;
+    None where ``directory`` has no optimization_results.yaml (not an Optuna sweep)."""
+    path = directory / "optimization_results.yaml"
+    if not path.exists():
+        return None
+    import yaml
+
+    try:
+        results = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise LrdslError(f"cannot read {path} ({type(error).__name__})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("best_params"), dict):
+        raise LrdslError(f"{path} is not an Optuna sweep's results (no best_params mapping)")
+    results["direction"] = _direction(directory)
+    return results
+
+
+def _direction(directory: Path) -> str:
+    """The study's direction, from a trial's saved Hydra config (minimize if unreadable)."""
+    import yaml
+
+    for hydra_yaml in sorted(directory.glob("*/.hydra/hydra.yaml")):
+        try:
+            config = yaml.safe_load(hydra_yaml.read_text())
+            direction = config["hydra"]["sweeper"]["direction"]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        if direction in ("minimize", "maximize"):
+            return direction
+    return "minimize"
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def trials_table(runs: list[dict], results: dict) -> str:
+    """The trials of an Optuna sweep: trial number, each searched parameter, the objective
+    (final val_loss), final and best val_acc; the best trial first (``*`` marks Optuna's best)."""
+    params = list(results["best_params"])
+    rows = []
+    for run in runs:
+        given = dict(o.split("=", 1) for o in run["overrides"] if "=" in o)
+        values = [given.get(p, "") for p in params]
+        m = run["metrics"]
+        best = all(_number(given.get(p, "")) == _number(str(v)) if _number(str(v)) is not None
+                   else given.get(p) == str(v) for p, v in results["best_params"].items())
+        rows.append((("*" if best else " ") + run["dir"].name, values, int(m["epoch"][-1]), m["val_loss"][-1],
+                     m["val_acc"][-1], max(m["val_acc"])))
+    sign = -1 if results.get("direction") == "maximize" else 1
+    rows.sort(key=lambda r: sign * r[3])
+    show = [[f"{x:.4g}" if (x := _number(v)) is not None else v for v in r[1]] for r in rows]
+    widths = [max([len(p)] + [len(s[i]) for s in show]) for i, p in enumerate(params)]
+    head = "  ".join(f"{p:>{w}}" for p, w in zip(params, widths))
+    lines = [f"{'trial':>6}  {head}  {'epochs':>6}  {'val_loss':>8}  {'val_acc':>7}  {'best val_acc':>12}"]
+    for (name, _, epochs, val_loss, val_acc, best_acc), values in zip(rows, show):
+        cells = "  ".join(f"{v:>{w}}" for v, w in zip(values, widths))
+        lines.append(f"{name:>6}  {cells}  {epochs:>6}  {val_loss:>8.4f}  {val_acc:>7.4f}  {best_acc:>12.4f}")
+    best_params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in results["best_params"].items())
+    value = results.get("best_value")
+    lines.append(f"\noptuna ({results['direction']} val_loss): best {best_params}"
+                 + (f"  -> {value:.4f}" if isinstance(value, (int, float)) else ""))
+    return "\n".join(lines)
+
+
 def figure(runs: list[dict], path: Path) -> Path:
     import matplotlib
 
@@ -108,7 +180,8 @@ def compare(directory: str, out: str | None = None) -> int:
     if not runs:
         raise LrdslError(f"no runs with a metrics.csv under {root} (expected a Hydra multirun "
                          f"directory: {root}/0/metrics.csv, …)")
+    results = optuna_results(root)
     path = figure(runs, Path(out) if out else root / "compare.png")
-    print(table(runs))
+    print(trials_table(runs, results) if results is not None else table(runs))
     print(f"\nfigure: {path}")
     return 0

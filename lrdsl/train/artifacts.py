@@ -1,5 +1,6 @@
 """What a run leaves in its directory: metrics.csv and lr.csv (flushed every epoch, so an
-interrupted run keeps what it had), curves.png, and the checkpoint."""
+interrupted run keeps what it had), with ``trainer.logger=tensorboard`` a TensorBoard event
+file holding the same numbers, curves.png, and the checkpoint."""
 
 from __future__ import annotations
 
@@ -66,17 +67,26 @@ class RunLog:
     """Appends per-epoch metrics and per-tick values; rank 0 alone writes (``enabled``).
 
     lr.csv's columns are ``tick, lr`` and then each scheduled target (``columns``), e.g.
-    ``tick, lr, momentum, weight_decay``.
+    ``tick, lr, momentum, weight_decay``.  With ``logger="tensorboard"`` the same records go
+    to an :class:`EventLog` as well (both backends' loops feed this one class, so both write
+    the same scalars).
     """
 
     def __init__(self, directory: Path, enabled: bool = True, append: bool = False,
-                 targets: tuple[str, ...] = ()):
+                 targets: tuple[str, ...] = (), logger: str = "csv", ticks_per_epoch: int = 1):
         self.directory = Path(directory)
         self.enabled = enabled
         self.columns = lr_columns(targets)
         self._pending: list[tuple] = []
+        self._events: EventLog | None = None
         if not enabled:
             return
+        if logger == "tensorboard":
+            # a resumed run's CSVs are already cut at its checkpoint: the event file is
+            # rewritten from them, so TensorBoard shows exactly what the CSVs hold
+            self._events = EventLog(self.directory, self.columns[2:])
+            if append:
+                self._events.replay(self.directory, ticks_per_epoch)
         mode = "a" if append else "w"
         metrics_path, lr_path = self.directory / "metrics.csv", self.directory / "lr.csv"
         new_metrics = not (append and metrics_path.exists())
@@ -99,15 +109,99 @@ class RunLog:
         if not self.enabled:
             return
         self._lrs.writerows((t, *map(repr, values)) for t, *values in self._pending)
-        self._pending.clear()
         self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
         self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
         self._metrics_file.flush()
+        if self._events is not None:
+            self._events.epoch(row, self._pending)
+        self._pending.clear()
 
     def close(self) -> None:
         if self.enabled:
             self._metrics_file.close()
             self._lr_file.close()
+            if self._events is not None:
+                self._events.close()
+
+
+def tensorboard_writer():
+    """tensorboard's record writer and protos: ``(RecordWriter, event_pb2, summary_pb2)``.
+
+    These need the ``tensorboard`` package alone — not torch (``torch.utils.tensorboard``) nor
+    tensorflow (``tf.summary``; tensorboard's ``EventFileWriter`` imports it when present) — so
+    either backend writes events without loading the other's framework.
+    """
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+    except ImportError as error:
+        raise LrdslError(f"trainer.logger=tensorboard needs the tensorboard package "
+                         f"(pip install 'lrdsl[tensorboard]'): {error}") from None
+    return RecordWriter, event_pb2, summary_pb2
+
+
+class EventLog:
+    """A TensorBoard event file in the run directory (``events.out.tfevents.*.lrdsl``).
+
+    Per epoch ``e`` (step ``e``, 1-based as in metrics.csv): ``learning_rate`` (metrics.csv's
+    lr), each scheduled target (its value at the epoch's last tick), ``loss``, ``val_loss``,
+    ``val_acc``.  Per tick ``t`` (step ``t``, as in lr.csv): ``tick/learning_rate`` and
+    ``tick/<target>``.  Written synchronously and flushed every epoch, like the CSVs.
+    """
+
+    SUFFIX = ".lrdsl"
+
+    def __init__(self, directory: Path, targets: tuple[str, ...] = ()):
+        import socket
+        import time
+
+        RecordWriter, self._event_pb2, self._summary_pb2 = tensorboard_writer()
+        self.targets = tuple(targets)
+        directory = Path(directory)
+        for old in directory.glob(f"events.out.tfevents.*{self.SUFFIX}"):
+            old.unlink()  # ours, from before a resume: replay() rewrites what is kept
+        self.path = directory / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                                 f"{os.getpid()}{self.SUFFIX}")
+        self._writer = RecordWriter(open(self.path, "wb"))
+        self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self._writer.flush()
+
+    def _write(self, event) -> None:
+        self._writer.write(event.SerializeToString())
+
+    def scalars(self, step: int, values: dict) -> None:
+        """One event at ``step`` holding a scalar per ``{tag: value}``."""
+        import time
+
+        summary = self._summary_pb2.Summary(value=[
+            self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
+        self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def epoch(self, row: dict, ticks: list[tuple]) -> None:
+        """An epoch's row and the ticks (``(tick, lr, *targets)``) it ran."""
+        for tick, lr, *values in ticks:
+            self.scalars(tick, {"tick/learning_rate": lr,
+                                **{f"tick/{t}": v for t, v in zip(self.targets, values)}})
+        last = dict(zip(self.targets, ticks[-1][2:])) if ticks else {}
+        self.scalars(row["epoch"], {"learning_rate": row["lr"], **last,
+                                    **{k: row[k] for k in ("loss", "val_loss", "val_acc")}})
+        self._writer.flush()
+
+    def replay(self, directory: Path, ticks_per_epoch: int) -> None:
+        """Write the rows already in ``directory``'s metrics.csv and lr.csv (a resumed run's)."""
+        metrics = read_csv(directory / "metrics.csv") if (directory / "metrics.csv").exists() else {}
+        lrs = read_csv(directory / "lr.csv") if (directory / "lr.csv").exists() else {}
+        ticks = list(zip(*(lrs.get(c, []) for c in ("tick", "lr", *self.targets))))
+        done = 0
+        for index, epoch in enumerate(metrics.get("epoch", [])):
+            row = {key: metrics[key][index] for key in METRICS}
+            row["epoch"] = int(epoch)
+            ran = [t for t in ticks[done:] if t[0] < int(epoch) * ticks_per_epoch]
+            done += len(ran)
+            self.epoch(row, [(int(t[0]), *t[1:]) for t in ran])
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def lr_columns(targets=()) -> tuple[str, ...]:

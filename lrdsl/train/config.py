@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -28,15 +28,14 @@ TARGET_OPTIMIZERS = {
 }
 
 
-@dataclass
-class ScheduleConfig:
-    expr: str = MISSING
-    #: what one tick is: "step" (the scheduler steps per batch) or "epoch"
-    unit: str = "step"
-    #: optional schedules of other hyperparameters (expressions; no ``| plateau``); None: untouched
-    momentum: Optional[str] = None
-    beta2: Optional[str] = None
-    weight_decay: Optional[str] = None
+#: a schedule config's own keys, and their defaults; any other key is a named number
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "expr": MISSING,
+    "unit": "step",  # what one tick is: "step" (the scheduler steps per batch) or "epoch"
+    # optional schedules of other hyperparameters (expressions; no ``| plateau``); None: untouched
+    "momentum": None, "beta2": None, "weight_decay": None,
+}
+SCHEDULE_KEYS = tuple(SCHEDULE_DEFAULTS)
 
 
 @dataclass
@@ -82,11 +81,16 @@ class TrainerConfig:
     progress: bool = True
     #: with resume: continue the checkpoint under an edited schedule (expressions/targets) from its tick
     rebase: bool = False
+    #: csv (metrics.csv and lr.csv alone) or tensorboard (those, and TensorBoard event files)
+    logger: str = "csv"
 
 
 @dataclass
 class TrainConfig:
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # a schedule is an open mapping, not a dataclass: besides SCHEDULE_KEYS it holds named
+    # numbers (``peak: 0.1`` with ``expr: onecycle(${schedule.peak}, 100%)``) that a sweeper
+    # can search; validate() checks its keys and types instead (a misspelt key is not a number)
+    schedule: Dict[str, Any] = field(default_factory=lambda: dict(SCHEDULE_DEFAULTS))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,6 +108,7 @@ CHOICES = {
     "data.name": ("digits", "npz"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.strategy": ("single", "ddp"),
+    "trainer.logger": ("csv", "tensorboard"),
     "schedule.unit": UNITS,
 }
 
@@ -167,11 +172,42 @@ def validate(cfg: Any) -> None:
                 raise LrdslError(f"config key {key} must be {words}, got {_show(value)}")
     if cfg.data.name == "npz" and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path in (None, "")):
         raise LrdslError("config key data.path: data=npz needs data.path=FILE.npz")
+    _check_schedule_keys(cfg)
     for key in ("expr", *TARGETS):
         _check_expression(cfg, key)
+    if cfg.trainer.logger == "tensorboard":
+        from lrdsl.train.artifacts import tensorboard_writer
+
+        tensorboard_writer()  # fails now, naming the extra, rather than after the first epoch
     if cfg.trainer.rebase and not cfg.trainer.resume:
         raise LrdslError("config key trainer.rebase=true continues a checkpoint under a new schedule: "
                          "it needs trainer.resume=PATH")
+
+
+def _check_schedule_keys(cfg: Any) -> None:
+    """``schedule``: expr is set, expressions are text, and every other key is a named number
+    (a finite int or float) — the checks a dataclass schema would make, on an open mapping."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    for key in cfg.schedule:
+        if key in SCHEDULE_KEYS:
+            continue
+        value = cfg.schedule[key]
+        if not _finite(value):
+            close = difflib.get_close_matches(str(key), SCHEDULE_KEYS, n=1, cutoff=0.6)
+            raise LrdslError(f"config key schedule.{key}={_show(value)}: a schedule's extra keys are named "
+                             f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr), and this is not "
+                             f"a finite number" + (f"; did you mean schedule.{close[0]}?" if close else
+                                                   f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
+    if OmegaConf.is_missing(cfg.schedule, "expr"):
+        raise LrdslError("config key schedule.expr is missing: pick a preset (schedule=cosine) or set "
+                         "schedule.expr='<expression>'")
+    for key in ("expr", *TARGETS):
+        value = cfg.schedule[key]
+        if not (isinstance(value, str) or key != "expr" and value is None or _finite(value)):
+            raise LrdslError(f"config key schedule.{key} must be an expression, got {_show(value)}")
 
 
 def _check_expression(cfg: Any, key: str) -> None:

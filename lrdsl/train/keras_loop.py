@@ -158,7 +158,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     except TypeError as error:
         raise LrdslError(f"this lrdsl.keras.callback does not take {', '.join(extra)} ({error}); "
                          f"use backend=torch for schedule targets and trainer.rebase") from None
-    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets))
+    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets), logger=trainer.logger,
+                 ticks_per_epoch=ticks_per_epoch)
 
     class Ticks(keras.callbacks.Callback):
         """lr.csv: each tick's values, read before its batch and after the schedule callback's

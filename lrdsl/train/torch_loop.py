@@ -171,7 +171,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                          fill=saved_values)
             for line in rebase_lines(state["lrdsl"], expected, saved_values, scheduler):
                 print(line, flush=True)
-    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None, targets=tuple(targets))
+    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None, targets=tuple(targets),
+                 logger=trainer.logger, ticks_per_epoch=ticks_per_epoch)
     last_epoch = end_epoch(trainer, start)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
     result: dict = {}
