@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(PY) -m lrdsl train
 
 test: $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # the edit-test loop: everything but the tests marked slow (training runs, subprocesses); not CI's
@@ -42,4 +43,4 @@ bench: $(STAMP)
 	bash bench/cli.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache outputs multirun
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache outputs multirun

@@ -114,8 +114,8 @@ class _TooDeep(Exception):
         self.line = line
 
 
-def expressions(text: str) -> Iterator[tuple[str, int, str | None]]:
-    """``(value, line, style)`` of each string scalar under an expression key, in file order.
+def expressions(text: str) -> Iterator[tuple[str, int, str | None, str]]:
+    """``(value, line, style, key)`` of each string scalar under an expression key, in file order.
 
     ``line`` is 0-based, of the scalar's first character; ``style`` is YAML's (``|``, ``>``,
     quotes or None).  An alias used as an expression stands for its anchored scalar; an alias
@@ -152,7 +152,7 @@ def expressions(text: str) -> Iterator[tuple[str, int, str | None]]:
             under_key = parent is not None and parent[0] and parent[2] in KEYS
             skipped = parent is not None and (parent[3] or parent[0] and parent[2] in SKIPPED_KEYS)
             scalar = anchored.get(event.anchor) if isinstance(event, events.AliasEvent) else event
-            if under_key and not skipped and isinstance(scalar, events.ScalarEvent):
+            if parent is not None and under_key and not skipped and isinstance(scalar, events.ScalarEvent):
                 tag = scalar.tag if scalar.tag not in (None, "!") else \
                     resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
                 if tag == "tag:yaml.org,2002:str" and "${" not in scalar.value:

@@ -8,6 +8,8 @@ objective (the final val_loss the app returns), best trial first in the study's 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sys
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def load_runs(directory: Path, warn=None) -> list[dict]:
     from lrdsl.train.artifacts import read_csv
 
     warn = warn or (lambda line: print(line, file=sys.stderr))
-    runs = []
+    runs: list[dict[str, Any]] = []
     for metrics_path in sorted(directory.glob("*/metrics.csv"), key=lambda p: (len(p.parent.name), p.parent.name)):
         run = metrics_path.parent
         try:
@@ -49,9 +51,9 @@ def load_runs(directory: Path, warn=None) -> list[dict]:
             continue
         runs.append({"dir": run, "overrides": _overrides(run), "metrics": metrics, "lrs": lrs})
     shared = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
-    for run in runs:  # name a run by what sets it apart
-        own = [o for o in run["overrides"] if o not in shared]
-        run["name"] = " ".join(own) or run["dir"].name
+    for entry in runs:  # name a run by what sets it apart
+        own = [o for o in entry["overrides"] if o not in shared]
+        entry["name"] = " ".join(own) or entry["dir"].name
     return runs
 
 
@@ -148,7 +150,7 @@ def figure(runs: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_lr, ax_loss, ax_acc) = plt.subplots(1, 3, figsize=(16, 4.8))
-    colors = plt.get_cmap("tab20").colors
+    colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, run in enumerate(runs):
         m, lrs = run["metrics"], run["lrs"]
         epochs = m["epoch"]

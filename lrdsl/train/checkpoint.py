@@ -207,6 +207,7 @@ def load_torch(path: Path, expected: dict, device, rebase: bool = False) -> dict
                          f"corrupt or not one ({type(error).__name__})") from None
     meta = state.get("lrdsl") if isinstance(state, dict) else None
     check_manifest(meta, expected, path, rebase)
+    assert isinstance(meta, dict)  # check_manifest refuses anything else
     if not isinstance(meta.get("sha256"), str) or meta["sha256"] != digest(state):
         raise LrdslError(f"trainer.resume: {path} is corrupt (its contents do not match the checksum "
                          f"written with them)")
@@ -259,4 +260,5 @@ def load_keras(path: Path, expected: dict, keras, rebase: bool = False) -> tuple
     except Exception as error:  # Keras raises many kinds here; any means: not this checkpoint
         raise LrdslError(f"trainer.resume: Keras cannot load {path} "
                          f"({type(error).__name__}: {' '.join(str(error).split())[:160]})") from None
+    assert isinstance(meta, dict)  # check_manifest refuses anything else
     return model, meta

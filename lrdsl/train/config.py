@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -242,7 +242,7 @@ def targets(cfg: Any) -> dict[str, str]:
     return {t: str(cfg.schedule[t]) for t in TARGETS if cfg.schedule[t] is not None}
 
 
-def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict]:
+def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict[str, Any]]:
     """(per step?, ticks per epoch, the scheduler's units) for ``schedule.unit``."""
     per_step = cfg.schedule.unit == "step"
     ticks_per_epoch = steps_per_epoch if per_step else 1
@@ -251,7 +251,7 @@ def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict]:
     return per_step, ticks_per_epoch, units
 
 
-def compose(overrides: list[str] = ()) -> Any:
+def compose(overrides: Sequence[str] = ()) -> Any:
     """Compose conf/train.yaml with overrides (as the app does) and validate it."""
     from hydra import compose as hydra_compose, initialize_config_dir
 

@@ -56,6 +56,7 @@ def _select_device(device: str):
 def build_model(keras, cfg, data: Dataset):
     layers = [keras.Input(data.x_train.shape[1:])]
     if cfg.name == "cnn":
+        assert data.image_shape is not None  # the app checks model=cnn against the data first
         layers.append(keras.layers.Reshape((*data.image_shape, 1)))
         for channels in cfg.channels:
             layers += [keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
@@ -146,22 +147,17 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         # constants of targets it did not schedule
         saved_values = {t: optimizer_value(keras, model.optimizer, t) for t in ("lr", *ATTRIBUTES)}
         loaded = getattr(model.optimizer, "_learning_rate", None)
-        if hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
+        if loaded is not None and hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
             saved_values["lr"] = float(loaded.lr_at(start * ticks_per_epoch))
         restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns(targets),
                      fill=saved_values)
-    # the targets and rebase go to the callback only when asked for: a plain LR run needs
-    # nothing beyond the callback's original signature
-    extra = {**targets, **({"rebase": True} if trainer.rebase and checkpoint is not None else {})}
-    try:
-        schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, **units, **extra)
-    except TypeError as error:
-        raise LrdslError(f"this lrdsl.keras.callback does not take {', '.join(extra)} ({error}); "
-                         f"use backend=torch for schedule targets and trainer.rebase") from None
+    schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, momentum=targets.get("momentum"),
+                                       beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
+                                       rebase=bool(trainer.rebase and checkpoint is not None), **units)
     log = RunLog(out, append=checkpoint is not None, targets=tuple(targets), logger=trainer.logger,
                  ticks_per_epoch=ticks_per_epoch)
 
-    class Ticks(keras.callbacks.Callback):
+    class Ticks(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras: imported above, per backend
         """lr.csv: each tick's values, read before its batch and after the schedule callback's
         batch and epoch starts (it is listed after it); on a rebased resume, the switch's lines,
         once."""
@@ -188,7 +184,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                     for line in rebase_lines(meta, expected, saved_values, _Fixed(now)):
                         print(line, flush=True)
 
-    class Recorder(keras.callbacks.Callback):
+    class Recorder(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras: imported above
         """The epoch row, written before the schedule callback's report can fail."""
 
         def on_epoch_begin(self, epoch, logs=None):

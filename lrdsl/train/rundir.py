@@ -118,7 +118,7 @@ def _refuse(error: LrdslError) -> None:
 try:
     from hydra.experimental.callback import Callback as _HydraCallback
 except ImportError:  # pragma: no cover - hydra is a dependency
-    _HydraCallback = object
+    _HydraCallback = object  # type: ignore[misc, assignment]
 
 
 class OwnRunDir(_HydraCallback):

@@ -27,6 +27,7 @@ from lrdsl.train.data import Dataset
 def build_model(cfg, data: Dataset) -> nn.Module:
     layers: list[nn.Module] = []
     if cfg.name == "cnn":
+        assert data.image_shape is not None  # the app checks model=cnn against the data first
         height, width = data.image_shape
         layers.append(nn.Unflatten(1, (1, height)))
         channels = 1
@@ -96,10 +97,12 @@ class _Distributed:
 
 def _loader(x, y, batch_size, seed, epoch, distributed: _Distributed, shuffle: bool):
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    sampler: torch.utils.data.Sampler
     if distributed.active:
-        sampler = torch.utils.data.DistributedSampler(dataset, distributed.world, distributed.rank,
-                                                      shuffle=shuffle, seed=seed)
-        sampler.set_epoch(epoch)
+        shards: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
+            dataset, distributed.world, distributed.rank, shuffle=shuffle, seed=seed)
+        shards.set_epoch(epoch)
+        sampler = shards
     elif shuffle:
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed + epoch))
     else:
@@ -140,7 +143,9 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     steps = len(_loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, 0, distributed, True))
     per_step, ticks_per_epoch, units = tick_units(cfg, steps)
     targets = scheduled_targets(cfg)
-    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, **targets, **units)
+    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, momentum=targets.get("momentum"),
+                                      beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
+                                      **units)
     start = 0
     checkpoint = resume_checkpoint(trainer)
     expected = ckpt.manifest(cfg, data, backend="torch", epochs_done=0, ticks_done=0, units=units)
@@ -149,7 +154,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             raise LrdslError(f"trainer.resume: {checkpoint} is a Keras checkpoint; this run has backend=torch")
         state = ckpt.load_torch(checkpoint, expected, device, rebase=trainer.rebase)
         try:
-            (model.module if distributed.active else model).load_state_dict(state["model"])
+            plain: nn.Module = model.module if distributed.active else model  # type: ignore[assignment]
+            plain.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             # the values the checkpointed run had in force at its tick (plateau included): what a
             # rebase switches from, and the constants of targets it did not schedule
