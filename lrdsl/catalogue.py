@@ -144,6 +144,8 @@ class Primitive:
     placement: str = ""
     #: a few words on how the values move, for ``lrdsl parse``
     describe: Callable[[dict], str] = lambda a: ""
+    #: the word ``lrdsl parse`` names a segment of this call by (default: its name)
+    title: str = ""
     #: ticks worth plotting for an unbounded call (a period or the last event)
     span: Callable[[SimpleNamespace], float] = lambda p: 0.0
     #: a shorter canonical spelling for these arguments, or None (const(x) is x)
@@ -444,7 +446,7 @@ def _const(xp, t, p):
 _add(Primitive(
     "const", (Param("lr", "number", check=LR), D),
     """Constant: ``lr`` at every tick.  A bare number ``0.1`` is ``const(0.1)``.""",
-    native="ConstantLR / a float learning rate", example="0.1", value=_const,
+    native="ConstantLR / a float learning rate", example="0.1", value=_const, title="constant",
     range=lambda p: (p.lr, p.lr),
     describe=lambda a: "",
     short=lambda a: format_value(a["lr"]) if a["d"] is None else None))

@@ -30,7 +30,7 @@ class Segment:
     @property
     def name(self) -> str:
         if isinstance(self.expr, Call):
-            return "constant" if self.expr.name == "const" else self.expr.name
+            return self.expr.primitive.title or self.expr.name
         return type(self.expr).__name__.lower()
 
 
