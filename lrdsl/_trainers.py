@@ -10,6 +10,12 @@ from lrdsl.parser import parse
 from lrdsl.plateau import PlateauRule
 
 
+def gather_specs(expr, momentum=None, beta2=None, weight_decay=None) -> dict:
+    """The callbacks' expressions by target (``expr`` is the LR), the unscheduled ones left out."""
+    specs = {"expr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
+    return {key: spec for key, spec in specs.items() if spec is not None}
+
+
 def monitors_of(specs: Iterable) -> tuple[str, ...]:
     """The plateau monitors of the targets' specs (text, Expr, or a mapping of them), in order.
 

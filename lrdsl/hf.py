@@ -37,7 +37,7 @@ from typing import Any, Mapping
 from transformers import TrainerCallback
 
 from lrdsl.errors import LrdslError, MetricError
-from lrdsl._trainers import monitors_of, resume
+from lrdsl._trainers import gather_specs, monitors_of, resume
 from lrdsl.torch import Scheduler, Spec, scheduler
 
 __all__ = ["Schedule", "STATE_KEY"]
@@ -68,8 +68,7 @@ class Schedule(TrainerCallback):
 
     def __init__(self, expr: Spec, *, momentum: Spec | None = None, beta2: Spec | None = None,
                  weight_decay: Spec | None = None):
-        specs = {"expr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
-        self._specs = {key: spec for key, spec in specs.items() if spec is not None}
+        self._specs = gather_specs(expr, momentum, beta2, weight_decay)
         #: the metrics a plateau reads from each evaluation
         self.monitors: tuple[str, ...] = monitors_of(self._specs.values())
         self.scheduler: Scheduler | None = None

@@ -44,7 +44,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 
-from lrdsl._trainers import monitors_of, resume
+from lrdsl._trainers import gather_specs, monitors_of, resume
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.torch import Scheduler, Spec, scheduler
 
@@ -65,8 +65,7 @@ class Schedule(Callback):
 
     def __init__(self, expr: Spec, *, momentum: Spec | None = None, beta2: Spec | None = None,
                  weight_decay: Spec | None = None):
-        specs = {"expr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
-        self._specs = {key: spec for key, spec in specs.items() if spec is not None}
+        self._specs = gather_specs(expr, momentum, beta2, weight_decay)
         #: the metrics a plateau reads from ``trainer.callback_metrics``
         self.monitors: tuple[str, ...] = monitors_of(self._specs.values())
         self.scheduler: Scheduler | None = None

@@ -38,14 +38,19 @@ def _app(cfg) -> float:
     return result.get("val_loss", float("nan"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the app with Hydra overrides, e.g. ``main(["schedule=sgdr", "trainer.epochs=5"])``."""
+def run_hydra(app, program: str, argv: list[str] | None) -> int:
+    """Run a Hydra ``app`` as ``program`` with ``argv`` as its command line (Hydra reads sys.argv)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     saved = sys.argv
-    sys.argv = ["lrdsl train", *argv]
+    sys.argv = [program, *argv]
     try:
-        _app()
+        app()
     finally:
         sys.argv = saved
         rundir.release()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app with Hydra overrides, e.g. ``main(["schedule=sgdr", "trainer.epochs=5"])``."""
+    return run_hydra(_app, "lrdsl train", argv)

@@ -127,14 +127,9 @@ def _app(cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the LR range test with Hydra overrides, e.g. ``main(["optimizer=adam", "find.end=1"])``."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    saved = sys.argv
-    sys.argv = ["lrdsl find", *argv]
-    try:
-        _app()
-    finally:
-        sys.argv = saved
-    return 0
+    from lrdsl.train.app import run_hydra
+
+    return run_hydra(_app, "lrdsl find", argv)
 
 
 if __name__ == "__main__":
