@@ -45,21 +45,8 @@ def sgdr(lr, period, mult, eta_min, decay, t):
 
 def onecycle(lr, d, pct, div, final_div, anneal, three_phase, t):
     """OneCycleLR.get_lr, transcribed; past the last tick (d - 1) it holds."""
-    t = min_(t, d - 1)
     initial = lr / div
-    final = initial / final_div
-    if three_phase:
-        phases = [(pct * d - 1, initial, lr), (2 * pct * d - 2, lr, initial), (d - 1, initial, final)]
-    else:
-        phases = [(pct * d - 1, initial, lr), (d - 1, lr, final)]
-    start = 0
-    for i, (end, a, b) in enumerate(phases):
-        if t <= end or i == len(phases) - 1:
-            x = (t - start) / (end - start)
-            if anneal == "cos":
-                return b + (a - b) / 2.0 * (math.cos(math.pi * x) + 1)
-            return (b - a) * x + a
-        start = end
+    return onecycle_ends(lr, d, pct, anneal, three_phase, initial, initial / final_div, t)
 
 
 NAMES = {
