@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lrdsl.catalogue import PRIMITIVES, Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
-from lrdsl.nodes import Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, check_operand, const
+from lrdsl.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
+                         check_operand)
 from lrdsl.units import UNIT_SPELLINGS, Duration
 
 #: deeper nesting than this is refused (no real schedule comes close)
@@ -132,29 +133,24 @@ def _build_transformer():
                 raise
 
         def seq(self, *parts):
-            return Sequence(tuple(_schedule(p, "in a sequence") for p in parts))
+            return Sequence(parts)
 
         def prod(self, *factors):
-            return Product(tuple(_schedule(f, "as a factor of '*'") for f in factors))
+            return Product(factors)
 
         def add(self, a, b):
-            return Sum((_schedule(a, "as a term of '+'"), _schedule(b, "as a term of '+'")))
+            return Sum((a, b))
 
         def subtract(self, a, b):
-            return Difference(_schedule(a, "before '-'"), _schedule(b, "after '-'"))
+            return Difference(a, b)
 
         def slice(self, schedule, start, end):
-            return Slice(_schedule(schedule, "sliced"), start, end)
+            return Slice(schedule, start, end)
 
         def plateau(self, schedule, options):
             return Plateau(schedule, options)
 
     return ToAst()
-
-
-def _schedule(value, where: str) -> Expr:
-    """A value in schedule position: a number is a constant."""
-    return const(value) if isinstance(value, float) else value
 
 
 def _call(name: str, args: list) -> Expr:
@@ -326,7 +322,7 @@ def _parse_text(text: str) -> Expr:
         error.expr = text
         _point_at_argument(text, error)
         raise error.with_traceback(None) from None
-    result = _schedule(result, "alone")
+    result = as_schedule(result)  # the node constructors make constants of numbers; a bare one here
     return result if isinstance(result, Plateau) else check_operand(result, "alone")
 
 
