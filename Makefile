@@ -4,20 +4,45 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the tested dependency set, exact versions (see `make lock`)
+LOCK   := requirements.lock
+PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench install clean
+.PHONY: run test test-fast test-latest lock bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "pip==$(PIP_VERSION)"
 
-# torch==2.13.0 is the CPU build already on these machines' disk; a bare "torch" would pull CUDA.
-# It goes first, so that ".[all,dev]" (torch, keras, jax + optax, plot, train, lightning, hf; the
-# test tools) keeps it.
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[all,dev]"
+# Everything at the versions CI passed with, then lrdsl itself (no dependency resolution, no build
+# isolation: hatchling comes from the lock too). torch==2.13.0+cpu is the CPU build already on
+# these machines' disk; a bare "torch" would pull a CUDA build.
+$(STAMP): $(PY) pyproject.toml $(LOCK)
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# The newest versions pyproject.toml allows, in a venv of their own: catches the next PyYAML before
+# users do. `make lock` freezes that set into $(LOCK) once it passes.
+LATEST := .venv-latest
+$(LATEST)/.installed: pyproject.toml
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q "pip==$(PIP_VERSION)"
+	$(LATEST)/bin/python -m pip install -q "torch==2.13.0"
+	$(LATEST)/bin/python -m pip install -q -e ".[all,dev]"
+	touch $@
+
+test-latest: $(LATEST)/.installed
+	$(LATEST)/bin/python -m mypy
+	$(LATEST)/bin/python -m pytest -q
+
+lock: $(LATEST)/.installed
+	{ echo "# The tested dependency set: written by \`make lock\` (pip freeze of a fresh venv that installed"; \
+	  echo "# torch==2.13.0, then .[all,dev] at the newest allowed versions). make run, make test and CI"; \
+	  echo "# install exactly this."; \
+	  $(LATEST)/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
 
 install: $(STAMP)
 
@@ -43,4 +68,4 @@ bench: $(STAMP)
 	bash bench/cli.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache outputs multirun
+	rm -rf $(VENV) $(LATEST) build dist *.egg-info .pytest_cache .mypy_cache outputs multirun

@@ -238,6 +238,12 @@ def check_file(path: Path, *, steps_per_epoch: float | None = None,
         problems.append(Problem(path, error.line + 1, f"not checked: nested deeper than {MAX_DEPTH} levels"))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
+        if "maximum nesting depth" in str(error.problem):
+            # libyaml (PyYAML >= 6.0.2's wheels) has a nesting limit of its own, and its scanner
+            # reads ahead of the events this walk counts: the same finding as _TooDeep
+            problems.append(Problem(path, mark.line + 1 if mark else 0,
+                                    f"not checked: nested deeper than {MAX_DEPTH} levels"))
+            return found, problems
         context = f" ({error.context})" if error.context else ""
         problems.append(Problem(path, mark.line + 1 if mark else 0,
                                 f"not YAML: {' '.join(str(error.problem).split())}{context}"))
