@@ -15,7 +15,7 @@ $(PY):
 	$(PY) -m pip install -q "pip==$(PIP_VERSION)"
 
 # Everything at the versions CI passed with, then lrdsl itself (no dependency resolution, no build
-# isolation: hatchling comes from the lock too). torch==2.13.0+cpu is the CPU build already on
+# isolation: hatchling and editables come from the lock too). torch==2.13.0+cpu is the CPU build already on
 # these machines' disk; a bare "torch" would pull a CUDA build.
 $(STAMP): $(PY) pyproject.toml $(LOCK)
 	$(PY) -m pip install -q -r $(LOCK)

@@ -1,4 +1,5 @@
-"""The README's language table is generated from the catalogue; its recipes are expressions that plan."""
+"""The language page's table is generated from the catalogue; its recipes are expressions that plan;
+the README links only to pages that exist."""
 
 import re
 from pathlib import Path
@@ -6,22 +7,24 @@ from pathlib import Path
 import lrdsl
 from lrdsl.catalogue import markdown_table
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+LANGUAGE = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
 
 
-def test_the_readme_language_table_is_the_catalogue():
-    start = README.index("<!-- language table")
-    block = README[README.index("\n", start) + 1:README.index("<!-- end of language table -->")]
+def test_the_language_table_is_the_catalogue():
+    start = LANGUAGE.index("<!-- language table")
+    block = LANGUAGE[LANGUAGE.index("\n", start) + 1:LANGUAGE.index("<!-- end of language table -->")]
     assert block.strip() == markdown_table(), "regenerate it with: lrdsl list --markdown"
 
 
 def test_every_primitive_is_in_the_table_with_its_signature():
     for name, primitive in lrdsl.primitives().items():
-        assert f"`{primitive.signature()}`" in README, name
+        assert f"`{primitive.signature()}`" in LANGUAGE, name
 
 
-def test_every_recipe_in_the_readme_plans():
-    section = README[README.index("Recipes, as expressions"):]
+def test_every_recipe_in_the_language_page_plans():
+    section = LANGUAGE[LANGUAGE.index("Recipes, as expressions"):]
     section = section[:section.index("\n\n", section.index("|---|"))]
     recipes = re.findall(r"\| `([^`]+)`", section)
     assert len(recipes) >= 8
@@ -36,3 +39,19 @@ def test_lrdsl_list_markdown_prints_the_table(capsys):
 
     assert main(["list", "--markdown"]) == 0
     assert capsys.readouterr().out.strip() == markdown_table()
+
+
+def test_the_readme_is_a_newcomers_page_whose_links_resolve():
+    assert README.index("make run") < README.index("make test") < README.index("## A taste")
+    assert len(README.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    assert "docs/language.md" in links
+    for target in links:
+        if not target.startswith("http"):
+            assert (ROOT / target).is_file(), target
+
+
+def test_links_between_the_docs_pages_resolve():
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).is_file(), f"{page.name}: {target}"
