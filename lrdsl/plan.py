@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl import floats
+from lrdsl.catalogue import whole_periods
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -187,7 +188,7 @@ class TimedRepeat:
         self.range = body.range
 
     def values(self, t, xp):
-        local = xp.mod(t, self.period)
+        local = t - whole_periods(xp, t, self.period) * self.period
         if self.n is not None:  # after the last round, hold its final value
             local = xp.where(t >= self.duration, self.period, local)
         return self.body.values(local, xp)
