@@ -305,6 +305,11 @@ def convert(call: str, param: Param, value):
                             f"{', '.join(param.choices)}, got {_describe(value)}")
     if kind == "string":
         if isinstance(value, str) and value:
+            try:  # a lone surrogate (from Python) has no UTF-8, so no canonical text to round-trip
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ArgumentError(f"{call}: argument '{param.name}' is not valid Unicode text "
+                                    f"(a lone surrogate), got {value!r}") from None
             return str(value)
         raise ArgumentError(f"{call}: argument '{param.name}' must be a name or a quoted string, "
                             f"got {_describe(value)}")
@@ -779,6 +784,9 @@ def _resolve_cyclic(p):
     if p.down is None:
         p.down = p.up
     p.log_gamma = math.log(p.gamma)
+    if not math.isfinite(p.up + p.down):
+        return f"up + down = {p.up:g} + {p.down:g} ticks is beyond float range"
+    return None
 
 
 def _cyclic_range(p):

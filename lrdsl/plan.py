@@ -76,12 +76,13 @@ class TimedCall:
                 if not math.isfinite(number) and not (name == "d" and number == math.inf):
                     raise ArgumentError(f"{node}: computes a non-finite constant ({name}); an "
                                         f"argument is too large or too small")
-        for param in primitive.params:  # every duration divides somewhere: 1/d must be finite
-            if param.kind.startswith("duration"):
+        for param in primitive.params:  # every duration divides a tick: t/d must be finite
+            if param.kind.startswith("duration"):  # for any tick a counter holds (< 2⁶⁴)
                 for number in _numbers(getattr(p, param.name)):
-                    if number > 0 and not math.isfinite(1.0 / number):
-                        raise ArgumentError(f"{node}: computes a non-finite constant (1/{param.name} "
-                                            f"overflows); {param.name} is too small")
+                    if number > 0 and not math.isfinite(2.0 ** 64 / number):
+                        raise ArgumentError(f"{node}: computes a non-finite constant (t/{param.name} "
+                                            f"overflows); {param.name}={number:.3g} ticks is too short "
+                                            f"(at least {2.0 ** 64 / 1.79e308:.0e})")
         self.duration = p.d if node.bounded else math.inf
         self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
         self.range = _checked_range(node, *primitive.range(p))
@@ -181,9 +182,12 @@ class TimedSlice:
 
 
 class TimedRepeat:
-    def __init__(self, body, n: float | None):
+    def __init__(self, node: Repeat, body, n: float | None):
         self.body, self.n, self.period = body, n, body.duration
         self.duration = math.inf if n is None else n * self.period
+        if not math.isfinite(self.duration) and n is not None:
+            raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
+                                f"lower n, or leave it out to repeat forever")
         self.holds = n is not None
         self.range = body.range
 
@@ -345,7 +349,7 @@ def _timed(node: Expr, units: Units):
         if isinstance(node, cls):
             return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
-        return TimedRepeat(_timed(node.schedule, units), node.n)
+        return TimedRepeat(node, _timed(node.schedule, units), node.n)
     raise LrdslError(f"not a time schedule: {node}")
 
 

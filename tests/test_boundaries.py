@@ -117,3 +117,56 @@ def test_a_growing_sgdr_stays_within_float32_tolerance_for_a_million_ticks():
     ticks = np.arange(0, 10**6, 1)
     got = jax.jit(jax.vmap(optax_backend.schedule(expr)))(jnp.asarray(ticks, jnp.int32))
     assert_close(got, lrdsl.curve(expr, ticks), F32, expr)
+
+
+# --- extreme numbers and junk input: a value or a one-line LrdslError --------------------------
+
+@pytest.mark.parametrize("expr, units", [
+    ("sgdr(2, 3, mult=1e308)", {}),
+    ("poly(3, 2.2250738585072014e-308, end=5e-324, cycle=true)[:1 epochs]", {"steps_per_epoch": 10}),
+    ("repeat(cosine(0.1,10), n=1e308) >> cooldown(5)", {}),
+])
+def test_overflowing_periods_are_refused_by_name(expr, units):
+    with pytest.raises(lrdsl.LrdslError) as error:
+        lrdsl.curve(expr, 20, **units)
+    assert "\n" not in str(error.value)
+    assert str(error.value).split(":")[0].split("(")[0] in ("sgdr", "poly", "repeat")
+
+
+@pytest.mark.parametrize("ticks", [2 ** 62, 2 ** 31, "10", b"10", True])
+def test_curve_refuses_tick_counts_it_cannot_hold_or_read(ticks):
+    with pytest.raises(lrdsl.LrdslError, match="ticks"):
+        lrdsl.curve("0.1", ticks)
+
+
+@pytest.mark.parametrize("units", [{"steps_per_epoch": True}, {"total": False}])
+def test_bools_are_not_unit_numbers(units):
+    with pytest.raises(lrdsl.LrdslError, match=next(iter(units))):
+        lrdsl.plan("cosine(0.1, 10)", **units)
+
+
+def test_milestones_plan_in_linear_time():
+    ticks = list(range(1, 10_001))
+    started = time.perf_counter()
+    plan = lrdsl.plan(f"multistep(0.5, {ticks})")
+    assert time.perf_counter() - started < 2.0
+    assert plan.value_at(0) == 0.5 and plan.value_at(1) == 0.05
+
+
+def test_a_five_thousand_digit_number_is_rejected_fast():
+    lrdsl.parse("1")  # build the parser outside the timing
+    started = time.perf_counter()
+    with pytest.raises(lrdsl.LrdslError, match="beyond float range"):
+        lrdsl.parse(f"cosine(0.1, {'9' * 5000})")
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_lone_surrogate_monitor_is_refused():
+    with pytest.raises(lrdsl.LrdslError, match="monitor"):
+        lrdsl.call("plateau", "val_\ud800", 0.5)
+
+
+@pytest.mark.parametrize("junk", [None, 3, ("cosine",)])
+def test_call_with_a_name_that_is_no_string(junk):
+    with pytest.raises(lrdsl.LrdslError, match="call"):
+        lrdsl.call(junk)
