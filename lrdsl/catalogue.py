@@ -18,7 +18,9 @@ Numerics: every formula is a non-negative combination of non-negative numbers, e
 its ends (a ramp is ``start·v + end·u`` with the elapsed share ``u`` and the remaining
 share ``v`` each computed from its own end, so ``linear(0.9, 0, 7)`` is exactly 0 at tick
 7 and a cosine tail keeps its digits in float32); geometric factors use ``exp(n·log r)``
-with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.
+with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.  A share of a duration is
+``xp.divide(t, d)``, never ``t / d``: JAX's namespace (:mod:`lrdsl.optax`) divides so that XLA
+cannot rewrite it as ``t · (1/d)`` and fold ``1/d`` into the constants around it.
 """
 
 from __future__ import annotations
@@ -334,8 +336,8 @@ def shares(xp, t, d, power=1.0):
     Each is computed from its own end so that neither loses digits near 0: v from the
     remaining ticks d − t, and for a power, 1 − x^power by :func:`complement`.
     """
-    u = t / d
-    v = (d - t) / d
+    u = xp.divide(t, d)
+    v = xp.divide(d - t, d)
     if power != 1:
         warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
         u, v = warped, complement(xp, warped, u, v, power)
@@ -385,7 +387,7 @@ def whole_periods(xp, t, period):
     float32 (below 2⁵³ in float64), so with whole ticks and a whole period every backend puts
     the boundary on the same tick as exact arithmetic does.
     """
-    q = xp.floor(t / period)
+    q = xp.floor(xp.divide(t, period))
     q = xp.where(q * period > t, q - 1.0, q)
     return xp.where((q + 1.0) * period <= t, q + 1.0, q)
 
@@ -683,7 +685,7 @@ _add(Primitive(
 
 
 def _decay_exponent(xp, t, p):
-    return whole_periods(xp, t, p.every) if p.staircase else t / p.every
+    return whole_periods(xp, t, p.every) if p.staircase else xp.divide(t, p.every)
 
 
 def _exp(xp, t, p):
@@ -767,8 +769,8 @@ def _cyclic(xp, t, p):
     cycles = whole_periods(xp, t, size)
     m = t - cycles * size
     rising = m <= p.up
-    s = xp.where(rising, m / p.up, (size - m) / p.down)
-    rest = xp.where(rising, (p.up - m) / p.up, (m - p.up) / p.down)  # 1 − s
+    s = xp.where(rising, xp.divide(m, p.up), xp.divide(size - m, p.down))
+    rest = xp.where(rising, xp.divide(p.up - m, p.up), xp.divide(m - p.up, p.down))  # 1 − s
     if p.mode == "triangular":
         return _weighted(xp, t, ((p.low, rest), (p.high, s)))
     if p.mode == "triangular2":
@@ -827,9 +829,9 @@ def _sgdr(xp, t, p):
     else:
         restarts, into, left, length = _restart_of(xp, t, p)
         peak = p.lr * _geometric(xp, p.log_decay, restarts)
-        return _cos_shape(xp, t, peak, p.min, into / length, left / length)
+        return _cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * _geometric(xp, p.log_decay, restarts)
-    u, v = into / length, (length - into) / length
+    u, v = xp.divide(into, length), xp.divide(length - into, length)
     return _cos_shape(xp, t, peak, p.min, u, v)
 
 
@@ -881,8 +883,8 @@ def _restart_of(xp, t, p):
     length = xp.take(xp.array(p.restart_lengths), index)
 
     def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
-        return p.period * (xp.power(p.mult, n) - 1.0) / (p.mult - 1.0)
-    late = xp.floor(xp.log1p(t / p.period * (p.mult - 1.0)) / p.log_mult)
+        return p.period * xp.divide(xp.power(p.mult, n) - 1.0, p.mult - 1.0)
+    late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
     late = xp.where(t < begins(late), late - 1.0, late)
     late = xp.where(t >= begins(late + 1.0), late + 1.0, late)
     late_into = t - begins(late)
@@ -937,7 +939,7 @@ def _onecycle(xp, t, p):
     begin = [0.0] + [end for end, _, _ in p.phases[:-1]]
     for (end, first, last), start in reversed(list(zip(p.phases, begin))):
         length = end - start
-        u, v = (t - start) / length, (end - t) / length
+        u, v = xp.divide(t - start, length), xp.divide(end - t, length)
         value = SHAPES[p.anneal](xp, t, first, last, u, v)
         out = value if out is None else xp.where(t <= end, value, out)
     return out

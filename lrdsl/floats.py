@@ -28,6 +28,10 @@ def ceil(x):
     return float(math.ceil(x)) if math.isfinite(x) else x
 
 
+def divide(a, b):
+    return a / b
+
+
 def zeros_like(t):
     return 0.0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -247,6 +248,16 @@ class Plan:
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
                 return f"the number {number:.3g} does not fit float32"
+        return None
+
+    @functools.cached_property
+    def subnormal_complaint(self) -> str | None:
+        """A nonzero folded number below float64's smallest normal (2.2e-308), or None.  XLA on
+        CPU flushes such numbers to 0 (and every value of ``poly(5e-324, 100)`` with them), so
+        JAX in float64 refuses the plan rather than answer 0 where the reference is not."""
+        for number in self.constants():
+            if 0 < abs(number) < sys.float_info.min:
+                return f"the number {number:.3g} is below float64's smallest normal number"
         return None
 
     def constants(self):
