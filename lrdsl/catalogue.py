@@ -18,7 +18,9 @@ Numerics: every formula is a non-negative combination of non-negative numbers, e
 its ends (a ramp is ``start·v + end·u`` with the elapsed share ``u`` and the remaining
 share ``v`` each computed from its own end, so ``linear(0.9, 0, 7)`` is exactly 0 at tick
 7 and a cosine tail keeps its digits in float32); geometric factors use ``exp(n·log r)``
-with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.
+with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.  A share of a duration is
+``xp.divide(t, d)``, never ``t / d``: JAX's namespace (:mod:`lrdsl.optax`) divides so that XLA
+cannot rewrite it as ``t · (1/d)`` and fold ``1/d`` into the constants around it.
 """
 
 from __future__ import annotations
@@ -305,6 +307,11 @@ def convert(call: str, param: Param, value):
                             f"{', '.join(param.choices)}, got {_describe(value)}")
     if kind == "string":
         if isinstance(value, str) and value:
+            try:  # a lone surrogate (from Python) has no UTF-8, so no canonical text to round-trip
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ArgumentError(f"{call}: argument '{param.name}' is not valid Unicode text "
+                                    f"(a lone surrogate), got {value!r}") from None
             return str(value)
         raise ArgumentError(f"{call}: argument '{param.name}' must be a name or a quoted string, "
                             f"got {_describe(value)}")
@@ -329,8 +336,8 @@ def shares(xp, t, d, power=1.0):
     Each is computed from its own end so that neither loses digits near 0: v from the
     remaining ticks d − t, and for a power, 1 − x^power by :func:`complement`.
     """
-    u = t / d
-    v = (d - t) / d
+    u = xp.divide(t, d)
+    v = xp.divide(d - t, d)
     if power != 1:
         warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
         u, v = warped, complement(xp, warped, u, v, power)
@@ -370,6 +377,19 @@ def _cos_shape(xp, t, start, end, u, v):
     """S(u) = (1 − cos πu)/2 = sin²(πu/2), and 1 − S(u) = sin²(πv/2)."""
     return _weighted(xp, t, ((start, xp.square(xp.sin(HALF_PI * v))),
                              (end, xp.square(xp.sin(HALF_PI * u)))))
+
+
+def whole_periods(xp, t, period):
+    """⌊t/period⌋, settled by products rather than trusted to the division.
+
+    XLA turns ``t / period`` into ``t · (1/period)``, so in float32 21/7 comes out a hair above
+    3 and a period would end a tick early.  A product of whole numbers below 2²⁴ is exact in
+    float32 (below 2⁵³ in float64), so with whole ticks and a whole period every backend puts
+    the boundary on the same tick as exact arithmetic does.
+    """
+    q = xp.floor(xp.divide(t, period))
+    q = xp.where(q * period > t, q - 1.0, q)
+    return xp.where((q + 1.0) * period <= t, q + 1.0, q)
 
 
 #: the widest end/start ratio shape=exp takes (e^170 ≈ 1e73): exp(ratio/2) then fits float32
@@ -557,8 +577,11 @@ def _poly(xp, t, p):
     with cycle D = d·max(1, ⌈t/d⌉).  Keras PolynomialDecay; PolynomialLR when end = 0."""
     if p.power == 0:
         return xp.zeros_like(t) + p.lr
-    # with cycle, D rounds to ≥ t only up to float error: max(D, t) keeps both shares in [0, 1]
-    span = xp.maximum(p.d * xp.maximum(1.0, xp.ceil(t / p.d)), t) if p.cycle else p.d
+    if p.cycle:  # D = d·⌈t/d⌉ (≥ d), the ceiling decided exactly like every other period
+        q = whole_periods(xp, t, p.d)
+        span = p.d * xp.maximum(1.0, xp.where(q * p.d < t, q + 1.0, q))
+    else:
+        span = p.d
     u, v = shares(xp, t, span)
     if p.power == 1:
         return _weighted(xp, t, ((p.lr, v), (p.end, u)))
@@ -586,7 +609,7 @@ _add(Primitive(
 
 def _step(xp, t, p):
     """lr·factor^⌊t/every⌋.  StepLR(step_size=every, gamma=factor)."""
-    return p.lr * _geometric(xp, p.log_factor, xp.floor(t / p.every))
+    return p.lr * _geometric(xp, p.log_factor, whole_periods(xp, t, p.every))
 
 
 def _resolve_factor(p):
@@ -662,8 +685,7 @@ _add(Primitive(
 
 
 def _decay_exponent(xp, t, p):
-    e = t / p.every
-    return xp.floor(e) if p.staircase else e
+    return whole_periods(xp, t, p.every) if p.staircase else xp.divide(t, p.every)
 
 
 def _exp(xp, t, p):
@@ -744,14 +766,15 @@ def _cyclic(xp, t, p):
     exp_range).  Written as low·(1 − s·a) + high·s·a with 1 − s·a = (1 − s) + s·(1 − a), each
     share from its own end; high < low is an inverted cycle (CyclicLR's momentum)."""
     size = p.up + p.down
-    m = xp.mod(t, size)
+    cycles = whole_periods(xp, t, size)
+    m = t - cycles * size
     rising = m <= p.up
-    s = xp.where(rising, m / p.up, (size - m) / p.down)
-    rest = xp.where(rising, (p.up - m) / p.up, (m - p.up) / p.down)  # 1 − s
+    s = xp.where(rising, xp.divide(m, p.up), xp.divide(size - m, p.down))
+    rest = xp.where(rising, xp.divide(p.up - m, p.up), xp.divide(m - p.up, p.down))  # 1 − s
     if p.mode == "triangular":
         return _weighted(xp, t, ((p.low, rest), (p.high, s)))
     if p.mode == "triangular2":
-        a = xp.power(0.5, xp.floor(t / size))
+        a = xp.power(0.5, cycles)
         lost = 1.0 - a
     else:
         a = _geometric(xp, p.log_gamma, t)
@@ -763,6 +786,9 @@ def _resolve_cyclic(p):
     if p.down is None:
         p.down = p.up
     p.log_gamma = math.log(p.gamma)
+    if not math.isfinite(p.up + p.down):
+        return f"up + down = {p.up:g} + {p.down:g} ticks is beyond float range"
+    return None
 
 
 def _cyclic_range(p):
@@ -797,25 +823,82 @@ def _sgdr(xp, t, p):
     peakᵢ = lr·decayⁱ.  CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) (decay = 1);
     Keras CosineDecayRestarts(t_mul, m_mul) (min = 0)."""
     if p.mult == 1:
-        restarts = xp.floor(t / p.period)
-        into = xp.mod(t, p.period)
+        restarts = whole_periods(xp, t, p.period)
+        into = t - restarts * p.period
         length = p.period
     else:
-        def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
-            return p.period * (xp.power(p.mult, n) - 1.0) / (p.mult - 1.0)
-        restarts = xp.floor(xp.log1p(t / p.period * (p.mult - 1.0)) / p.log_mult)
-        # the logarithm can land a hair off an exact restart tick: settle it by comparison
-        restarts = xp.where(t < begins(restarts), restarts - 1.0, restarts)
-        restarts = xp.where(t >= begins(restarts + 1.0), restarts + 1.0, restarts)
-        into = t - begins(restarts)
-        length = p.period * xp.power(p.mult, restarts)
+        restarts, into, left, length = _restart_of(xp, t, p)
+        peak = p.lr * _geometric(xp, p.log_decay, restarts)
+        return _cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * _geometric(xp, p.log_decay, restarts)
-    u, v = into / length, (length - into) / length
+    u, v = xp.divide(into, length), xp.divide(length - into, length)
     return _cos_shape(xp, t, peak, p.min, u, v)
+
+
+#: restarts of a growing sgdr decided at plan time (no more than this many, none past this tick)
+RESTART_TABLE = 2 ** 15
+RESTART_HORIZON = 2.0 ** 31
+
+
+def _restart_table(period: float, mult: float):
+    """Restart i begins at Bᵢ = period·(multⁱ − 1)/(mult − 1) and is in force from the first whole
+    tick ≥ Bᵢ.  Returns, per restart: that tick kᵢ, oᵢ = kᵢ − Bᵢ ∈ [0, 1), rᵢ = Bᵢ₊₁ − (kᵢ₊₁ − 1)
+    ∈ (0, 1] and Tᵢ, from decimal arithmetic on the numbers as written (``repr``), so
+    7·(1.3 − 1)/0.3 is 7, not 7.000000000000001."""
+    import decimal
+    with decimal.localcontext() as context:
+        context.prec = 60
+        m, length = decimal.Decimal(repr(mult)), decimal.Decimal(repr(period))
+        begin = decimal.Decimal(0)
+        ticks, offsets, tails, lengths = [], [], [], []
+        while len(ticks) < RESTART_TABLE and begin < RESTART_HORIZON:
+            tick = begin.to_integral_value(rounding=decimal.ROUND_CEILING)
+            if ticks:
+                tails.append(float(begin - (tick - 1)))
+            ticks.append(float(tick))
+            offsets.append(float(tick - begin))
+            lengths.append(float(length))
+            begin += length
+            length *= m
+    return tuple(ticks), tuple(offsets), tuple(tails) + (1.0,), tuple(lengths)
+
+
+def _restart_of(xp, t, p):
+    """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1.
+
+    Within the table every backend looks up the same whole restart ticks, and τ = (t − kᵢ) + oᵢ
+    and Tᵢ − τ = (kᵢ₊₁ − 1 − t) + rᵢ₊₁ are sums of two non-negative numbers, a whole one exact
+    in float32: float32 decides the boundary and keeps the cosine's digits at both ends as
+    float64 does.  Beyond the table (more than RESTART_TABLE restarts, or past tick 2³¹) the
+    closed form decides, exactly only in float64."""
+    ticks = xp.array(p.restart_ticks)
+    flat = xp.reshape(t, (-1,))  # TensorFlow's searchsorted wants a 1-D array
+    index = xp.reshape(xp.searchsorted(ticks, flat, side="right") - 1, xp.shape(t))
+    last = len(p.restart_ticks) - 1
+    known = t < p.restart_ticks[-1]
+    index = xp.minimum(index, last - 1)
+    restarts = xp.take(xp.array(p.restart_index), index)
+    into = (t - xp.take(ticks, index)) + xp.take(xp.array(p.restart_offsets), index)
+    left = (xp.take(ticks, index + 1) - 1.0 - t) + xp.take(xp.array(p.restart_tails), index)
+    length = xp.take(xp.array(p.restart_lengths), index)
+
+    def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
+        return p.period * xp.divide(xp.power(p.mult, n) - 1.0, p.mult - 1.0)
+    late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
+    late = xp.where(t < begins(late), late - 1.0, late)
+    late = xp.where(t >= begins(late + 1.0), late + 1.0, late)
+    late_into = t - begins(late)
+    late_length = p.period * xp.power(p.mult, late)
+    return (xp.where(known, restarts, late), xp.where(known, into, late_into),
+            xp.where(known, left, late_length - late_into), xp.where(known, length, late_length))
 
 
 def _resolve_sgdr(p):
     p.log_mult, p.log_decay = math.log(p.mult), math.log(p.decay)
+    if p.mult != 1:
+        (p.restart_ticks, p.restart_offsets, p.restart_tails,
+         p.restart_lengths) = _restart_table(p.period, p.mult)
+        p.restart_index = tuple(float(i) for i in range(len(p.restart_ticks)))
 
 
 _add(Primitive(
@@ -823,7 +906,13 @@ _add(Primitive(
              Param("mult", "number", 1.0, AT_LEAST_ONE), Param("min", "number", 0.0, LR),
              Param("decay", "number", 1.0, POSITIVE), D),
     """Cosine with warm restarts: restart i runs a cosine from lr·decayⁱ to min over
-    period·multⁱ ticks.  A decay > 1 grows, so it needs d=.""",
+    period·multⁱ ticks.  A decay > 1 grows, so it needs d=.
+
+    Restart i begins at Bᵢ = period·(multⁱ − 1)/(mult − 1), exact in decimal arithmetic of the
+    numbers as written, and is in force from the first whole tick ≥ Bᵢ, τ = t − Bᵢ into it: Keras
+    CosineDecayRestarts' rule for any mult, and CosineAnnealingWarmRestarts' for the whole mults
+    it accepts (it refuses a fractional T_mult).  Every backend decides these ticks alike, from a
+    table made at plan time (the first 32768 restarts before tick 2³¹).""",
     native="CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) when decay=1; "
            "Keras CosineDecayRestarts(t_mul, m_mul) when min=0",
     example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr, resolve=_resolve_sgdr,
@@ -850,7 +939,7 @@ def _onecycle(xp, t, p):
     begin = [0.0] + [end for end, _, _ in p.phases[:-1]]
     for (end, first, last), start in reversed(list(zip(p.phases, begin))):
         length = end - start
-        u, v = (t - start) / length, (end - t) / length
+        u, v = xp.divide(t - start, length), xp.divide(end - t, length)
         value = SHAPES[p.anneal](xp, t, first, last, u, v)
         out = value if out is None else xp.where(t <= end, value, out)
     return out

@@ -6,6 +6,7 @@ as ``numpy`` / ``keras.ops`` / ``jax.numpy`` where Python's ``math`` would raise
 (overflow gives inf, log(0) gives −inf); tests hold it to numpy and to the oracle.
 """
 
+import bisect
 import math
 
 cos, sin, sqrt = math.cos, math.sin, math.sqrt
@@ -25,6 +26,10 @@ def floor(x):
 
 def ceil(x):
     return float(math.ceil(x)) if math.isfinite(x) else x
+
+
+def divide(a, b):
+    return a / b
 
 
 def zeros_like(t):
@@ -72,3 +77,25 @@ def log1p(x):
 
 def mod(a, b):
     return math.fmod(a, b)
+
+
+# Table lookups (sgdr's restart ticks): one tick is a plain float, a table a tuple.
+
+def array(values):
+    return values
+
+
+def shape(x):
+    return ()
+
+
+def reshape(x, shape):
+    return x
+
+
+def searchsorted(table, value, side="left"):
+    return (bisect.bisect_right if side == "right" else bisect.bisect_left)(table, value)
+
+
+def take(table, index):
+    return table[int(index)]

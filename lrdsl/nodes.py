@@ -49,7 +49,7 @@ class Expr:
             yield node
             stack.extend(reversed(node.children()))
 
-    def durations(self) -> Iterator[tuple[str, str, Duration]]:
+    def durations(self) -> Iterator[tuple["Expr", str, Duration]]:
         """(where, argument, duration) for every duration written in the expression.
 
         Defaults (``every=1``) are not written, so they do not count.
@@ -146,7 +146,7 @@ class Call(Expr):
                 continue
             for item in value if isinstance(value, tuple) else (value,):
                 if isinstance(item, Duration):
-                    yield str(self), param.name, item
+                    yield self, param.name, item  # the call, formatted only if a message names it
 
     def __str__(self) -> str:
         short = self.primitive.short(self.arguments)
@@ -166,6 +166,9 @@ class Call(Expr):
 def call(name: str, *args, **kwargs) -> Expr:
     """Build a checked node: ``call("cosine", 0.1, 100, min=0.001)``, ``call("min", a, b)``,
     ``call("plateau", "val_loss", 0.5)`` (the options of :class:`Plateau`)."""
+    if not isinstance(name, str):
+        raise ArgumentError(f"call: the first argument names a schedule (a string like 'cosine'), "
+                            f"got {name!r}")
     if name not in PRIMITIVES:
         raise UnknownNameError(f"unknown schedule '{name}'" + did_you_mean(name, PRIMITIVES))
     primitive = PRIMITIVES[name]
@@ -401,7 +404,7 @@ class Slice(Expr):
     def _own_durations(self):
         for name in ("start", "end"):
             if getattr(self, name) is not None:
-                yield str(self), name, getattr(self, name)
+                yield self, name, getattr(self, name)
 
     @property
     def bounded(self) -> bool:

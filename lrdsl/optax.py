@@ -10,6 +10,14 @@
 Both evaluate the plan's formulas (the catalogue's, written once) with ``jax.numpy`` as the
 array namespace, so they are pure and jittable and give the numbers of :func:`lrdsl.curve`:
 in float64 (``jax_enable_x64``) to 1e-12 relative, in float32 to LANGUAGE.md §5's tolerance.
+
+Extreme numbers: XLA rewrites a division by a constant into a product with its reciprocal
+and folds constants together, so the plan is evaluated with :data:`XLA_NUMPY`, whose
+``divide`` keeps every share t/d of a duration (1e-289 to 1e308 ticks) in range.  XLA on CPU
+also flushes subnormal numbers (below 2.2e-308 in float64) to 0.  A plan that folds one in
+(``poly(5e-324, 100)``, ``linear(1e-310, 1, 10)``) is refused in float64, as float32 refuses
+numbers it cannot hold; a value or intermediate that only *becomes* subnormal (a long
+exponential tail) comes out 0, less than 2.2e-308 from the reference.
 The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
 
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
@@ -19,6 +27,7 @@ transformation's state and the step is ``-min(f(t), max(f(t)·s, min))``, LANGUA
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, NamedTuple
 
 
@@ -30,6 +39,40 @@ from lrdsl.errors import LrdslError, MetricError
 from lrdsl.nodes import Expr
 from lrdsl.plan import Plan, plan
 from lrdsl.plateau import PlateauRule
+
+class _XlaNumpy:
+    """``jax.numpy`` with a division XLA does not rewrite into trouble: the plan's namespace.
+
+    XLA's simplifier turns ``a / c`` (c a constant or a broadcast scalar) into ``a · (1/c)``
+    and folds ``(a · c₁) · c₂`` into ``a · (c₁·c₂)``.  For d = 1e308 the reciprocal is below
+    the smallest normal float and XLA on CPU flushes it to 0 (``cosine(0.1, 1e308)`` gave 0);
+    for d = 1e-10 beside a value 1e300 the folded constant overflows (``linear(0, 1e300,
+    1e-10)`` gave inf, and 0·inf = NaN at tick 0).  It moves constants through a division as
+    well: ``(a·c) / b`` becomes ``a · (c · 1/b)``.  So the catalogue divides by a duration with
+    ``xp.divide``, and here a divisor known when tracing is first scaled, with the numerator,
+    by a power of two if its reciprocal would not be a normal number of the dtype; both then
+    pass an optimization barrier, and so does the quotient: no constant folds into ``1/b``.
+    """
+
+    def __getattr__(self, name):
+        return getattr(jnp, name)
+
+    @staticmethod
+    def divide(a, b):
+        if not isinstance(b, (int, float)):
+            return a / b
+        dtype = _float_dtype()
+        half = jnp.finfo(dtype).maxexp // 2  # 512 in float64, 64 in float32
+        exponent = math.frexp(b)[1]
+        if abs(exponent) > half:  # 1/b would be subnormal or inf: bring b near 1 first
+            scale = 2.0 ** (-half if exponent > 0 else half)
+            a, b = a * scale, b * scale
+        a, b = jax.lax.optimization_barrier((a, jnp.asarray(b, dtype)))
+        return jax.lax.optimization_barrier(a / b)
+
+
+XLA_NUMPY = _XlaNumpy()
+
 
 def _float_dtype():
     """float64 when ``jax_enable_x64`` is on (decided at trace time), else float32."""
@@ -44,7 +87,10 @@ def _values(compiled: Plan, count):
         if complaint:
             raise LrdslError(f"{compiled.expr}: {complaint} (JAX computes in float32 unless "
                              f"jax_enable_x64 is on)", expr=str(compiled.expr))
-    return compiled.values(jnp.asarray(count).astype(dtype), jnp)
+    elif compiled.subnormal_complaint:
+        raise LrdslError(f"{compiled.expr}: {compiled.subnormal_complaint}, which XLA flushes to 0",
+                         expr=str(compiled.expr))
+    return compiled.values(jnp.asarray(count).astype(dtype), XLA_NUMPY)
 
 
 def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,

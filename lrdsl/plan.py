@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl import floats
+from lrdsl.catalogue import whole_periods
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -75,12 +77,13 @@ class TimedCall:
                 if not math.isfinite(number) and not (name == "d" and number == math.inf):
                     raise ArgumentError(f"{node}: computes a non-finite constant ({name}); an "
                                         f"argument is too large or too small")
-        for param in primitive.params:  # every duration divides somewhere: 1/d must be finite
-            if param.kind.startswith("duration"):
+        for param in primitive.params:  # every duration divides a tick: t/d must be finite
+            if param.kind.startswith("duration"):  # for any tick a counter holds (< 2⁶⁴)
                 for number in _numbers(getattr(p, param.name)):
-                    if number > 0 and not math.isfinite(1.0 / number):
-                        raise ArgumentError(f"{node}: computes a non-finite constant (1/{param.name} "
-                                            f"overflows); {param.name} is too small")
+                    if number > 0 and not math.isfinite(2.0 ** 64 / number):
+                        raise ArgumentError(f"{node}: computes a non-finite constant (t/{param.name} "
+                                            f"overflows); {param.name}={number:.3g} ticks is too short "
+                                            f"(at least {2.0 ** 64 / 1.79e308:.0e})")
         self.duration = p.d if node.bounded else math.inf
         self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
         self.range = _checked_range(node, *primitive.range(p))
@@ -180,14 +183,17 @@ class TimedSlice:
 
 
 class TimedRepeat:
-    def __init__(self, body, n: float | None):
+    def __init__(self, node: Repeat, body, n: float | None):
         self.body, self.n, self.period = body, n, body.duration
         self.duration = math.inf if n is None else n * self.period
+        if not math.isfinite(self.duration) and n is not None:
+            raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
+                                f"lower n, or leave it out to repeat forever")
         self.holds = n is not None
         self.range = body.range
 
     def values(self, t, xp):
-        local = xp.mod(t, self.period)
+        local = t - whole_periods(xp, t, self.period) * self.period
         if self.n is not None:  # after the last round, hold its final value
             local = xp.where(t >= self.duration, self.period, local)
         return self.body.values(local, xp)
@@ -242,6 +248,16 @@ class Plan:
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
                 return f"the number {number:.3g} does not fit float32"
+        return None
+
+    @functools.cached_property
+    def subnormal_complaint(self) -> str | None:
+        """A nonzero folded number below float64's smallest normal (2.2e-308), or None.  XLA on
+        CPU flushes such numbers to 0 (and every value of ``poly(5e-324, 100)`` with them), so
+        JAX in float64 refuses the plan rather than answer 0 where the reference is not."""
+        for number in self.constants():
+            if 0 < abs(number) < sys.float_info.min:
+                return f"the number {number:.3g} is below float64's smallest normal number"
         return None
 
     def constants(self):
@@ -344,7 +360,7 @@ def _timed(node: Expr, units: Units):
         if isinstance(node, cls):
             return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
-        return TimedRepeat(_timed(node.schedule, units), node.n)
+        return TimedRepeat(node, _timed(node.schedule, units), node.n)
     raise LrdslError(f"not a time schedule: {node}")
 
 

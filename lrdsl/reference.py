@@ -13,14 +13,21 @@ from lrdsl.plan import plan
 from lrdsl.plateau import reports_in_force
 
 
+#: the most ticks one call evaluates (1 GiB of float64): more is refused before allocating
+MAX_TICKS = 2 ** 27
+
+
 def _tick_array(ticks):
     import numpy as np
 
-    if isinstance(ticks, bool):
+    if isinstance(ticks, (bool, np.bool_, str, bytes)):  # "10" would pass np.asarray as a 0-d array
         raise LrdslError(f"ticks must be a count or an array of ticks, got {ticks!r}")
     if isinstance(ticks, (int, np.integer)):
         if ticks < 0:
             raise LrdslError(f"ticks must be ≥ 0, got {ticks}")
+        if ticks > MAX_TICKS:
+            raise LrdslError(f"ticks={ticks} is more than one call evaluates ({MAX_TICKS}, 1 GiB "
+                             f"of float64): pass an array of the ticks you need, or evaluate in chunks")
         return np.arange(int(ticks), dtype=np.float64)
     try:
         t = np.asarray(ticks, dtype=np.float64)
@@ -38,7 +45,7 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
 
     Args:
         expr: expression text or :class:`lrdsl.Expr`.
-        ticks: ``n`` for ticks ``0..n-1``, or an array of ticks.
+        ticks: ``n`` for ticks ``0..n-1`` (at most ``MAX_TICKS`` = 2²⁷), or an array of ticks.
         steps_per_epoch: converts ``ep`` durations (pass it when a tick is a batch).
         total: the run's length in ticks, for ``%`` durations.
         metrics: for ``| plateau``: monitor name -> one value per report; report ``i`` is

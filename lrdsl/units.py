@@ -60,8 +60,8 @@ class Units:
     def __post_init__(self):
         for name in ("steps_per_epoch", "total"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
-                                          and value > 0):
+            if value is not None and (isinstance(value, bool) or not (  # True is no step count
+                    isinstance(value, (int, float)) and math.isfinite(value) and value > 0)):
                 raise UnitError(f"{name} must be a positive number, got {value!r}")
 
     def check(self, written) -> None:

@@ -7,6 +7,7 @@ context manager, which restores it on exit (checked by ``test_x64_is_restored``)
 
 import doctest
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -376,6 +377,50 @@ def test_numbers_float32_cannot_hold_are_refused_in_float32_only(expr):
         lrdsl.optax.transform(expr).update(jnp.ones([]), lrdsl.optax.transform(expr).init(None))
     with jax.enable_x64(True):
         assert_close(jax.jit(sched)(jnp.int32(3)), lrdsl.curve(expr, [3]), F64, expr)
+
+
+EXTREME_TICKS = [0, 1, 2, 3, 50, 10**6]
+#: extreme durations next to extreme values, and the value each formula gives (Python floats)
+EXTREMES = {
+    "cosine(0.1, 1e308)": lambda t: 0.1 * (1 + math.cos(math.pi * t / 1e308)) / 2,
+    "cosine(1e300, 1e308, min=1e-300)": lambda t: 1e300 * (1 + math.cos(math.pi * t / 1e308)) / 2,
+    "step(0.1, 1e308)": lambda t: 0.1,
+    "linear(1e-300, 1, 1e300)": lambda t: 1e-300 * (1 - t / 1e300) + t / 1e300,
+    "linear(0, 1e300, 1e-10)": lambda t: 1e300 * min(t, 1e-10) / 1e-10,
+    "linear(0, 1e300, 1e-200)": lambda t: 1e300 * min(t, 1e-200) / 1e-200,
+    "warmup(1e-10) >> 1e300": lambda t: 1e300 * min(t, 1e-10) / 1e-10,
+    "exp(1e300, 0.5, every=1e-200)": lambda t: 1e300 * 0.5 ** (t / 1e-200),
+}
+
+
+@pytest.mark.parametrize("expr", sorted(EXTREMES))
+def test_extreme_durations_in_float64_equal_the_formula(expr):
+    """XLA turns t/d into t·(1/d) and folds constants together: 1/1e308 is flushed to 0 and
+    1e300·(1/1e-10) overflows, unless the division is kept out of its reach."""
+    want = [EXTREMES[expr](float(t)) for t in EXTREME_TICKS]
+    with jax.enable_x64(True):
+        sched = lrdsl.optax.schedule(expr)
+        counts = jnp.asarray(EXTREME_TICKS, jnp.int64)
+        assert_close(jax.jit(sched)(counts), want, F64, expr)
+        assert_close(sched(counts), want, F64, expr + " (not jitted)")
+
+
+@pytest.mark.parametrize("expr", ["poly(5e-324, 100)", "linear(1e-310, 1, 10)", "cosine(0.1, 10, min=1e-310)"])
+def test_subnormal_numbers_are_refused_in_float64(expr):
+    """XLA on CPU flushes numbers below 2.2e-308 to 0 (poly(5e-324, 100) came out 0 throughout,
+    where the reference is 5e-324): refused, as float32 refuses what it cannot hold."""
+    with jax.enable_x64(True):
+        with pytest.raises(lrdsl.LrdslError, match="below float64's smallest normal number, which "
+                                                   "XLA flushes to 0"):
+            jax.jit(lrdsl.optax.schedule(expr))(jnp.int32(3))
+    with pytest.raises(lrdsl.LrdslError, match="float32"):
+        jax.jit(lrdsl.optax.schedule(expr))(jnp.int32(3))
+    assert lrdsl.plan(expr).subnormal_complaint
+    assert lrdsl.plan("exp(1e-300, 0.5)").subnormal_complaint is None  # a tail becomes subnormal
+    with jax.enable_x64(True):  # a share t/1e308 = 1e-308 may be flushed: < 2.2e-308 off, accepted
+        got = lrdsl.optax.schedule("linear(1e-300, 1, 1e308)")(jnp.asarray([1, 2], jnp.int64))
+    want = [1e-300 * (1 - t / 1e308) + t / 1e308 for t in (1.0, 2.0)]
+    assert np.all(np.abs(np.asarray(got) - want) < 2.2250738585072014e-308)
 
 
 def test_docstring_examples():
