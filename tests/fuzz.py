@@ -233,6 +233,7 @@ class Case:
     text: str
     options: dict
     metrics: list[float]
+    index: int = -1  # in its seed's sequence: --first index --n 1 reruns it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,11 +273,20 @@ class Bug:
     text: str
     options: dict
     detail: str
+    index: int = -1
 
 
 @dataclass
 class Tally:
     counts: dict = field(default_factory=lambda: collections.defaultdict(collections.Counter))
+
+    def __getstate__(self):  # to come back from a worker process: no lambda in it
+        return {"counts": dict(self.counts), "bugs": self.bugs}
+
+    def __setstate__(self, state):
+        self.counts = collections.defaultdict(collections.Counter, state["counts"])
+        self.bugs = state["bugs"]
+
     bugs: list = field(default_factory=list)
 
     def add(self, backend: str, outcome: str, bug: Bug | None = None):
@@ -348,7 +358,8 @@ class Run:
         return got
 
     def bug(self, backend: str, kind: str, detail: str) -> None:
-        self.tally.add(backend, kind, Bug(kind, backend, self.case.text, self.case.options, detail))
+        self.tally.add(backend, kind, Bug(kind, backend, self.case.text, self.case.options, detail,
+                                              self.case.index))
 
 
 def check_core(case: Case, tally: Tally, torch: bool = True) -> tuple[Any, Any, Any]:
@@ -527,26 +538,45 @@ def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
 
 
 def fuzz(n: int, seed: int, backends: Sequence[str] = tuple(BACKENDS), share: float = 1.0,
-         depth: int = 3, log=None) -> Tally:
-    """Generate ``n`` cases from ``seed`` and check each; the optax and Keras backends see a
-    ``share`` of the accepted ones (chosen by the seed too)."""
-    rng = random.Random(seed)
+         depth: int = 3, log=None, jobs: int = 1, first: int = 0) -> Tally:
+    """Check cases ``first`` … ``first + n − 1`` of ``seed``; the optax and Keras backends see a
+    ``share`` of the accepted ones.  Case i depends only on (seed, i), so ``jobs`` processes
+    split the range and one case reruns alone (``--first i --n 1``)."""
+    if jobs > 1:
+        return _in_processes(n, seed, backends, share, depth, log, jobs, first)
     tally = Tally()
     jax_queue = JaxQueue(tally, backends)
     started = time.monotonic()
-    for i in range(n):
-        case_ = Case(expression(rng.choice, depth), dict(rng.choice(OPTIONS)), metrics(rng.choice))
-        compiled, ticks, want = check_core(case_, tally, "torch" in backends)
-        if compiled is None:
-            continue
-        if rng.random() < share:
+    for i in range(first, first + n):
+        rng = random.Random(f"{seed}:{i}")
+        case_ = Case(expression(rng.choice, depth), dict(rng.choice(OPTIONS)), metrics(rng.choice),
+                     i)
+        compiled, ticks, _ = check_core(case_, tally, "torch" in backends)
+        if compiled is not None and rng.random() < share:
             jax_queue.add(case_, compiled, ticks)
             if "keras" in backends:
                 check_keras(case_, tally, compiled, ticks)
-        if log and (i + 1) % 500 == 0:
-            log(f"{i + 1} expressions, {time.monotonic() - started:.0f} s, "
+        if log and (i + 1 - first) % 500 == 0:
+            log(f"{i + 1 - first} expressions, {time.monotonic() - started:.0f} s, "
                 f"{tally.bug_count()} bugs")
     jax_queue.flush()
+    return tally
+
+
+def _in_processes(n, seed, backends, share, depth, log, jobs, first) -> Tally:
+    """Split the range over ``jobs`` processes (forked before any framework is imported: the
+    parent imports none) and add up their tallies."""
+    import multiprocessing
+
+    bounds = [first + n * k // jobs for k in range(jobs + 1)]
+    work = [(b - a, seed, tuple(backends), share, depth, None, 1, a) for a, b in zip(bounds, bounds[1:])]
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        parts = pool.starmap(fuzz, work)
+    tally = Tally()
+    for part in parts:
+        for backend, counts in part.counts.items():
+            tally.counts[backend].update(counts)
+        tally.bugs += part.bugs
     return tally
 
 
@@ -568,7 +598,7 @@ def report(tally: Tally, examples: int = 3) -> str:
             if signature in seen and signature is not None:
                 continue
             seen.add(signature)
-            lines.append(f"  {bug.text}   {bug.options}\n      {bug.detail}")
+            lines.append(f"  {bug.text}   {bug.options} [case {bug.index}]\n      {bug.detail}")
             if len([x for x in lines if x.startswith("  ")]) and len(seen) >= examples:
                 break
     return "\n".join(lines)
@@ -583,12 +613,15 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help="comma-separated subset of " + ",".join(BACKENDS))
     parser.add_argument("--depth", type=int, default=3, help="nesting depth of expressions")
+    parser.add_argument("--first", type=int, default=0, help="index of the first case (to rerun one)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to split the cases over")
     parser.add_argument("--examples", type=int, default=3, help="reproductions per bug class")
     args = parser.parse_args(argv)
     backends = args.backends.split(",")
     started = time.monotonic()
     tally = fuzz(args.n, args.seed, backends, args.share, args.depth,
-                 log=lambda line: print(line, file=sys.stderr, flush=True))
+                 log=lambda line: print(line, file=sys.stderr, flush=True), jobs=args.jobs,
+                 first=args.first)
     print(report(tally, args.examples))
     print(f"\n{args.n} expressions (seed {args.seed}) in {time.monotonic() - started:.0f} s: "
           f"{tally.bug_count()} bugs")
