@@ -439,7 +439,7 @@ def _torch_values(case: Case, ticks) -> list[float]:
 
 def optax_values(text: str, options: dict, ticks) -> Any:
     """The optax schedule, jitted and vmapped, at ``ticks`` as optax's int32 counts."""
-    return optax_batch([(text, options, ticks)])[0]
+    return _raised(optax_batch([(text, options, ticks)])[0])
 
 
 def optax_batch(items) -> list:
