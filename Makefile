@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast test-latest lock bench install clean
+.PHONY: run test test-fast test-latest lock bench fuzz install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ test: $(STAMP)
 # the edit-test loop: everything but the tests marked slow (training runs, subprocesses); not CI's
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# the standing hostile suite at scale: 25,000 random expressions of the whole language through
+# parse, plan, curve, the float path and torch, half of the accepted ones through optax f32/f64
+# and Keras too; prints the counts and exits non-zero on any bug (tests/fuzz.py --help)
+fuzz: $(STAMP)
+	$(PY) tests/fuzz.py --n 25000 --seed 0 --share 0.5 --jobs 2
 
 bench: $(STAMP)
 	$(PY) bench/core.py
