@@ -141,6 +141,10 @@ def _take_over(hf_scheduler, sched: Scheduler, groups: int) -> None:
     def load_state_dict(state: Mapping) -> None:
         # the Trainer loads scheduler.pt before on_train_begin: keep it for then, as an
         # unpatched torch scheduler's load_state_dict would
+        if not isinstance(state, Mapping) or STATE_KEY not in state:
+            held = ", ".join(map(repr, state)) if isinstance(state, Mapping) else repr(state)
+            raise LrdslError(f"lrdsl.hf.Schedule cannot load this scheduler state: it holds {held}, "
+                             f"not {STATE_KEY!r}")
         hf_scheduler.__dict__[STATE_KEY] = state[STATE_KEY]
 
     hf_scheduler.state_dict = state_dict

@@ -124,6 +124,10 @@ class Schedule(Callback):
             return
         # the checkpoint is restored before on_fit_start builds the scheduler (Lightning restores
         # callbacks first, then sets up the optimizers; each fit builds a new one): keep it until then
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("scheduler"), dict):
+            held = ", ".join(map(repr, state_dict)) if isinstance(state_dict, dict) else repr(state_dict)
+            raise LrdslError(f"lrdsl.lightning.Schedule cannot load this callback state: it holds "
+                             f"{held}, not a 'scheduler' state")
         self._pending = state_dict["scheduler"]
 
 

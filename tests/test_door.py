@@ -1,0 +1,229 @@
+"""The checked door into the schedulers: group values, added groups, saved states, ticks and
+reports are checked where they enter, so every backend gives the same result or a one-line
+LrdslError naming what is wrong — never NaN, inf, a silent truncation or a raw traceback."""
+
+import math
+import warnings
+from fractions import Fraction
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import lrdsl  # noqa: E402
+import lrdsl.torch  # noqa: E402
+from oracle import cosine  # noqa: E402
+
+EXPR = "cosine(0.1, 20)"
+
+
+def f(t):
+    """EXPR at tick t, from LANGUAGE.md's formula."""
+    return cosine(0.1, 20, t)
+
+
+def _two_groups(second_lr, name="head", momentum=0.9):
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
+    opt = torch.optim.SGD([{"params": [params[0]]}, {"params": [params[1]], "name": name}],
+                          lr=0.1, momentum=momentum)
+    opt.param_groups[1]["lr"] = second_lr  # after construction: torch checks only its defaults
+    return opt
+
+
+# --- 1. group values ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, said", [
+    (float("nan"), "lr is nan"), (float("inf"), "lr is inf"), (-0.1, "lr is -0.1"),
+    (None, "lr is None"), ("0.1", "lr is '0.1'"),
+    (torch.tensor(1), "lr is a tensor of shape .* dtype torch.int64"),
+    (torch.tensor([0.1, 0.2]), "lr is a tensor of shape \\(2,\\)"),
+    (torch.tensor(0.1, requires_grad=True), "lr is a tensor that requires grad"),
+])
+def test_a_bad_group_lr_is_an_error_naming_the_group(bad, said):
+    with pytest.raises(lrdsl.LrdslError, match=f"^param group 1 \\('head'\\): {said}"):
+        lrdsl.torch.scheduler(_two_groups(bad), EXPR)
+
+
+def test_a_bad_group_momentum_is_an_error_naming_the_group():
+    opt = _two_groups(0.1)
+    opt.param_groups[0]["momentum"] = None
+    with pytest.raises(lrdsl.LrdslError, match="^param group 0: momentum is None"):
+        lrdsl.torch.scheduler(opt, EXPR, momentum="0.9")
+
+
+def test_an_lr_tensor_made_integer_later_is_refused_not_truncated():
+    opt = _two_groups(torch.tensor(0.01))
+    sched = lrdsl.torch.scheduler(opt, EXPR)
+    opt.param_groups[1]["lr"] = torch.tensor(0)
+    with pytest.raises(lrdsl.LrdslError, match="param group 'head': lr is a tensor .* torch.int64"):
+        sched.step()
+    assert sched.last_epoch == 0  # the refused step took no tick
+
+
+def test_a_ratio_that_overflows_a_float_still_gives_the_exact_finite_values():
+    opt = _two_groups(1.0)
+    opt.param_groups[0]["lr"] = 5e-324
+    sched = lrdsl.torch.scheduler(opt, "1e-20")
+    expected = float(Fraction(1e-20) * Fraction(1.0) / Fraction(5e-324))  # about 2e303
+    assert sched.get_last_lr() == [1e-20, pytest.approx(expected, rel=1e-12)]
+    assert opt.param_groups[1]["lr"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_ratio_whose_values_overflow_is_an_error_not_inf():
+    opt = _two_groups(1.0)
+    opt.param_groups[0]["lr"] = 5e-324
+    with pytest.raises(lrdsl.LrdslError, match="^param group 1 \\('head'\\): lr would overflow"):
+        lrdsl.torch.scheduler(opt, "0.1")
+
+
+# --- 2. groups added after construction ---------------------------------------------------------
+
+def _unfreeze(opt):
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.02, "name": "backbone"})
+
+
+def test_a_group_added_later_is_scheduled_by_its_ratio_from_the_next_step():
+    opt = _two_groups(0.1)
+    sched = lrdsl.torch.scheduler(opt, EXPR)
+    for _ in range(4):
+        sched.step()
+    _unfreeze(opt)
+    assert opt.param_groups[2]["lr"] == 0.02  # untouched until the next step
+    for t in range(5, 12):
+        sched.step()
+        lrs = [g["lr"] for g in opt.param_groups]
+        assert lrs == pytest.approx([f(t), f(t), f(t) * 0.02 / 0.1], rel=1e-12)
+        assert sched.get_last_lr() == lrs
+
+
+def test_a_run_resumed_after_an_unfreeze_equals_the_uninterrupted_one():
+    def run(stop=None, state=None):
+        opt = _two_groups(0.1)
+        if state is not None:
+            _unfreeze(opt)  # the resumed run builds the group before the scheduler
+        sched = lrdsl.torch.scheduler(opt, EXPR + " | plateau(val_loss, 0.5, patience=0)")
+        if state is not None:
+            sched.load_state_dict(state)
+        lrs = {}
+        while sched.last_epoch < 15:
+            if sched.last_epoch == 3 and state is None:
+                _unfreeze(opt)
+            if sched.last_epoch % 4 == 3:
+                sched.report(val_loss=1.0)
+            sched.step()
+            lrs[sched.last_epoch] = [g["lr"] for g in opt.param_groups]
+            if sched.last_epoch == stop:
+                return lrs, sched.state_dict()
+        return lrs, None
+
+    uninterrupted, _ = run()
+    before, state = run(stop=8)
+    after, _ = run(state=state)
+    assert {**before, **after} == uninterrupted
+    assert set(after) == set(range(9, 16))
+    for t in range(4, 16):  # scale: 1 after the first report (best), halved at each later one
+        scale = 0.5 ** max(0, (t - 4) // 4)
+        assert uninterrupted[t][2] == pytest.approx(f(t) * scale * 0.2, rel=1e-12)
+
+
+def test_a_group_the_mapping_does_not_cover_is_refused_and_the_tick_kept():
+    opt = _two_groups(0.1)
+    sched = lrdsl.torch.scheduler(opt, {0: EXPR, "head": "0.01"})
+    _unfreeze(opt)
+    with pytest.raises(lrdsl.LrdslError, match="param group 2 \\('backbone'\\) is covered by no key"):
+        sched.step()
+    assert sched.last_epoch == 0
+    assert len(sched.get_last_lr()) == 2
+
+
+# --- 3. saved states ------------------------------------------------------------------------------
+
+def _plateau_scheduler():
+    opt = _two_groups(0.1)
+    sched = lrdsl.torch.scheduler(opt, EXPR + " | plateau(val_loss, 0.5, patience=0)")
+    sched.step(1.0)
+    sched.step(2.0)
+    return opt, sched
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("last_epoch", -5), ("last_epoch", float("inf")), ("last_epoch", float("nan")),
+    ("last_epoch", "3"), ("last_epoch", 1.5), ("last_epoch", None), ("_step_count", -1),
+    ("expr", 3), ("targets", "momentum"), ("plateau", 1),
+])
+def test_a_corrupt_state_field_is_refused_and_changes_nothing(field, bad):
+    opt, sched = _plateau_scheduler()
+    before, lrs = sched.state_dict(), [g["lr"] for g in opt.param_groups]
+    with pytest.raises(lrdsl.LrdslError, match=field.strip("_")):
+        sched.load_state_dict({**before, field: bad})
+    assert sched.state_dict() == before
+    assert [g["lr"] for g in opt.param_groups] == lrs
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("scale", float("nan")), ("scale", 2.0), ("scale", -0.5), ("best", float("nan")),
+    ("best", "low"), ("bad", -1), ("bad", 1.5), ("cooldown_left", None), ("cooldown_left", True),
+])
+def test_a_corrupt_plateau_state_is_refused_and_changes_nothing(field, bad):
+    opt, sched = _plateau_scheduler()
+    before = sched.state_dict()
+    key, plateau = next(iter(before["plateau"].items()))
+    with pytest.raises(lrdsl.LrdslError, match=field):
+        sched.load_state_dict({**before, "plateau": {key: {**plateau, field: bad}}})
+    assert sched.state_dict() == before
+
+
+def test_a_state_that_is_no_state_is_refused():
+    _, sched = _plateau_scheduler()
+    for bad in (None, [], {"x": 1}, {"expr": EXPR}):
+        with pytest.raises(lrdsl.LrdslError, match="not an lrdsl scheduler state"):
+            sched.load_state_dict(bad)
+
+
+def test_lightning_callback_refuses_a_state_of_something_else():
+    lightning = pytest.importorskip("lrdsl.lightning")
+    with pytest.raises(lrdsl.LrdslError, match="lrdsl.lightning.Schedule.*'x'"):
+        lightning.Schedule(EXPR).load_state_dict({"x": 1})
+
+
+def test_hf_scheduler_front_refuses_a_state_of_something_else():
+    hf = pytest.importorskip("lrdsl.hf")
+    opt = _two_groups(0.1)
+    front = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    hf._take_over(front, lrdsl.torch.scheduler(opt, EXPR), 2)
+    with pytest.raises(lrdsl.LrdslError, match="lrdsl.hf.Schedule.*'x'"):
+        front.load_state_dict({"x": 1})
+
+
+# --- 4. ticks ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), "3", None, 1.5, float("inf"), -2, True])
+def test_a_bad_last_epoch_is_an_error(bad):
+    with pytest.raises(lrdsl.LrdslError, match="^last_epoch must be an integer"):
+        lrdsl.torch.scheduler(_two_groups(0.1), EXPR, last_epoch=bad)
+
+
+@pytest.mark.parametrize("bad", [5.5, 1e300, float("inf"), float("nan"), "3", None])
+def test_lr_at_refuses_what_is_no_tick(bad):
+    sched = lrdsl.torch.scheduler(_two_groups(0.1), EXPR)
+    with pytest.raises(lrdsl.LrdslError, match="tick"):
+        sched.lr_at(bad)
+
+
+def test_lr_at_counts_a_negative_tick_as_zero():
+    sched = lrdsl.torch.scheduler(_two_groups(0.1), EXPR)
+    assert sched.lr_at(-1) == sched.lr_at(-10 ** 6) == f(0)
+    assert sched.lr_at(5.0) == pytest.approx(f(5), rel=1e-12)
+
+
+# --- 5. reports ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [None, True, "0.3", b"0.3", torch.tensor([0.1, 0.2]), 10 ** 400])
+def test_a_report_that_is_no_number_is_an_error_naming_the_monitor(bad):
+    _, sched = _plateau_scheduler()
+    before = sched.state_dict()
+    with pytest.raises(lrdsl.LrdslError, match="'val_loss'"):
+        sched.report(val_loss=bad)
+    with pytest.raises(lrdsl.LrdslError, match="'val_loss'"):
+        sched.step({"val_loss": bad})
+    assert sched.state_dict() == before
