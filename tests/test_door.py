@@ -227,3 +227,62 @@ def test_a_report_that_is_no_number_is_an_error_naming_the_monitor(bad):
     with pytest.raises(lrdsl.LrdslError, match="'val_loss'"):
         sched.step({"val_loss": bad})
     assert sched.state_dict() == before
+
+
+# --- optax: the same ticks, checked reports --------------------------------------------------------
+
+@pytest.fixture
+def optax_door():
+    jnp = pytest.importorskip("jax.numpy")
+    return pytest.importorskip("lrdsl.optax"), jnp
+
+
+def test_optax_schedule_counts_a_negative_count_as_zero(optax_door):
+    lo, jnp = optax_door
+    lr = lo.schedule(EXPR)
+    assert float(lr(-1)) == float(lr(jnp.int32(-7))) == pytest.approx(f(0), rel=1e-6)
+    assert float(lr(jnp.int32(5))) == pytest.approx(f(5), rel=1e-6)
+
+
+def test_optax_transform_takes_a_huge_python_int_report(optax_door):
+    lo, jnp = optax_door
+    tx = lo.transform("0.1 | plateau(loss, 0.5, patience=0)")
+    state = tx.init(jnp.zeros(1))
+    _, state = tx.update(jnp.ones(1), state, value=10 ** 30)  # best 1e30
+    _, state = tx.update(jnp.ones(1), state, value=10 ** 30)  # no improvement: halved
+    assert float(state.plateau.scale) == 0.5
+
+
+@pytest.mark.parametrize("bad, said", [
+    (dict(value=1.0, report="yes"), "report must be a bool"),
+    (dict(value=1.0, report=[True]), "report must be a bool"),
+    (dict(value="x"), "'loss'"), (dict(value=True), "'loss'"), (dict(value=10 ** 400), None),
+])
+def test_optax_transform_refuses_what_is_no_report(optax_door, bad, said):
+    lo, jnp = optax_door
+    tx = lo.transform("0.1 | plateau(loss, 0.5, patience=0)")
+    state = tx.init(jnp.zeros(1))
+    if said is None:  # an int beyond float range is an infinite loss, as float('inf') would be
+        _, state = tx.update(jnp.ones(1), state, **bad)
+        assert float(state.plateau.best) == math.inf
+        return
+    with pytest.raises(lrdsl.LrdslError, match=said):
+        tx.update(jnp.ones(1), state, **bad)
+
+
+def test_optax_transform_refuses_a_state_that_is_not_its_own(optax_door):
+    lo, jnp = optax_door
+    tx = lo.transform("0.1 | plateau(loss, 0.5)")
+    with pytest.raises(lrdsl.LrdslError, match="needs the state from init"):
+        tx.update(jnp.ones(1), None)
+    with pytest.raises(lrdsl.LrdslError, match="lacks a plateau state"):
+        tx.update(jnp.ones(1), lo.transform("0.1").init(jnp.zeros(1)))
+
+
+# --- report_every ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["7", 0, -1, float("inf"), float("nan"), True])
+def test_curve_refuses_a_report_every_that_is_no_positive_finite_number(bad):
+    with pytest.raises(lrdsl.LrdslError, match="report_every"):
+        lrdsl.curve("0.1 | plateau(loss, 0.5, patience=0)", 5, metrics={"loss": [1, 1]},
+                    report_every=bad)
