@@ -355,6 +355,10 @@ class Callback(keras.callbacks.Callback):
         try:
             self.schedule.report(logs)
         except LrdslError as error:  # raised at on_epoch_end: callbacks before this one see the epoch
+            monitor = self.schedule.plateau.rule.monitor if self.schedule.plateau else ""
+            if monitor.startswith("val_") and not any(str(k).startswith("val_") for k in logs or {}):
+                error = type(error)(f"{error} (fit ran no validation: pass validation_data or "
+                                    f"validation_split to fit(), or monitor a training metric)")
             self._reported = (self._reported[0], error)
 
     def last_tick(self, epoch: int) -> int:

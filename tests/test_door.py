@@ -286,3 +286,110 @@ def test_curve_refuses_a_report_every_that_is_no_positive_finite_number(bad):
     with pytest.raises(lrdsl.LrdslError, match="report_every"):
         lrdsl.curve("0.1 | plateau(loss, 0.5, patience=0)", 5, metrics={"loss": [1, 1]},
                     report_every=bad)
+
+
+# --- 6. plateaus that cannot fire ---------------------------------------------------------------
+
+PLATEAU = "cosine(0.1, 100%) | plateau(val_loss, 0.5)"
+
+
+def _lightning_fit(with_validation, epochs=2, **trainer_args):
+    L = pytest.importorskip("lightning")
+    import lrdsl.lightning
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Validated(Tiny):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[lrdsl.lightning.Schedule(PLATEAU)],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, **trainer_args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Validated() if with_validation else Tiny(), loader,
+                    loader if with_validation else None)
+    return [str(w.message) for w in caught if "lrdsl" in str(w.message)]
+
+
+def test_lightning_warns_once_when_no_validation_can_report_the_monitor():
+    said = _lightning_fit(with_validation=False, epochs=3)
+    assert len(said) == 1
+    assert "monitors 'val_loss'" in said[0] and "epoch 0 ended without a validation" in said[0]
+
+
+def test_lightning_says_nothing_when_validation_reports_the_monitor():
+    assert _lightning_fit(with_validation=True) == []
+    assert _lightning_fit(with_validation=True, check_val_every_n_epoch=2) == []
+
+
+def _hf_train(eval_strategy):
+    pytest.importorskip("transformers")
+    import lrdsl.hf
+    from transformers import Trainer, TrainingArguments
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def forward(self, x, labels=None):
+            loss = (self.layer(x).squeeze(-1) - labels).pow(2).mean()
+            return {"loss": loss}
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"x": torch.full((2,), float(i)), "labels": torch.tensor(float(i % 2))}
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, num_train_epochs=3,
+                                 learning_rate=0.1, eval_strategy=eval_strategy, save_strategy="no",
+                                 report_to=[], disable_tqdm=True, use_cpu=True, logging_strategy="no")
+        trainer = Trainer(model=Tiny(), args=args, train_dataset=Rows(),
+                          eval_dataset=Rows() if eval_strategy != "no" else None,
+                          callbacks=[lrdsl.hf.Schedule(PLATEAU.replace("val_loss", "eval_loss"))])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train()
+    return [str(w.message) for w in caught if "lrdsl" in str(w.message)]
+
+
+def test_hf_warns_once_when_no_evaluation_can_report_the_monitor():
+    said = _hf_train("no")
+    assert len(said) == 1
+    assert "monitors 'eval_loss'" in said[0] and "eval_strategy='no'" in said[0]
+
+
+def test_hf_says_nothing_when_each_epoch_is_evaluated():
+    assert _hf_train("epoch") == []
+
+
+def test_keras_fit_without_validation_says_so_at_the_first_epoch_end():
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    import lrdsl.keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    epochs = []
+    seen = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(epoch))
+    with pytest.raises(lrdsl.MetricError, match="monitors 'val_loss'.*pass validation_data"):
+        model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=4, epochs=3, verbose=0,
+                  callbacks=[seen, lrdsl.keras.callback("0.1 | plateau(val_loss, 0.5)")])
+    assert epochs == [0]
