@@ -126,6 +126,28 @@ def test_a_run_resumed_after_an_unfreeze_equals_the_uninterrupted_one():
         assert uninterrupted[t][2] == pytest.approx(f(t) * scale * 0.2, rel=1e-12)
 
 
+def test_an_added_group_follows_its_ratio_for_every_target():
+    opt = _two_groups(0.1)
+    sched = lrdsl.torch.scheduler(opt, EXPR, momentum="0.8")
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.05, "momentum": 0.45})
+    sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(f(1) * 0.05 / 0.1, rel=1e-12)
+    assert opt.param_groups[2]["momentum"] == pytest.approx(0.8 * 0.45 / 0.9, rel=1e-12)
+
+
+def test_a_bad_added_group_is_refused_naming_it_and_the_tick_kept():
+    opt = _two_groups(0.1)
+    sched = lrdsl.torch.scheduler(opt, EXPR)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], "lr": float("nan"), "name": "late"})
+    with pytest.raises(lrdsl.LrdslError, match="^param group 2 \\('late'\\): lr is nan"):
+        sched.step()
+    assert sched.last_epoch == 0 and len(sched.get_last_lr()) == 2
+    assert "initial_lr" not in opt.param_groups[2]  # a refused value is not kept as the base
+    opt.param_groups[2]["lr"] = 0.01  # fixed: scheduled from the next step
+    sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(f(1) * 0.01 / 0.1, rel=1e-12)
+
+
 def test_a_group_the_mapping_does_not_cover_is_refused_and_the_tick_kept():
     opt = _two_groups(0.1)
     sched = lrdsl.torch.scheduler(opt, {0: EXPR, "head": "0.01"})
