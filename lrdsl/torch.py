@@ -13,7 +13,8 @@ Each value at tick t is the reference :func:`lrdsl.curve` value, computed in clo
 the tick (each plan is evaluated in vectorized float64 chunks of ticks), never by multiplying
 the previous value: nothing drifts, resume is exact, and an outside edit to a group's value
 does not persist.  Groups keep their ratios (§5): group g gets value · initial_g / initial_ref,
-ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0.
+ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0;
+a group added later is scheduled by the same rule from the next step (see :class:`Scheduler`).
 A target may instead map group names or indices to expressions (``*`` for the rest): then
 each group's value is absolute.
 """
@@ -590,7 +591,8 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
         weight_decay: ``weight_decay``.
         steps_per_epoch: pass it when you call ``step()`` per batch (converts ``ep``).
         total: the run's length in ticks, for ``%`` durations and stretched segments.
-        last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start).
+        last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start): an
+            integer ≥ −1.
 
     ``step()`` advances a tick, ``step(metrics)`` reports then advances, ``report(**metrics)``
     reports only; ``get_last_lr()`` gives the LRs, ``get_last("momentum")`` the other targets.

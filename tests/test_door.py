@@ -415,3 +415,17 @@ def test_keras_fit_without_validation_says_so_at_the_first_epoch_end():
         model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=4, epochs=3, verbose=0,
                   callbacks=[seen, lrdsl.keras.callback("0.1 | plateau(val_loss, 0.5)")])
     assert epochs == [0]
+
+
+@pytest.mark.parametrize("state, said", [
+    ({"epoch": -5}, "epoch must be an integer"), ({"epoch": float("nan")}, "epoch must be an integer"),
+    ({"epoch": "3"}, "epoch must be an integer"), ({"epoch": 1.5}, "epoch must be an integer"),
+    ({"epoch": 2, "plateau": {"scale": float("nan"), "best": 1.0, "bad": 0, "cooldown_left": 0}},
+     "scale must be a number"),
+])
+def test_keras_schedule_refuses_a_corrupt_saved_state(state, said):
+    pytest.importorskip("keras")
+    import lrdsl.keras
+    config = lrdsl.keras.callback("0.1 | plateau(val_loss, 0.5)").schedule.get_config()
+    with pytest.raises(lrdsl.LrdslError, match=said):
+        lrdsl.keras.Schedule.from_config({**config, "state": state})
