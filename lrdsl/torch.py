@@ -53,7 +53,8 @@ def _set_lr(group: dict, value: float) -> None:
     if type(current) is float or not isinstance(current, torch.Tensor):  # the cheap test first
         group["lr"] = value
     else:
-        if not current.is_floating_point() or current.requires_grad:  # put there since construction
+        # a tensor put there since construction: fill_ would truncate an integer one, or refuse
+        if not current.is_floating_point() or current.requires_grad:
             _checked(current, f"param group {group['name']!r}: lr" if "name" in group else "a param group's lr")
         current.fill_(value)  # in place: a compiled optimizer step sees no new constant
 
