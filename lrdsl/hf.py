@@ -135,9 +135,10 @@ class Schedule(TrainerCallback):
                 and not control.should_evaluate):
             self._warned = True
             monitor = self.monitors[0]
+            strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))  # an enum or text
             warnings.warn(f"lrdsl.hf.Schedule: the plateau monitors '{monitor}', but epoch "
                           f"{round(state.epoch or 0)} ended without an evaluation to report it "
-                          f"(eval_strategy={str(getattr(args.eval_strategy, 'value', args.eval_strategy))!r}), "
+                          f"(eval_strategy={strategy!r}), "
                           f"so the plateau cannot fire; set eval_strategy='epoch' (or 'steps') and "
                           f"give the Trainer an eval_dataset, or drop '| plateau'", stacklevel=2)
 

@@ -59,8 +59,8 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     """An optax schedule ``count -> lr`` for a time schedule: pure and jittable.
 
     ``lr(count) = f(count)``, the plan's formulas evaluated with ``jax.numpy`` at the tick
-    ``count`` (optax's update counter; a negative count is tick 0).  ``steps_per_epoch`` converts ``ep`` durations (a
-    tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
+    ``count`` (optax's update counter; a negative count is tick 0).  ``steps_per_epoch``
+    converts ``ep`` durations (a tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
     schedule: ``optax.sgd(schedule(...))``, ``optax.inject_hyperparams(optax.adam)(
     learning_rate=schedule(...))``.
 
