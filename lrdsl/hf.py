@@ -32,6 +32,7 @@ settings continues with exactly the uninterrupted LR sequence.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Mapping
 
 from transformers import TrainerCallback
@@ -74,6 +75,8 @@ class Schedule(TrainerCallback):
         self.scheduler: Scheduler | None = None
         self._training = False  # between on_train_begin and on_train_end
         self._stepped = False  # an optimizer step was taken in this train() call
+        self._reported = False  # a plateau report was made in this train() call
+        self._warned = False  # that no report can come was said (once per callback)
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None,
                        train_dataloader=None, **kwargs):
@@ -103,7 +106,7 @@ class Schedule(TrainerCallback):
             sched.load_state_dict({**now, "last_epoch": state.global_step,
                                    "_step_count": state.global_step + 1})
         self.scheduler = sched
-        self._training, self._stepped = True, False
+        self._training, self._stepped, self._reported = True, False, False
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._training:
@@ -123,6 +126,21 @@ class Schedule(TrainerCallback):
                                   f"only: {present} (looked for '{monitor}' and 'eval_{monitor}')")
             report[monitor] = float(metrics[key])
         self.scheduler.report(report)
+        self._reported = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # evaluations by steps ran within the epoch; one by epoch runs after this hook, and the
+        # Trainer's own flow callback (first in the list) has asked for it already
+        if (self._training and self.monitors and not self._reported and not self._warned
+                and not control.should_evaluate):
+            self._warned = True
+            monitor = self.monitors[0]
+            strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))  # an enum or text
+            warnings.warn(f"lrdsl.hf.Schedule: the plateau monitors '{monitor}', but epoch "
+                          f"{round(state.epoch or 0)} ended without an evaluation to report it "
+                          f"(eval_strategy={strategy!r}), "
+                          f"so the plateau cannot fire; set eval_strategy='epoch' (or 'steps') and "
+                          f"give the Trainer an eval_dataset, or drop '| plateau'", stacklevel=2)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
@@ -141,6 +159,10 @@ def _take_over(hf_scheduler, sched: Scheduler, groups: int) -> None:
     def load_state_dict(state: Mapping) -> None:
         # the Trainer loads scheduler.pt before on_train_begin: keep it for then, as an
         # unpatched torch scheduler's load_state_dict would
+        if not isinstance(state, Mapping) or STATE_KEY not in state:
+            held = ", ".join(map(repr, state)) if isinstance(state, Mapping) else repr(state)
+            raise LrdslError(f"lrdsl.hf.Schedule cannot load this scheduler state: it holds {held}, "
+                             f"not {STATE_KEY!r}")
         hf_scheduler.__dict__[STATE_KEY] = state[STATE_KEY]
 
     hf_scheduler.state_dict = state_dict

@@ -15,6 +15,7 @@ Keras, so ``keras.models.load_model`` restores it (plateau state included) once
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import keras
@@ -36,6 +37,18 @@ def _check_float32(compiled) -> None:
     if compiled.float32_complaint:
         raise LrdslError(f"{compiled.expr}: {compiled.float32_complaint} (Keras computes schedules "
                          f"in float32)")
+
+
+def _saved_epoch(state) -> int:
+    """The epoch of a saved schedule's state: an integer ≥ 0 (a corrupt one is refused before
+    the schedule is built, not read as a negative or NaN tick)."""
+    if not isinstance(state, dict):
+        raise LrdslError(f"not an lrdsl.keras.Schedule state: {state!r}")
+    epoch = state.get("epoch", 0)
+    number = float(epoch) if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else math.nan
+    if not (math.isfinite(number) and number.is_integer() and number >= 0):
+        raise LrdslError(f"lrdsl.keras.Schedule state: epoch must be an integer ≥ 0, got {epoch!r}")
+    return int(number)
 
 
 #: Keras optimizer attributes per target (LANGUAGE.md §7), in the order they are looked for
@@ -139,7 +152,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.plateau = PlateauState(rule) if rule is not None else None
         self.epoch = 0
         if state:
-            self.epoch = int(state.get("epoch", 0))
+            self.epoch = _saved_epoch(state)
             if self.plateau is not None and state.get("plateau"):
                 self.plateau.load_state_dict(state["plateau"])
         self._scale = keras.Variable(self.plateau.scale if self.plateau else 1.0, dtype="float32",
@@ -355,6 +368,10 @@ class Callback(keras.callbacks.Callback):
         try:
             self.schedule.report(logs)
         except LrdslError as error:  # raised at on_epoch_end: callbacks before this one see the epoch
+            monitor = self.schedule.plateau.rule.monitor if self.schedule.plateau else ""
+            if monitor.startswith("val_") and not any(str(k).startswith("val_") for k in logs or {}):
+                error = type(error)(f"{error} (fit ran no validation: pass validation_data or "
+                                    f"validation_split to fit(), or monitor a training metric)")
             self._reported = (self._reported[0], error)
 
     def last_tick(self, epoch: int) -> int:

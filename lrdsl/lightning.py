@@ -70,6 +70,8 @@ class Schedule(Callback):
         self.monitors: tuple[str, ...] = monitors_of(self._specs.values())
         self.scheduler: Scheduler | None = None
         self._pending: dict | None = None  # a checkpoint's state, loaded before the scheduler exists
+        self._reported = False  # a plateau report was made in this fit
+        self._warned = False  # that no report can come was said (once per callback)
 
     # --- building the scheduler ------------------------------------------------------------------
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -78,6 +80,7 @@ class Schedule(Callback):
             raise LrdslError(f"lrdsl.lightning.Schedule drives one optimizer; configure_optimizers "
                              f"returned {len(optimizers)}")
         optimizer = optimizers[0]
+        self._reported = False
         total, per_epoch = _units(trainer)
         try:
             self.scheduler = scheduler(optimizer, self._specs["expr"], momentum=self._specs.get("momentum"),
@@ -112,6 +115,21 @@ class Schedule(Callback):
                               f"only: {present} (log it with self.log('{missing[0]}', ...) in "
                               f"validation_step)")
         self.scheduler.report({m: float(metrics[m]) for m in self.monitors})
+        self._reported = True
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # an epoch's validation runs before this hook: an epoch that should have validated and
+        # did not, or a fit with no validation loop at all, leaves the plateau unable to fire
+        if not self.monitors or self._reported or self._warned or trainer.state.fn != TrainerFn.FITTING:
+            return
+        every = trainer.check_val_every_n_epoch
+        if not trainer.enable_validation or (every is not None and trainer.current_epoch + 1 >= every):
+            self._warned = True
+            monitor = self.monitors[0]
+            rank_zero_warn(f"lrdsl.lightning.Schedule: the plateau monitors '{monitor}', but epoch "
+                           f"{trainer.current_epoch} ended without a validation to report it, so the "
+                           f"plateau cannot fire; give fit() val_dataloaders and a validation_step "
+                           f"that logs '{monitor}', or drop '| plateau'")
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -124,6 +142,10 @@ class Schedule(Callback):
             return
         # the checkpoint is restored before on_fit_start builds the scheduler (Lightning restores
         # callbacks first, then sets up the optimizers; each fit builds a new one): keep it until then
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("scheduler"), dict):
+            held = ", ".join(map(repr, state_dict)) if isinstance(state_dict, dict) else repr(state_dict)
+            raise LrdslError(f"lrdsl.lightning.Schedule cannot load this callback state: it holds "
+                             f"{held}, not a 'scheduler' state")
         self._pending = state_dict["scheduler"]
 
 

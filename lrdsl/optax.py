@@ -93,13 +93,19 @@ def _values(compiled: Plan, count):
     return compiled.values(jnp.asarray(count).astype(dtype), XLA_NUMPY)
 
 
+def _tick(count):
+    """The tick of an update count: a negative count is tick 0 (traced, so it cannot be an
+    error; lrdsl.torch's ``lr_at`` counts a negative tick as 0 too)."""
+    return jnp.maximum(count, 0)
+
+
 def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
              total: float | None = None) -> Callable[[Any], jax.Array]:
     """An optax schedule ``count -> lr`` for a time schedule: pure and jittable.
 
     ``lr(count) = f(count)``, the plan's formulas evaluated with ``jax.numpy`` at the tick
-    ``count`` (optax's update counter).  ``steps_per_epoch`` converts ``ep`` durations (a
-    tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
+    ``count`` (optax's update counter; a negative count is tick 0).  ``steps_per_epoch``
+    converts ``ep`` durations (a tick is an update); ``total`` (in updates) resolves ``%``.  Usable wherever optax takes a
     schedule: ``optax.sgd(schedule(...))``, ``optax.inject_hyperparams(optax.adam)(
     learning_rate=schedule(...))``.
 
@@ -117,7 +123,7 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
                          f"update(..., value=metric)", expr=str(compiled.expr))
 
     def lrdsl_schedule(count):
-        return _values(compiled, count)
+        return _values(compiled, _tick(count))
 
     lrdsl_schedule.expr = compiled.expr  # type: ignore[attr-defined]  # the canonical expression, for logs
     return lrdsl_schedule
@@ -172,6 +178,8 @@ def _monitored(rule: PlateauRule, value):
     """The reported value as a scalar: a number, a 0-d array, or a mapping holding the monitor."""
     if isinstance(value, Mapping):
         value = rule.monitored(value, "value")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value) if abs(value) < 2 ** 1024 else math.inf  # jnp would try int32
     try:
         array = jnp.asarray(value)
     except (TypeError, ValueError):
@@ -222,7 +230,8 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     def update(updates, state: TransformState, params=None, *, value=None, report=True,
                **extra_args):
         del params, extra_args
-        lr = _values(compiled, state.count)
+        _check_update(state, rule, report)
+        lr = _values(compiled, _tick(state.count))
         plateau = state.plateau
         if plateau is not None and rule is not None:
             lr = rule.apply(lr, plateau.scale, jnp)
@@ -236,6 +245,26 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+def _check_update(state, rule: PlateauRule | None, report) -> None:
+    """Refuse, before tracing anything, a state that is not this transform's and a ``report``
+    that is no flag (jnp.where would take a string for a condition, or fail deep in jax)."""
+    if not isinstance(state, tuple) or getattr(state, "count", None) is None:
+        raise LrdslError(f"lrdsl.optax.transform: update() needs the state from init(), got "
+                         f"{type(state).__name__}")
+    if (rule is None) != (getattr(state, "plateau", None) is None):
+        raise LrdslError(f"lrdsl.optax.transform: the state {'lacks' if rule else 'has'} a plateau "
+                         f"state; it comes from another expression's init()")
+    if isinstance(report, bool):
+        return
+    try:
+        flag = jnp.asarray(report)
+    except (TypeError, ValueError):
+        flag = None
+    if flag is None or flag.dtype != jnp.bool_ or flag.shape != ():
+        raise LrdslError(f"lrdsl.optax.transform: report must be a bool (or a traced one), got "
+                         f"{report!r}")
+
+
 def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: float | None = None,
           total: float | None = None) -> jax.Array:
     """The learning rate the next update of :func:`transform` will use, from its state."""
@@ -243,7 +272,7 @@ def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: f
         raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
                          f"got {type(state).__name__}; in a chain, pick it out: state[i]")
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
-    lr = _values(compiled, state.count)
+    lr = _values(compiled, _tick(state.count))
     if compiled.plateau is None or state.plateau is None:
         return lr
     return compiled.plateau.apply(lr, state.plateau.scale, jnp)

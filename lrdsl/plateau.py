@@ -11,6 +11,7 @@ LR; the scale here is independent of the LR, so no such floor applies.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -21,6 +22,12 @@ from lrdsl.errors import MetricError
 def reports_in_force(t, every: float, reports: int, xp=floats):
     """How many reports act on tick ``t``: report i acts from tick (i+1)·every on."""
     return xp.minimum(xp.floor(t / every), reports)
+
+
+def _is_bool_array(value) -> bool:
+    """A numpy, torch or JAX boolean (its dtype says bool)."""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and "bool" in str(dtype)
 
 
 @dataclass(frozen=True)
@@ -71,11 +78,14 @@ class PlateauRule:
             return metrics
         if isinstance(metrics, Mapping):
             metrics = self.monitored(metrics)
-        try:
-            return float(metrics)
-        except (TypeError, ValueError):
-            raise MetricError(f"plateau: the value reported for '{self.monitor}' is not a number: "
-                              f"{metrics!r}") from None
+        # float() would take "0.3" and True: a string or a flag reported is a bug, not a loss
+        if not (isinstance(metrics, (str, bytes, bool)) or _is_bool_array(metrics)):
+            try:
+                return float(metrics)
+            except (TypeError, ValueError, RuntimeError, OverflowError):
+                pass
+        raise MetricError(f"plateau: the value reported for '{self.monitor}' is not a number: "
+                          f"{metrics!r}")
 
     def apply(self, f, scale, xp=floats):
         """LR = min(f, max(f·s, min)): lowers the schedule down to ``min``, never lifts it."""
@@ -142,11 +152,38 @@ class PlateauState:
         return {"scale": self.scale, "best": self.best, "bad": self.bad,
                 "cooldown_left": self.cooldown_left}
 
+    @staticmethod
+    def checked(state, what: str = "plateau state") -> dict:
+        """A saved state's fields, checked (a scale in [0, 1], a best that is not NaN, counts that
+        are integers ≥ 0), so that a corrupt state is refused before anything changes."""
+        if not isinstance(state, Mapping):
+            raise MetricError(f"{what} is not a plateau state: {state!r}")
+        missing = [key for key in ("scale", "best", "bad", "cooldown_left") if key not in state]
+        if missing:
+            raise MetricError(f"{what} is not a plateau state: it lacks {', '.join(missing)}")
+        fields = {}
+        for key in ("scale", "best"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+                raise MetricError(f"{what}: {key} must be a number, got {value!r}")
+            fields[key] = float(value)
+        if not 0 <= fields["scale"] <= 1:  # 1 times factors in (0, 1)
+            raise MetricError(f"{what}: scale must be in [0, 1], got {state['scale']!r}")
+        for key in ("bad", "cooldown_left"):
+            value = state[key]
+            number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                else math.nan
+            if not (math.isfinite(number) and number.is_integer() and number >= 0):
+                raise MetricError(f"{what}: {key} must be an integer ≥ 0, got {value!r}")
+            fields[key] = int(number)
+        return fields
+
+    def load_checked(self, fields: Mapping) -> None:
+        """Take the fields :meth:`checked` returned."""
+        self.scale = fields["scale"]
+        self._set_best(fields["best"])
+        self.bad = fields["bad"]
+        self.cooldown_left = fields["cooldown_left"]
+
     def load_state_dict(self, state: Mapping) -> None:
-        try:
-            self.scale = float(state["scale"])
-            self._set_best(float(state["best"]))
-            self.bad = int(state["bad"])
-            self.cooldown_left = int(state["cooldown_left"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise MetricError(f"not a plateau state: {error}") from None
+        self.load_checked(self.checked(state))

@@ -5,6 +5,8 @@ Every backend is tested against :func:`curve`.
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from typing import Mapping, Sequence as Seq
 
 from lrdsl.errors import LrdslError
@@ -66,8 +68,9 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     if rule is None or not metrics:
         return f
     scales = np.asarray(rule.scales(rule.monitored(metrics, "metrics")))
+    if report_every is not None and (isinstance(report_every, bool) or not isinstance(report_every, Real)
+                                     or not 0 < report_every < math.inf):
+        raise LrdslError(f"report_every must be a finite number of ticks > 0, got {report_every!r}")
     every = report_every or steps_per_epoch or 1
-    if not every > 0:
-        raise LrdslError(f"report_every must be > 0, got {every!r}")
     reports = reports_in_force(t, every, len(scales) - 1, np).astype(np.int64)
     return rule.apply(f, scales[reports], np)

@@ -13,7 +13,8 @@ Each value at tick t is the reference :func:`lrdsl.curve` value, computed in clo
 the tick (each plan is evaluated in vectorized float64 chunks of ticks), never by multiplying
 the previous value: nothing drifts, resume is exact, and an outside edit to a group's value
 does not persist.  Groups keep their ratios (§5): group g gets value · initial_g / initial_ref,
-ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0.
+ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0;
+a group added later is scheduled by the same rule from the next step (see :class:`Scheduler`).
 A target may instead map group names or indices to expressions (``*`` for the rest): then
 each group's value is absolute.
 """
@@ -21,6 +22,8 @@ each group's value is absolute.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from typing import Any, Callable, Mapping, Union
 
 import numpy as np
@@ -50,6 +53,9 @@ def _set_lr(group: dict, value: float) -> None:
     if type(current) is float or not isinstance(current, torch.Tensor):  # the cheap test first
         group["lr"] = value
     else:
+        # a tensor put there since construction: fill_ would truncate an integer one, or refuse
+        if not current.is_floating_point() or current.requires_grad:
+            _checked(current, f"param group {group['name']!r}: lr" if "name" in group else "a param group's lr")
         current.fill_(value)  # in place: a compiled optimizer step sees no new constant
 
 
@@ -67,25 +73,64 @@ def _set_beta(index: int) -> Callable[[dict, float], None]:
     return set_value
 
 
-def _slot(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[dict, float], None]] | None:
-    """(read, write) for the target in a param group, or None if the group has no such value."""
+def _slot(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[dict, float], None]] | None:
+    """(read, write) for the target in a param group, or None if the group has no such value.
+
+    ``read`` gives the raw value (a float, a tensor, or whatever was put there): see :func:`_checked`.
+    """
     if target == "lr":
-        return (lambda g: float(g["lr"])), _set_lr
+        return (lambda g: g["lr"]), _set_lr
     if target == "momentum" and "betas" in group:  # Adam-style: beta1, as OneCycleLR does
-        return (lambda g: float(g["betas"][0])), _set_beta(0)
+        return (lambda g: g["betas"][0]), _set_beta(0)
     if target == "beta2" and "betas" in group:
-        return (lambda g: float(g["betas"][1])), _set_beta(1)
+        return (lambda g: g["betas"][1]), _set_beta(1)
     if target in ("momentum", "weight_decay") and target in group:
-        return (lambda g: float(g[target])), _set_key(target)
+        return (lambda g: g[target]), _set_key(target)
     return None
 
 
-def _accessors(target: str, group: dict) -> tuple[Callable[[dict], float], Callable[[dict, float], None]]:
+def _accessors(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[dict, float], None]]:
     """(read, write) of a target the group is known to have (checked when the plans are made)."""
     accessors = _slot(target, group)
     if accessors is None:
         raise LrdslError(f"param group has no {target}")
     return accessors
+
+
+def _checked(value: Any, where: str) -> float:
+    """A group's value as a float: a finite number ≥ 0, or a one-element floating tensor that
+    needs no grad (lrdsl writes a tensor value in place: an integer tensor would truncate it,
+    a leaf that requires grad refuses the write)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise LrdslError(f"{where} is a tensor of shape {tuple(value.shape)} and dtype "
+                             f"{value.dtype}; a tensor value must hold one floating-point number")
+        if value.requires_grad:
+            raise LrdslError(f"{where} is a tensor that requires grad; lrdsl writes it in place "
+                             f"each step: pass a float, or a tensor without grad")
+        value = value.item()
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LrdslError(f"{where} is {value!r}; it must be a number")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise LrdslError(f"{where} is {value!r}; it must be finite and ≥ 0")
+    return value
+
+
+def _tick(value: Any, what: str, lowest: int = 0) -> int:
+    """A tick given in Python: an integer (an integral float will do) from ``lowest`` to 2**53,
+    where float64, in which plans are evaluated, still counts every tick."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        tick = int(value)
+    elif math.isfinite(float(value)) and float(value).is_integer():
+        tick = int(float(value))
+    else:
+        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
+    if not lowest <= tick <= 2 ** 53:
+        raise LrdslError(f"{what} must be an integer from {lowest} to 2**53, got {value!r}")
+    return tick
 
 
 class _Slot:
@@ -114,6 +159,32 @@ class _Slot:
             f = plateau.rule.apply(f, plateau.scale)
         return f * self.scale
 
+    def peak(self) -> float:
+        """The largest value the slot can take (inf where that overflows)."""
+        return self.plan.range[1] * self.scale
+
+
+class _FarSlot(_Slot):
+    """A slot whose ratio initial_g / initial_ref overflows a float (a subnormal reference):
+    the ratio is kept as m·2**e and applied with ldexp, so f·ratio is exact wherever it is
+    finite (checked at construction for the plan's largest value)."""
+
+    __slots__ = ("exponent",)
+
+    def __init__(self, index: int, compiled: Plan, ratio: tuple[float, int], plateau: PlateauState | None,
+                 write: Callable[[dict, float], None]):
+        super().__init__(index, compiled, ratio[0], plateau, write)
+        self.exponent = ratio[1]
+
+    def at(self, tick: int) -> float:
+        return math.ldexp(super().at(tick), self.exponent)
+
+    def peak(self) -> float:
+        try:
+            return math.ldexp(super().peak(), self.exponent)
+        except OverflowError:
+            return math.inf
+
 
 def _canonical(spec: Spec) -> str | dict:
     """The saved form of a target's spec: canonical text, or a mapping of it."""
@@ -123,7 +194,21 @@ def _canonical(spec: Spec) -> str | dict:
 
 
 class Scheduler(LRScheduler):
-    """An ``LRScheduler`` running lrdsl expressions; see :func:`scheduler`."""
+    """An ``LRScheduler`` running lrdsl expressions; see :func:`scheduler`.
+
+    Param groups: every group's value of every scheduled target (and its ``initial_<target>``)
+    is checked when the scheduler is built — a finite number ≥ 0, or a one-element floating
+    tensor without grad — and an offending group is an :class:`LrdslError` naming it.  A group
+    added later (``optimizer.add_param_group``, as when a backbone is unfrozen) is scheduled
+    from the next ``step()`` on, by §5's ratio rule from its own initial value (its value when
+    the scheduler first sees it, kept as ``initial_lr`` like the others) against the same
+    reference group; a run resumed with the group already present then continues exactly as
+    the uninterrupted one (its ``initial_lr`` is in the optimizer's state).
+
+    Ticks: a tick given in Python (``last_epoch``, ``lr_at``, a loaded state) is an integer;
+    a fractional, non-finite or non-numeric one is an :class:`LrdslError`.  ``lr_at`` of a
+    negative tick is the value at tick 0, as :func:`lrdsl.optax.schedule` clamps its count.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, expr: Spec, *,
                  momentum: Spec | None = None, beta2: Spec | None = None,
@@ -131,13 +216,15 @@ class Scheduler(LRScheduler):
                  total: float | None = None, last_epoch: int = -1):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise LrdslError(f"scheduler() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        last_epoch = _tick(last_epoch, "last_epoch", lowest=-1)
         specs = {"lr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
         self.specs: dict[str, Spec] = {t: s for t, s in specs.items() if s is not None}
         self.expr = parse(expr) if not isinstance(expr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
-        self._plans = self._compile(optimizer)
+        self._compiled: dict[str, Plan] = {}  # canonical text -> its plan, shared by groups
+        self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.specs}
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
-        self._remember_initial_values(optimizer, last_epoch)
+        self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
         try:
             super().__init__(optimizer, last_epoch)
         except KeyError as error:  # last_epoch ≥ 0 on groups that never had a scheduler
@@ -145,72 +232,113 @@ class Scheduler(LRScheduler):
                              f"load the optimizer's state first ({error})") from None
 
     # --- construction ------------------------------------------------------------------------
-    def _compile(self, optimizer) -> dict[str, list[Plan]]:
-        """target -> the plan of each param group (shared when the target is one expression)."""
+    def _plans_of(self, target: str, optimizer, start: int) -> list[Plan]:
+        """The plan of each param group from ``start`` on (one plan per distinct expression)."""
         groups = optimizer.param_groups
-        plans: dict[str, list[Plan]] = {}
-        for target, spec in self.specs.items():
-            if isinstance(spec, Mapping):
-                chosen = _per_group(spec, groups, target)
-            else:
-                chosen = [spec] * len(groups)
-            compiled = {}
-            for text in chosen:
-                key = str(parse(text))
-                if key not in compiled:
-                    compiled[key] = plan(text, steps_per_epoch=self.steps_per_epoch, total=self.total)
-                    if target != "lr" and compiled[key].plateau is not None:
-                        raise LrdslError(f"{target}: only the learning rate may carry '| plateau', "
-                                         f"got {key}")
-            plans[target] = [compiled[str(parse(text))] for text in chosen]
-            for i, group in enumerate(groups):
-                if _slot(target, group) is None:
-                    raise LrdslError(f"{type(optimizer).__name__} has no {target} to schedule "
-                                     f"(param group {i} holds {', '.join(sorted(k for k in group if k != 'params'))})")
+        spec = self.specs[target]
+        chosen = _per_group(spec, groups, target) if isinstance(spec, Mapping) else [spec] * len(groups)
+        plans = []
+        for i in range(start, len(groups)):
+            if _slot(target, groups[i]) is None:
+                raise LrdslError(f"{type(optimizer).__name__} has no {target} to schedule "
+                                 f"(param group {i} holds {', '.join(sorted(k for k in groups[i] if k != 'params'))})")
+            key = str(parse(chosen[i]))
+            if key not in self._compiled:
+                compiled = plan(chosen[i], steps_per_epoch=self.steps_per_epoch, total=self.total)
+                if target != "lr" and compiled.plateau is not None:
+                    raise LrdslError(f"{target}: only the learning rate may carry '| plateau', "
+                                     f"got {key}")
+                self._compiled[key] = compiled
+            plans.append(self._compiled[key])
         return plans
 
-    def _remember_initial_values(self, optimizer, last_epoch: int) -> None:
-        """``initial_<target>`` in each group, as torch keeps ``initial_lr``: the ratio rule's base."""
+    def _remember_initial_values(self, groups: list[dict], start: int, last_epoch: int) -> None:
+        """``initial_<target>`` in each group from ``start`` on, as torch keeps ``initial_lr``:
+        the ratio rule's base."""
         for target in self.specs:
-            if target == "lr":
-                continue
-            key = f"initial_{target}"
-            for i, group in enumerate(optimizer.param_groups):
+            key = "initial_lr" if target == "lr" else f"initial_{target}"
+            for i in range(start, len(groups)):
+                group = groups[i]
+                value = _accessors(target, group)[0](group)
+                _checked(value, f"param group {_group_name(group, i)}: {target}")
+                if target == "lr" and start == 0:
+                    continue  # LRScheduler.__init__ sets initial_lr
                 if last_epoch == -1:
-                    group.setdefault(key, _accessors(target, group)[0](group))
+                    group.setdefault(key, value.clone() if isinstance(value, torch.Tensor) else value)
                 elif key not in group:
                     raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved '{key}' in "
                                      f"param group {i}: load the optimizer's state first")
 
     def _initial_step(self) -> None:
         """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
-        groups = self.optimizer.param_groups
-        plateaus: dict[str, PlateauState] = getattr(self, "_plateaus", {})
         self._plateaus: dict[str, PlateauState] = {}
-        self._slots: dict[str, list[_Slot]] = {}
-        for target, per_group in self._plans.items():
-            initial = [float(b) for b in self.base_lrs] if target == "lr" else \
-                [float(g[f"initial_{target}"]) for g in groups]
-            scales = _ratios(initial) if not isinstance(self.specs[target], Mapping) else [1.0] * len(groups)
-            slots = []
-            for i, (group, compiled, scale) in enumerate(zip(groups, per_group, scales)):
-                state = None
-                if compiled.plateau is not None:
-                    key = str(compiled.expr)
-                    state = self._plateaus.setdefault(key, plateaus.get(key) or PlateauState(compiled.plateau))
-                if target in ("momentum", "beta2") and compiled.range[1] * scale >= 1:
-                    raise LrdslError(f"param group {_group_name(group, i)}: {target} would reach "
-                                     f"{compiled.range[1] * scale:.4g} (from {compiled.expr}, ×{scale:g} "
-                                     f"for the group's ratio); it must stay below 1")
-                slots.append(_Slot(i, compiled, scale, state, _accessors(target, group)[1]))
-            self._slots[target] = slots
-        self._lr_slots = self._slots["lr"]
-        self._plateau = next(iter(self._plateaus.values())) if len(self._plateaus) == 1 else None
-        self._other_slots = [slot for target, slots in self._slots.items() if target != "lr"
-                             for slot in slots]
-        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
+        self._slots: dict[str, list[_Slot]] = {target: [] for target in self._plans}
+        self._refs: dict[str, float | None] = {}  # per target: the reference group's initial value
+        self._add_slots(0)
         self._step_count = 0
         self.step()
+
+    def _add_slots(self, start: int) -> None:
+        """Slots for the param groups from ``start`` on; nothing changes unless all are fine."""
+        groups = self.optimizer.param_groups
+        slots: dict[str, list[_Slot]] = {}
+        plateaus = dict(self._plateaus)
+        refs = dict(self._refs)
+        for target, per_group in self._plans.items():
+            key = "initial_lr" if target == "lr" else f"initial_{target}"
+            initial = [_checked(groups[i][key], f"param group {_group_name(groups[i], i)}: {key}")
+                       for i in range(start, len(groups))]
+            if target not in refs:  # the first groups fix the reference for good
+                refs[target] = next((v for v in initial if v != 0), None)
+            ref = None if isinstance(self.specs[target], Mapping) else refs[target]
+            slots[target] = []
+            for i, value in enumerate(initial, start):
+                compiled = per_group[i]
+                state = None
+                if compiled.plateau is not None:
+                    state = plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
+                ratio = _ratio(value, ref)
+                write = _accessors(target, groups[i])[1]
+                slot = _FarSlot(i, compiled, ratio, state, write) if isinstance(ratio, tuple) \
+                    else _Slot(i, compiled, ratio, state, write)
+                peak = slot.peak()
+                shown = f"{value!r}/{ref!r}" if isinstance(ratio, tuple) else f"{ratio:g}"
+                if not math.isfinite(peak):
+                    raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would overflow "
+                                     f"(from {compiled.expr}, ×{shown} for the group's ratio: its "
+                                     f"initial {target} over the first nonzero group's)")
+                if target in ("momentum", "beta2") and peak >= 1:
+                    raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would reach "
+                                     f"{peak:.4g} (from {compiled.expr}, ×{shown} for the group's "
+                                     f"ratio); it must stay below 1")
+                slots[target].append(slot)
+        for target, new in slots.items():
+            self._slots[target].extend(new)
+        self._plateaus, self._refs = plateaus, refs
+        self._lr_slots = self._slots["lr"]
+        self._plateau = next(iter(self._plateaus.values())) if len(self._plateaus) == 1 else None
+        self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
+                             for slot in slots_]
+        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
+        self._groups = len(self._lr_slots)
+
+    def _follow_groups(self, groups: list[dict]) -> None:
+        """Schedule the groups added since the last step (``add_param_group``)."""
+        count = self._groups
+        if len(groups) < count:
+            raise LrdslError(f"the optimizer has {len(groups)} param groups, fewer than the {count} "
+                             f"this scheduler drives")
+        plans = {target: self._plans_of(target, self.optimizer, count) for target in self._plans}
+        self._remember_initial_values(groups, count, -1)
+        saved = {target: list(per_group) for target, per_group in self._plans.items()}
+        for target, new in plans.items():
+            self._plans[target].extend(new)
+        try:
+            self._add_slots(count)
+        except LrdslError:
+            self._plans = saved
+            raise
+        self.base_lrs.extend(groups[i]["initial_lr"] for i in range(count, len(groups)))
 
     # --- the scheduler protocol ------------------------------------------------------------------
     def step(self, metrics: float | Mapping[str, Any] | None = None,  # type: ignore[override]
@@ -221,14 +349,16 @@ class Scheduler(LRScheduler):
                              "the tick; resume with load_state_dict() or last_epoch=")
         if metrics is not None:  # report first: a bad metric changes nothing
             self._report(metrics)
+        self._apply(self.last_epoch + 1)  # first: a group it refuses leaves the tick as it was
         self.last_epoch += 1
         self._step_count += 1
-        self._apply(self.last_epoch)
 
     def _apply(self, tick: int) -> None:
         """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""
         # the group dicts are looked up each time: Optimizer.load_state_dict replaces them
         groups = self.optimizer.param_groups
+        if len(groups) != self._groups:
+            self._follow_groups(groups)
         if self._single is not None:  # one group, the LR alone: no loops to set up
             value = self._single.at(tick)
             _set_lr(groups[0], value)
@@ -276,8 +406,9 @@ class Scheduler(LRScheduler):
         return _mean_across_ranks(value) if self._world else value
 
     def lr_at(self, tick: int) -> float:
-        """The learning rate of group 0 at ``tick`` under the current plateau state."""
-        return self._lr_slots[0].at(tick)
+        """The learning rate of group 0 at ``tick`` (a negative tick counts as 0) under the
+        current plateau state."""
+        return self._lr_slots[0].at(max(_tick(tick, "lr_at's tick", lowest=-2 ** 53), 0))
 
     def get_lr(self) -> list[float]:  # type: ignore[override]  # floats, also for tensor lrs
         """The groups' learning rates at the current tick, in closed form."""
@@ -313,16 +444,30 @@ class Scheduler(LRScheduler):
         saved state when the saved expression has the same plateau rule, else it starts
         fresh (either way it is logged on the ``lrdsl`` logger).
         """
-        try:
-            saved = {"lr": state_dict["expr"], **state_dict.get("targets", {}),
-                     "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
-            tick = int(state_dict["last_epoch"])
-            steps = int(state_dict.get("_step_count", tick + 1))
-            plateaus = dict(state_dict.get("plateau") or {})
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise LrdslError(f"not an lrdsl scheduler state: {error!r}") from None
+        # every field is checked before anything changes: a refused state leaves the run as it was
+        if not isinstance(state_dict, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: a {type(state_dict).__name__}")
+        missing = [key for key in ("expr", "last_epoch") if key not in state_dict]
+        if missing:
+            raise LrdslError(f"not an lrdsl scheduler state: it lacks {' and '.join(missing)} (it "
+                             f"holds {', '.join(map(str, state_dict)) or 'nothing'})")
+        targets = state_dict.get("targets") or {}
+        if not isinstance(targets, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: targets is {targets!r}")
+        saved = {"lr": state_dict["expr"], **targets,
+                 "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
+        for target, text in saved.items():
+            if target != "units" and not _is_saved_text(text):
+                raise LrdslError(f"not an lrdsl scheduler state: its {target} expression is {text!r}")
+        tick = _tick(state_dict["last_epoch"], "the state's last_epoch")
+        steps = _tick(state_dict.get("_step_count", tick + 1), "the state's _step_count")
+        plateaus = state_dict.get("plateau") or {}
+        if not isinstance(plateaus, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: plateau is {plateaus!r}")
         if "scale" in plateaus:  # a v1 state: the one plateau's state, saved bare
             plateaus = {saved["lr"]: plateaus}
+        plateaus = {key: PlateauState.checked(value, f"the state's plateau {key!r}")
+                    for key, value in plateaus.items()}
         ours = {**{t: _canonical(s) for t, s in self.specs.items()},
                 "units": (self.steps_per_epoch, self.total)}
         rebased = saved != ours
@@ -330,11 +475,14 @@ class Scheduler(LRScheduler):
             raise LrdslError(f"this scheduler state was saved from {_describe(saved)}, not from "
                              f"{_describe(ours)}; pass rebase=True to continue the saved run "
                              f"under the new schedule from its tick {tick}")
+        groups = self.optimizer.param_groups
+        if len(groups) != self._groups:  # before the state changes: a refused group keeps it
+            self._follow_groups(groups)
         for key, state in self._plateaus.items():
             match = key if key in plateaus else next(
                 (k for k in plateaus if _plateau_rule(k) == state.rule), None)
             if match is not None:
-                state.load_state_dict(plateaus[match])
+                state.load_checked(plateaus[match])
             if rebased:
                 log.info("lrdsl: rebased at tick %d; the plateau on %s %s", tick, state.rule.monitor,
                          "keeps its saved state" if match is not None else "starts fresh (its rule changed)")
@@ -346,6 +494,13 @@ class Scheduler(LRScheduler):
     def __repr__(self) -> str:
         return f"lrdsl.torch.Scheduler({_describe({t: _canonical(s) for t, s in self.specs.items()})}, " \
                f"tick={self.last_epoch})"
+
+
+def _is_saved_text(text: Any) -> bool:
+    """Whether a saved expression is canonical text, or a mapping of group keys to it."""
+    if isinstance(text, Mapping):
+        return all(isinstance(key, (str, int)) and isinstance(value, str) for key, value in text.items())
+    return isinstance(text, str)
 
 
 def _plateau_rule(text: str):
@@ -370,12 +525,17 @@ def _group_name(group: dict, index: int) -> str:
     return f"{index} ({group['name']!r})" if "name" in group else str(index)
 
 
-def _ratios(initial: list[float]) -> list[float]:
-    """§5: value · initial_g / initial_ref, ref the first nonzero; all zero: the value itself."""
-    ref = next((v for v in initial if v != 0), None)
+def _ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
+    """§5: a group's values are value · initial_g / initial_ref (ref: the first group whose
+    initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
+    ref), it is given as (m, e) with ratio = m·2**e, for :class:`_FarSlot`."""
     if ref is None:
-        return [1.0] * len(initial)
-    return [v / ref for v in initial]
+        return 1.0
+    ratio = initial / ref
+    if math.isfinite(ratio):
+        return ratio
+    (m, e), (m_ref, e_ref) = math.frexp(initial), math.frexp(ref)
+    return m / m_ref, e - e_ref
 
 
 def _per_group(spec: Mapping, groups: list[dict], target: str) -> list:
@@ -432,7 +592,8 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
         weight_decay: ``weight_decay``.
         steps_per_epoch: pass it when you call ``step()`` per batch (converts ``ep``).
         total: the run's length in ticks, for ``%`` durations and stretched segments.
-        last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start).
+        last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start): an
+            integer ≥ −1.
 
     ``step()`` advances a tick, ``step(metrics)`` reports then advances, ``report(**metrics)``
     reports only; ``get_last_lr()`` gives the LRs, ``get_last("momentum")`` the other targets.
