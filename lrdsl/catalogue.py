@@ -850,7 +850,10 @@ def _restart_table(period: float, mult: float):
         context.prec = 60
         m, length = decimal.Decimal(repr(mult)), decimal.Decimal(repr(period))
         begin = decimal.Decimal(0)
-        ticks, offsets, tails, lengths = [], [], [], []
+        ticks: list[float] = []
+        offsets: list[float] = []
+        tails: list[float] = []
+        lengths: list[float] = []
         while len(ticks) < RESTART_TABLE and begin < RESTART_HORIZON:
             tick = begin.to_integral_value(rounding=decimal.ROUND_CEILING)
             if ticks:

@@ -26,6 +26,7 @@ from lrdsl.nodes import Expr, Plateau
 from lrdsl.parser import parse
 from lrdsl.plan import plan
 from lrdsl.plateau import PlateauState
+from lrdsl.units import checked_tick
 
 TICKS = ("step", "epoch")
 
@@ -163,6 +164,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.convert_to_tensor(step)
         t = ops.cast(step, "float32") if self.tick == "step" else self._read(self._epoch, "epoch", step)
+        t = ops.maximum(t, 0.0)  # a negative tick counts as 0, as on torch and optax
         # the optimizer asks for the LR before its update step: the targets of the same tick are
         # written here, inside the compiled step, so the update reads them (no retrace, no lag)
         for name, variable in self._driven.items():
@@ -225,8 +227,9 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.targets[name].value_at(tick)
 
     def lr_at(self, tick: float) -> float:
-        """The LR at ``tick`` under the current plateau state, in Python floats."""
-        f = self.plan.value_at(tick)
+        """The LR at ``tick`` (an integer; a negative one counts as 0) under the current plateau
+        state, in Python floats."""
+        f = self.plan.value_at(max(checked_tick(tick, "lr_at's tick", lowest=-2 ** 53), 0))
         return f if self.plateau is None else self.plateau.lr(f)
 
     def set_epoch(self, epoch: int) -> None:

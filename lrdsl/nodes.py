@@ -57,7 +57,7 @@ class Expr:
         for node in self.walk():
             yield from node._own_durations()
 
-    def _own_durations(self) -> Iterator[tuple[str, str, Duration]]:
+    def _own_durations(self) -> Iterator[tuple["Expr", str, Duration]]:
         return iter(())
 
     def units(self) -> set[str]:

@@ -35,6 +35,7 @@ from lrdsl.errors import LrdslError
 from lrdsl.nodes import Expr, Plateau
 from lrdsl.parser import parse
 from lrdsl.plan import Plan, plan
+from lrdsl.units import checked_tick as _tick
 from lrdsl.plateau import PlateauRule, PlateauState
 
 #: ticks evaluated per vectorized batch
@@ -115,22 +116,6 @@ def _checked(value: Any, where: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise LrdslError(f"{where} is {value!r}; it must be finite and ≥ 0")
     return value
-
-
-def _tick(value: Any, what: str, lowest: int = 0) -> int:
-    """A tick given in Python: an integer (an integral float will do) from ``lowest`` to 2**53,
-    where float64, in which plans are evaluated, still counts every tick."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        tick = int(value)
-    elif math.isfinite(float(value)) and float(value).is_integer():
-        tick = int(float(value))
-    else:
-        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
-    if not lowest <= tick <= 2 ** 53:
-        raise LrdslError(f"{what} must be an integer from {lowest} to 2**53, got {value!r}")
-    return tick
 
 
 class _Slot:

@@ -11,9 +11,11 @@ unit is never reinterpreted silently.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
-from lrdsl.errors import UnitError
+from lrdsl.errors import LrdslError, UnitError
 
 #: spelling in the text -> canonical unit
 UNIT_SPELLINGS = {"": "", "ep": "ep", "epoch": "ep", "epochs": "ep",
@@ -103,3 +105,19 @@ class Units:
         if ticks == 0 and duration.value != 0:
             raise UnitError(f"{duration} rounds to 0 ticks: steps_per_epoch or total is too small")
         return ticks
+
+
+def checked_tick(value: Any, what: str, lowest: int = 0) -> int:
+    """A tick given in Python: an integer (an integral float will do) from ``lowest`` to 2**53,
+    where float64, in which plans are evaluated, still counts every tick."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        tick = int(value)
+    elif math.isfinite(float(value)) and float(value).is_integer():
+        tick = int(float(value))
+    else:
+        raise LrdslError(f"{what} must be an integer tick, got {value!r}")
+    if not lowest <= tick <= 2 ** 53:
+        raise LrdslError(f"{what} must be an integer from {lowest} to 2**53, got {value!r}")
+    return tick

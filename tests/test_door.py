@@ -429,3 +429,14 @@ def test_keras_schedule_refuses_a_corrupt_saved_state(state, said):
     config = lrdsl.keras.callback("0.1 | plateau(val_loss, 0.5)").schedule.get_config()
     with pytest.raises(lrdsl.LrdslError, match=said):
         lrdsl.keras.Schedule.from_config({**config, "state": state})
+
+
+def test_keras_schedule_counts_a_negative_tick_as_zero_and_refuses_a_fraction():
+    keras = pytest.importorskip("keras")
+    import lrdsl.keras
+
+    schedule = lrdsl.keras.schedule("linear(0.2, 0.1, 10)")
+    assert schedule.lr_at(-3) == schedule.lr_at(0) == 0.2
+    assert float(schedule(keras.ops.convert_to_tensor(-3))) == pytest.approx(0.2)
+    with pytest.raises(lrdsl.LrdslError, match="integer tick"):
+        schedule.lr_at(2.5)
