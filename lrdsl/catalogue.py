@@ -348,13 +348,15 @@ def complement(xp, a_power, a, b, power):
     """1 − a^power, given a^power, a and b = 1 − a, accurate at both ends.
 
     1 − √a = b/(1 + √a) and 1 − a² = b·(1 + a) exactly; any other power takes 1 − a^power
-    as is where it is ≥ 0.5, else −expm1(power·log1p(−b)) from the small b.
+    as is where it is ≥ 0.5, else −expm1(power·log a), log a from the smaller of a and b
+    (log1p(−b) for a small b; a tiny power lifts a tiny a above 0.5, where b rounds to 1).
     """
     if power == 0.5:
         return b / (1.0 + a_power)
     if power == 2:
         return b * (1.0 + a)
-    return xp.where(a_power <= 0.5, 1.0 - a_power, -xp.expm1(power * xp.log1p(-b)))
+    log_a = xp.where(a <= 0.5, xp.log(a), xp.log1p(-b))
+    return xp.where(a_power <= 0.5, 1.0 - a_power, -xp.expm1(power * log_a))
 
 
 def _weighted(xp, t, terms):

@@ -100,18 +100,27 @@ class TimedCall:
 
 
 class TimedSequence:
-    """Segments with their start ticks; at a boundary the next segment is in force."""
+    """Segments with their start ticks; at a boundary the next segment is in force.
 
-    def __init__(self, parts: list, starts: list[float]):
+    The sequence ends at ``duration`` (``total`` exactly when a segment stretches): from there
+    on the last segment sees its own duration, decided here in float64, not ``t − start``,
+    which rounding can leave a hair short of it (``10 >> cooldown(1%)``, total=77: 77 − 76.23).
+    """
+
+    def __init__(self, parts: list, starts: list[float], duration: float | None = None):
         self.parts, self.starts = parts, starts
-        self.duration = starts[-1] + parts[-1].duration
+        self.duration = starts[-1] + parts[-1].duration if duration is None else duration
         self.range = (min(p.range[0] for p in parts), max(p.range[1] for p in parts))
         self.holds = parts[-1].holds
 
     def values(self, t, xp):
         out = self.parts[0].values(t, xp)
-        for start, part in zip(self.starts[1:], self.parts[1:]):
-            out = xp.where(t >= start, part.values(xp.maximum(t - start, 0.0), xp), out)
+        last = len(self.parts) - 1
+        for i, (start, part) in enumerate(zip(self.starts[1:], self.parts[1:]), 1):
+            local = xp.maximum(t - start, 0.0)
+            if i == last and math.isfinite(self.duration):
+                local = xp.where(t >= self.duration, part.duration, local)
+            out = xp.where(t >= start, part.values(local, xp), out)
         return out
 
 
@@ -135,7 +144,7 @@ class TimedPointwise:
     }
 
     def __init__(self, node: Expr, kind: str, operands: list):
-        self.operands = operands
+        self.node, self.operands = node, operands
         self.combine, bounds = self.COMBINE[kind]
         self.duration = _longest(operands)
         self.holds = all(o.holds for o in operands)
@@ -200,7 +209,56 @@ class TimedRepeat:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
-FLOAT32_TINY = 1.401298464324817e-45  # the smallest subnormal
+FLOAT32_NORMAL = 1.1754943508222875e-38  # the smallest normal: Keras and XLA flush below it
+#: float32 counts whole ticks exactly up to 2²⁴; float32 boundaries are checked up to there
+FLOAT32_TICKS = 2.0 ** 24
+#: a period float32 does not hold is checked boundary by boundary, at most this many
+FLOAT32_PERIODS = 2 ** 16
+#: the largest update count a float32 backend meets (optax's int32 count): t/d must fit float32
+FLOAT32_COUNT = 2.0 ** 31
+
+
+def _f32(number: float) -> float:
+    import numpy as np
+    with np.errstate(over="ignore"):
+        return float(np.float32(number))
+
+
+def _whole_periods_f32(ticks, period: float):
+    """⌊t/period⌋ as :func:`whole_periods` computes it in float32 (numpy rounds as XLA and TF)."""
+    import numpy as np
+    with np.errstate(all="ignore"):
+        return whole_periods(np, ticks.astype(np.float32), np.float32(period))
+
+
+def _boundary_complaint(what: str, c: float) -> str | None:
+    """A tick float32 rounds across a whole tick: t ≥ c switches one tick early or late."""
+    if 0 < c <= FLOAT32_TICKS and math.ceil(_f32(c)) != math.ceil(c):
+        return (f"{what} (tick {c:.17g}) falls on tick {math.ceil(_f32(c)):g} in float32, "
+                f"on {math.ceil(c):g} in float64")
+    return None
+
+
+def _period_complaint(what: str, p: float, horizon: float) -> str | None:
+    """A period float32 does not hold: its k-th boundary must land on the float64 tick for every
+    k up to ``horizon`` (the call's duration, at most 2²⁴ ticks), checked at both ticks around
+    each boundary; too many of them to check is a refusal too."""
+    import numpy as np
+    if not 0 < p < FLOAT32_TICKS or _f32(p) == p:
+        return None  # exact in float32: whole_periods settles q by exact products
+    count = min(horizon, FLOAT32_TICKS) / p
+    refusal = (f"{what}={p:.17g} ticks is not a float32 number, so float32 may place its "
+               f"boundaries on other ticks")
+    if count > FLOAT32_PERIODS:
+        return refusal + f" (more than {FLOAT32_PERIODS} of them to check)"
+    edges = np.ceil(np.arange(1, math.floor(count) + 1, dtype=np.float64) * p)
+    ticks = np.unique(np.concatenate([edges - 1, edges]))
+    ticks = ticks[(ticks >= 0) & (ticks <= FLOAT32_TICKS)]
+    with np.errstate(all="ignore"):
+        want = whole_periods(np, ticks, p)
+    if not np.array_equal(_whole_periods_f32(ticks, p), want):
+        return refusal
+    return None
 
 
 @dataclass(frozen=True)
@@ -245,10 +303,73 @@ class Plan:
         compute in float32 (Keras, JAX by default) refuse such a plan before tracing it."""
         if self.range[1] > FLOAT32_MAX:
             return f"reaches {self.range[1]:.3g}, beyond float32"
+        for node, high in self.highs():
+            if high > FLOAT32_MAX:
+                where = getattr(node, "node", "a part")
+                return f"{where} reaches {high:.3g} on the way, beyond float32"
         for number in self.constants():
-            if abs(number) > FLOAT32_MAX and number != math.inf or 0 < abs(number) < FLOAT32_TINY:
+            if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
+            if 0 < abs(number) < FLOAT32_NORMAL:
+                return (f"the number {number:.3g} is below float32's smallest normal number "
+                        f"(1.18e-38)")
+        for what, tick, kind, horizon in self.ticks():
+            complaint = _boundary_complaint(what, tick)
+            if complaint is None and kind == "period":
+                complaint = _period_complaint(what, tick, horizon)
+            if complaint is None and kind == "period" and 0 < tick < FLOAT32_COUNT / FLOAT32_MAX:
+                complaint = (f"{what}={tick:.3g} ticks is too short for float32 (t/{what} "
+                             f"overflows; at least {FLOAT32_COUNT / FLOAT32_MAX:.0e})")
+            if complaint is None and kind == "offset" and tick > FLOAT32_TICKS:
+                complaint = (f"{what} at tick {tick:.3g} is beyond the ticks float32 counts "
+                             f"exactly (2^24)")
+            if complaint:
+                return complaint
         return None
+
+    def highs(self):
+        """(node, bound) for every node's proven upper bound, and a product's running products
+        of its factors' bounds (float32 computes ``10 * 1e38 * 0`` as inf · 0)."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            yield node, node.range[1]
+            if isinstance(node, TimedPointwise) and node.combine is TimedPointwise.COMBINE["product"][0]:
+                running = 1.0
+                for operand in node.operands:
+                    running *= operand.range[1]
+                    yield node, running
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+
+    def ticks(self):
+        """(what, tick, kind, horizon) for every tick count the plan folds in: a call's durations
+        (kind "period": float32 also decides its multiples, up to horizon, the call's duration),
+        the starts of a sequence's segments ("boundary"), a slice's start ("offset") and stop
+        ("boundary"), a repeat's period ("period")."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, TimedCall):
+                name = node.node.name
+                for param in node.primitive.params:
+                    if param.kind.startswith("duration"):
+                        for number in _numbers(getattr(node.p, param.name)):
+                            yield f"{name}: {param.name}", number, "period", node.duration
+            elif isinstance(node, TimedSequence):
+                for i, start in enumerate(node.starts[1:], 2):
+                    yield f"the start of segment {i} of a sequence", start, "boundary", 0.0
+            elif isinstance(node, TimedSlice):
+                yield "a slice's start", node.start, "offset", 0.0
+                yield "a slice's start", node.start, "boundary", 0.0
+                if math.isfinite(node.length):
+                    yield "a slice's length", node.length, "boundary", 0.0
+            elif isinstance(node, TimedRepeat):
+                yield "a repeat's period", node.period, "period", node.duration
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
 
     @functools.cached_property
     def subnormal_complaint(self) -> str | None:
@@ -331,7 +452,7 @@ def _timed_sequence(node: Sequence, units: Units) -> TimedSequence:
     starts = [0.0]
     for duration in durations[:-1]:
         starts.append(starts[-1] + duration)
-    return TimedSequence(parts, starts)
+    return TimedSequence(parts, starts, units.total if node.stretching else None)
 
 
 def _timed_slice(node: Slice, units: Units) -> TimedSlice:

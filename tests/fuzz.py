@@ -299,11 +299,37 @@ class Tally:
         return sum(c[b] for c in self.counts.values() for b in BUGS)
 
 
-def _mismatch(got, want, tolerance) -> str | None:
-    """Where ``got`` first leaves ``want``'s tolerance, or None."""
+def cancelled(node) -> float:
+    """The magnitude a difference cancels in ``node`` (a plan's timed tree), scaled by the factors
+    around it; 0 without a difference.
+
+    docs/language.md ("What LANGUAGE.md leaves open"): float rounding is relative to a
+    difference's operands, not to its result, so where a − b cancels (``cosine(0.001, 1000,
+    min=0.001) − 0.001 + 1e-9``) the backend's own relative precision (4e-6 in float32, 1e-12
+    in float64) applies to the operands' magnitude.  Walked here from the plan's proven ranges:
+    a difference contributes its larger operand bound, a product scales a factor's contribution
+    by the other factors' bounds, every other node passes on the largest of its children's.
+    """
+    p = sys.modules["lrdsl.plan"]  # the module (lrdsl.plan the attribute is the function)
+
+    if isinstance(node, p.TimedDifference):
+        return max(node.a.range[1], node.b.range[1], cancelled(node.a), cancelled(node.b))
+    if isinstance(node, p.TimedPointwise) and node.combine is p.TimedPointwise.COMBINE["product"][0]:
+        highs = [o.range[1] for o in node.operands]
+        return max(cancelled(o) * math.prod(h for j, h in enumerate(highs) if j != i)
+                   for i, o in enumerate(node.operands))
+    children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
+    children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+    return max((cancelled(c) for c in children), default=0.0)
+
+
+def _mismatch(got, want, tolerance, cancel: float = 0.0) -> str | None:
+    """Where ``got`` first leaves ``want``'s tolerance, or None; ``cancel`` is :func:`cancelled`'s
+    magnitude, to which the relative tolerance also applies."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     rel, of_peak = tolerance
     bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
+    bound = np.maximum(bound, rel * cancel)
     bad = ~(np.abs(got - want) <= bound)
     if not bad.any():
         return None
@@ -327,7 +353,7 @@ class Run:
         self.tally, self.case = tally, case
 
     def __call__(self, backend: str, compute: Callable[[], Any], want=None, ticks=None,
-                 tolerance=F64, values: bool = True) -> Any:
+                 tolerance=F64, values: bool = True, cancel: float = 0.0) -> Any:
         """``compute()``'s result; with ``values`` it must be safe, and within ``tolerance`` of
         ``want`` where one is given."""
         try:
@@ -347,7 +373,7 @@ class Run:
         problem = _unsafe(got)
         kind = "unsafe"
         if problem is None and want is not None:
-            problem, kind = _mismatch(got, want, tolerance), "disagree"
+            problem, kind = _mismatch(got, want, tolerance, cancel), "disagree"
         if problem is not None:
             if ticks is not None:
                 i = int(problem.split("index ")[1].split(":")[0])
@@ -392,11 +418,14 @@ def check_core(case: Case, tally: Tally, torch: bool = True) -> tuple[Any, Any, 
                                             **case.options), ticks=ticks)
     if want is None:
         return None, None, None
-    run("floats", lambda: [lr_function(compiled, reports, every)(t) for t in ticks], want, ticks)
+    cancel = cancelled(compiled.schedule)
+    run("floats", lambda: [lr_function(compiled, reports, every)(t) for t in ticks], want, ticks,
+        cancel=cancel)
     if torch:
         # with a plateau, only the stepped ticks: lr_at past them knows only the reports so far
         stepped = ticks[ticks <= STEPPED] if plateau else ticks
-        run("torch", lambda: _torch_values(case, stepped), want[:len(stepped)], stepped)
+        run("torch", lambda: _torch_values(case, stepped), want[:len(stepped)], stepped,
+            cancel=cancel)
     return compiled, ticks, want
 
 
@@ -495,7 +524,8 @@ class JaxQueue:
 
     def add(self, case: Case, compiled, ticks) -> None:
         if self.dtypes:
-            self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks)))
+            self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks),
+                                 cancelled(compiled.schedule)))
         if len(self.pending) >= self.BATCH:
             self.flush()
 
@@ -506,13 +536,14 @@ class JaxQueue:
         for backend in self.dtypes:
             with jax.enable_x64(backend == "optax64"):
                 try:
-                    results = optax_batch([(text, c.options, ticks) for c, text, ticks, _ in pending])
+                    results = optax_batch([(text, c.options, ticks) for c, text, ticks, *_ in pending])
                 except Exception:  # noqa: BLE001 — one of them fails at run time: find which
                     results = [_outcome(lambda: optax_values(text, c.options, ticks))
-                               for c, text, ticks, _ in pending]
+                               for c, text, ticks, *_ in pending]
             tolerance = F64 if backend == "optax64" else F32
-            for (case, _, ticks, f), result in zip(pending, results):
-                Run(self.tally, case)(backend, lambda: _raised(result), f, ticks, tolerance)
+            for (case, _, ticks, f, cancel), result in zip(pending, results):
+                Run(self.tally, case)(backend, lambda: _raised(result), f, ticks, tolerance,
+                                      cancel=cancel)
 
 
 def _outcome(compute):
@@ -530,7 +561,7 @@ def _raised(result):
 
 def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
     Run(tally, case)("keras", lambda: keras_values(time_schedule(compiled), case.options, ticks),
-                     compiled.values(ticks), ticks, F32)
+                     compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule))
 
 
 # ---------------------------------------------------------------------------------------------
