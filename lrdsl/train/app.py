@@ -10,14 +10,24 @@ from hydra.core.hydra_config import HydraConfig
 
 from lrdsl.errors import LrdslError
 from lrdsl.train import rundir
+from lrdsl.train.artifacts import WriteError
 from lrdsl.train.config import conf_dir, validate
+
+
+def resume_hint(out: Path, backend: str) -> str:
+    """How to go on after a run stopped on a write error: from its last checkpoint, if any."""
+    checkpoint = out / ("checkpoint.keras" if backend == "keras" else "checkpoint.pt")
+    if not checkpoint.is_file():
+        return " (no checkpoint was written: free some space and start the run again)"
+    return (f" (the run can be resumed once there is room: trainer.resume={checkpoint} "
+            f"hydra.run.dir={out})")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base=None)
 def _app(cfg) -> float:
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
-        out = Path(HydraConfig.get().runtime.output_dir)
         if rundir.is_rank_zero():
             rundir.lock(out)  # a multirun job's own directory; in a run, already held
         from lrdsl.train.data import load
@@ -30,8 +40,15 @@ def _app(cfg) -> float:
         else:
             from lrdsl.train.keras_loop import train
         result = train(cfg, data, out)
+    except WriteError as error:
+        print(f"lrdsl train: error: {error}{resume_hint(out, cfg.backend.name)}", file=sys.stderr)
+        sys.exit(2)
     except LrdslError as error:
         print(f"lrdsl train: {error.pointed()}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # a write the run's own files do not go through (a framework's cache)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lrdsl train: error: {where}{(error.strerror or str(error)).lower()}", file=sys.stderr)
         sys.exit(2)
     if rundir.is_rank_zero():
         print(f"artifacts: {out}  (metrics.csv, lr.csv, curves.png, checkpoint)")
