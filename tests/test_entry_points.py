@@ -164,3 +164,99 @@ def test_train_on_a_full_disk_is_one_line_and_resumes_exactly(tmp_path, small_di
     assert without_seconds(run / "metrics.csv") == without_seconds(whole / "metrics.csv")
     assert (run / "lr.csv").read_bytes() == (whole / "lr.csv").read_bytes()
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- the CLI's numeric flags: ASCII, finite, in range -----------------------------------------
+
+def _cli(capsys, *args):
+    from lrdsl.cli import main
+
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["parse", "cosine(0.1, 100)", "--plot", "-", "--ticks", "\uff19\uff10"], "--ticks takes a whole number"),
+    (["parse", "cosine(0.1, 100)", "--plot", "-", "--ticks", "\u0661\u0662"], "--ticks takes a whole number"),
+    (["eval", "cosine(0.1, 100)", "--at", "\uff19"], "--at takes finite ticks"),
+    (["eval", "cosine(0.1, 100)", "--at", "1,\u0663"], "--at takes finite ticks"),
+    (["eval", "cosine(0.1, 50%)", "--at", "1", "--total", "\uff11\uff10\uff10"], "--total must be a positive number"),
+    (["eval", "cosine(0.1, 50%)", "--at", "1", "--total", "1e400"], "--total must be a positive number"),
+    (["eval", "cosine(0.1, 50%)", "--at", "1", "--total=-inf"], "--total must be a positive number"),
+    (["parse", "cosine(0.1, 2ep)", "--steps-per-epoch", "\u0665"], "--steps-per-epoch must be a positive number"),
+    (["parse", "cosine(0.1, 2ep)", "--steps-per-epoch", "NaN"], "--steps-per-epoch must be a positive number"),
+    (["eval", "cosine(0.1, 100) | plateau(loss, 0.5)", "--at", "1", "--metric", "loss=1,\uff12"],
+     "--metric takes NAME=V1,V2"),
+    (["eval", "cosine(0.1, 100) | plateau(loss, 0.5)", "--at", "1", "--metric", "loss=nan"],
+     "--metric takes NAME=V1,V2"),
+    (["check", ".", "--total", "\uff11"], "--total must be a positive number"),
+    (["check", ".", "--steps-per-epoch", "1e999"], "--steps-per-epoch must be a positive number"),
+])
+def test_numeric_flags_take_ascii_finite_numbers_only(capsys, args, words):
+    """int() and float() read any Unicode digit ("９" is 9) and "nan"/"1e400": the flags do not."""
+    status, out, err = _cli(capsys, *args)
+    assert (status, out) == (2, "") and err.count("\n") == 1, err
+    assert err.startswith(f"lrdsl {args[0]}: ") and words in err, err
+
+
+@pytest.mark.parametrize("args, first", [
+    (["eval", "cosine(0.1, 100)", "--at", "0, 1_0, 5.5e1"], "0\t0.1"),
+    (["eval", "cosine(0.1, 50%)", "--at", "0", "--total", "1_000"], "0\t0.1"),
+    (["eval", "cosine(0.1, 2ep)", "--at", "0", "--steps-per-epoch", "10.0"], "0\t0.1"),
+    (["parse", "cosine(0.1, 100)", "--plot", "-", "--ticks", "1_000"], "cosine(0.1,100)"),
+])
+def test_ascii_numbers_still_work(capsys, args, first):
+    status, out, err = _cli(capsys, *args)
+    assert status == 0 and out.splitlines()[0] == first, err
+
+
+# -- a list where an expression belongs ------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["momentum", "beta2", "weight_decay", "expr"])
+def test_a_list_valued_schedule_key_is_one_line_in_the_app(key):
+    from lrdsl.train.config import compose
+
+    with pytest.raises(LrdslError, match=rf"^config key schedule\.{key} must be an expression, got \[0\.9, 0\.8\]$"):
+        compose(["optimizer=adam", f"schedule.{key}=[0.9,0.8]"])
+
+
+def test_check_reports_a_list_or_mapping_under_an_expression_key(tmp_path, capsys):
+    config = tmp_path / "schedule.yaml"
+    config.write_text("expr: cosine(0.1, 100)\nmomentum: [0.9, 0.8]\nbeta2:\n  value: 0.99\n"
+                      "weight_decay:\n  - 1e-4\nschedule:\n  expr: warmup(5) >> cosine(0.1, 100)\n")
+    status, out, err = _cli(capsys, "check", str(config))
+    assert status == 1
+    lines = err.splitlines()
+    assert lines[:3] == [f"{config}:2: momentum: a list, not an expression (give one expression per key, "
+                         f"e.g. momentum: \"cosine(0.9, 100%)\")",
+                         f"{config}:4: beta2: a mapping, not an expression (give one expression per key, "
+                         f"e.g. beta2: \"cosine(0.9, 100%)\")",
+                         f"{config}:6: weight_decay: a list, not an expression (give one expression per key, "
+                         f"e.g. weight_decay: \"cosine(0.9, 100%)\")"]
+    assert lines[3] == "5 expression(s) checked, 3 bad"
+
+
+def test_check_still_reads_a_schedule_mapping(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text("schedule:\n  expr: cosine(0.1, 100)\n  momentum: 0.9\n")
+    assert _cli(capsys, "check", str(config))[0] == 0
+
+
+# -- compare: a torn last line ----------------------------------------------------------------
+
+def test_compare_says_which_metrics_line_is_torn_and_shows_the_complete_rows(tmp_path, capsys):
+    for run in ("0", "1"):
+        (tmp_path / run).mkdir()
+        _epoch_files(tmp_path / run)
+        with open(tmp_path / run / "metrics.csv", "a", newline="") as f:
+            f.write("2,0.05,1.5,1.4,0.75,0.1\r\n")
+    with open(tmp_path / "1" / "metrics.csv", "a", newline="") as f:
+        f.write("3,0.01,1.2,1.")  # killed mid-write
+    status, out, err = _cli(capsys, "compare", str(tmp_path))
+    assert status == 0
+    assert err.splitlines() == [f"lrdsl compare: note: {tmp_path / '1' / 'metrics.csv'} line 4 is torn "
+                                f"('3,0.01,1.2,1.', no line end: a run killed mid-write?); showing the "
+                                f"complete rows before it"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:3]}
+    assert rows["1"][1:] == rows["0"][1:] == ["2", "0.05", "1.5000", "1.4000", "0.7500", "0.7500"]
