@@ -260,3 +260,45 @@ def test_compare_says_which_metrics_line_is_torn_and_shows_the_complete_rows(tmp
                                 f"complete rows before it"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:3]}
     assert rows["1"][1:] == rows["0"][1:] == ["2", "0.05", "1.5000", "1.4000", "0.7500", "0.7500"]
+
+
+# -- a config Hydra cannot compose ------------------------------------------------------------
+
+@pytest.mark.parametrize("program, override, words", [
+    ("train", "trainer.epochs=1e400", "trainer.epochs=1e400: Value 'inf' of type 'float' could not be "
+                                      "converted to Integer"),
+    ("train", "trainer.batch_size=many", "trainer.batch_size=many: Value 'many' of type 'str' could not be "
+                                         "converted to Integer"),
+    ("train", "optimizer.momentum=[0.9,0.8]", "Value '[0.9, 0.8]' of type 'list' could not be converted to Float"),
+    ("train", "trainer.epochs=\uff19", "trainer.epochs=\uff19"),
+    ("train", "foo=1", "Could not override 'foo'; To append to your config use +foo=1: Key 'foo' not in "
+                       "'TrainConfig'"),
+    ("train", "schedule=nosuch", "Could not find 'schedule/nosuch'; Available options in 'schedule': "
+                                 "constant, cosine,"),
+    ("train", "trainer.epochs=1,2", "add --multirun"),
+    ("find", "find.steps=1e400", "find.steps=1e400: Value 'inf'"),
+])
+def test_an_override_hydra_cannot_compose_is_one_line_exit_2(tmp_path, capsys, monkeypatch, program, override,
+                                                               words):
+    """Hydra prints these on several lines (or a partial traceback) and exits 1."""
+    from lrdsl.cli import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main([program, override, f"hydra.run.dir={tmp_path / 'run'}"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"lrdsl {program}: error: ") and words in err, err
+    assert "HYDRA_FULL_ERROR" not in os.environ  # set for the call only
+
+
+def test_a_users_hydra_full_error_still_gets_hydras_exception(tmp_path, monkeypatch):
+    from hydra.errors import HydraException
+
+    from lrdsl.cli import main
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setenv("LRDSL_DEBUG", "1")  # the CLI's one-line report of unexpected errors, off
+    with pytest.raises(HydraException):
+        main(["train", "foo=1", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"

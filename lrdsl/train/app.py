@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -55,14 +56,58 @@ def _app(cfg) -> float:
     return result.get("val_loss", float("nan"))
 
 
+def hydra_message(error: BaseException) -> str:
+    """A Hydra or OmegaConf error (a bad override, an unknown key or group option, a wrong
+    type) on one line: its message, then its cause's, without the ``full_key:``/``object_type=``
+    detail lines."""
+    parts = []
+    for part in (error, error.__cause__):
+        if part is None:
+            continue
+        lines: list[str] = []
+        listing = False
+        for line in (line.strip() for line in str(part).splitlines()):
+            if not line or line.startswith(("full_key:", "reference_type=", "object_type=", "See https://")):
+                continue
+            if line.startswith("Config search path"):
+                break
+            if listing:  # a missing group option: the options Hydra lists, one a line
+                lines[-1] += (" " if lines[-1].endswith(":") else ", ") + line
+                continue
+            listing = line.startswith("Available options")
+            lines.append(line)
+        parts.append("; ".join(lines).replace(".; ", "; "))
+    text = ": ".join(p for p in parts if p)
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
 def run_hydra(app, program: str, argv: list[str] | None) -> int:
-    """Run a Hydra ``app`` as ``program`` with ``argv`` as its command line (Hydra reads sys.argv)."""
+    """Run a Hydra ``app`` as ``program`` with ``argv`` as its command line (Hydra reads sys.argv).
+
+    A config Hydra cannot compose is one line and exit 2, like the app's own checks: Hydra
+    would print a partial traceback or several lines and exit 1.  ``HYDRA_FULL_ERROR`` makes
+    Hydra raise instead of printing; it is ours only for the call (a user's setting is kept,
+    and then Hydra's full report is what they asked for).
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     argv = sys.argv[1:] if argv is None else list(argv)
     saved = sys.argv
     sys.argv = [program, *argv]
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    if ours:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
+    except (HydraException, OmegaConfBaseException) as error:
+        if not ours:
+            raise
+        print(f"{program}: error: {hydra_message(error)}", file=sys.stderr)
+        sys.exit(2)
     finally:
+        if ours:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
         sys.argv = saved
         rundir.release()
     return 0
