@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
 import sys
 from pathlib import Path
 
@@ -191,8 +192,18 @@ def figure(runs: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    # drawn beside and renamed (the suffix kept: it picks the format): a full disk leaves no
+    # truncated figure
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(temp, dpi=90)
+        os.replace(temp, path)
+    except (OSError, ValueError) as error:  # ValueError: a suffix matplotlib cannot write
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise LrdslError(f"cannot write the figure {path}: {reason}") from None
+    finally:
+        plt.close(fig)
+        temp.unlink(missing_ok=True)
     return path
 
 

@@ -302,3 +302,30 @@ def test_a_users_hydra_full_error_still_gets_hydras_exception(tmp_path, monkeypa
     with pytest.raises(HydraException):
         main(["train", "foo=1", f"hydra.run.dir={tmp_path / 'run'}"])
     assert os.environ["HYDRA_FULL_ERROR"] == "1"
+
+
+# -- other writes: compare's figure, find's results -----------------------------------------
+
+@pytest.mark.parametrize("out, words", [
+    ("missing-dir/compare.png", "No such file or directory"),
+    ("compare.jpgg", "Format 'jpgg' is not supported"),
+])
+def test_compare_figure_that_cannot_be_written_is_one_line(tmp_path, capsys, out, words):
+    (tmp_path / "0").mkdir()
+    _epoch_files(tmp_path / "0")
+    status, stdout, err = _cli(capsys, "compare", str(tmp_path), "--out", str(tmp_path / out))
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"lrdsl compare: cannot write the figure {tmp_path / out}: ") and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_find_on_a_full_disk_is_one_line_exit_2(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "find.csv").symlink_to("/dev/full")
+    code, out, err = lrdsl_cli("find", "model.hidden=[16]", "find.steps=20", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert code == 2, out + err
+    assert real_stderr(err) == [f"lrdsl find: error: cannot write the results in {run}: no space left on device"]

@@ -109,9 +109,9 @@ def report(result: FindResult, out: Path, overrides: list[str], title: str) -> N
 
 @hydra.main(config_path=str(conf_dir()), config_name="find", version_base=None)
 def _app(cfg) -> None:
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate_find(cfg)
-        out = Path(HydraConfig.get().runtime.output_dir)
         from lrdsl.train.data import load
 
         data = load(cfg.data)
@@ -122,6 +122,12 @@ def _app(cfg) -> None:
         report(result, out, list(HydraConfig.get().overrides.task), title)
     except LrdslError as error:
         print(f"lrdsl find: {error.pointed()}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # find.csv or find.png: a full disk, a directory gone read-only
+        where = f"{error.filename}: " if error.filename else ""
+        reason = error.strerror or str(error)
+        print(f"lrdsl find: error: cannot write the results in {out}: {where}{reason[:1].lower()}{reason[1:]}",
+              file=sys.stderr)
         sys.exit(2)
 
 
