@@ -329,3 +329,27 @@ def test_find_on_a_full_disk_is_one_line_exit_2(tmp_path):
     code, out, err = lrdsl_cli("find", "model.hidden=[16]", "find.steps=20", f"hydra.run.dir={run}", cwd=tmp_path)
     assert code == 2, out + err
     assert real_stderr(err) == [f"lrdsl find: error: cannot write the results in {run}: no space left on device"]
+
+
+@pytest.mark.parametrize("program", ["train", "find"])
+def test_an_interpolation_that_does_not_resolve_is_one_line_naming_the_key(tmp_path, capsys, program):
+    """It fails when the job reads the key, inside Hydra's job: Hydra logged 'Error executing job' too."""
+    from lrdsl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([program, "schedule.expr=${oops}", "hydra/job_logging=none", "hydra/hydra_logging=none",
+              f"hydra.run.dir={tmp_path / 'run'}"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and err == (f"lrdsl {program}: error: config key schedule.expr: "
+                                             f"Interpolation key 'oops' not found\n"), err
+
+
+def test_find_refusing_its_run_directory_says_lrdsl_find(tmp_path, capsys):
+    from lrdsl.cli import main
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["find", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"lrdsl find: output directory {tmp_path / 'file' / 'run'} "
+                                                    f"is not writable"), err

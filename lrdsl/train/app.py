@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lrdsl.errors import LrdslError
 from lrdsl.train import rundir
@@ -47,6 +48,9 @@ def _app(cfg) -> float:
     except LrdslError as error:
         print(f"lrdsl train: {error.pointed()}", file=sys.stderr)
         sys.exit(2)
+    except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
+        print(f"lrdsl train: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
+        sys.exit(2)
     except OSError as error:  # a write the run's own files do not go through (a framework's cache)
         where = f"{error.filename}: " if error.filename else ""
         print(f"lrdsl train: error: {where}{(error.strerror or str(error)).lower()}", file=sys.stderr)
@@ -54,6 +58,12 @@ def _app(cfg) -> float:
     if rundir.is_rank_zero():
         print(f"artifacts: {out}  (metrics.csv, lr.csv, curves.png, checkpoint)")
     return result.get("val_loss", float("nan"))
+
+
+def config_key(error: BaseException) -> str:
+    """``config key trainer.epochs: `` for an OmegaConf error that knows its key."""
+    key = getattr(error, "full_key", None)
+    return f"config key {key}: " if key else ""
 
 
 def hydra_message(error: BaseException) -> str:
