@@ -56,7 +56,7 @@ def _metrics(items: list[str] | None) -> dict[str, list[float]] | None:
         numbers = [_number(v) for v in values.split(",") if v.strip()]
         if None in numbers:
             raise LrdslError(f"--metric takes NAME=V1,V2,… (finite numbers), got {item!r}")
-        metrics[name.strip()] = numbers
+        metrics[name.strip()] = [n for n in numbers if n is not None]
         if not name.strip() or not metrics[name.strip()]:
             raise LrdslError(f"--metric takes NAME=V1,V2,…, got {item!r}")
     return metrics
@@ -75,8 +75,9 @@ def _tick_count(text: str | None) -> int | None:
 
 def _ticks_at(text: str) -> list[float]:
     """``--at``: comma-separated finite ticks ≥ 0."""
-    ticks = [_number(t) for t in text.split(",") if t.strip()]
-    if not ticks or not all(t is not None and t >= 0 for t in ticks):
+    numbers = [_number(t) for t in text.split(",") if t.strip()]
+    ticks = [t for t in numbers if t is not None and t >= 0]
+    if not ticks or len(ticks) != len(numbers):
         raise LrdslError(f"--at takes finite ticks ≥ 0 like 0,10,100, got {text!r}")
     return ticks
 

@@ -205,7 +205,11 @@ def save_torch(path: Path, state: dict, meta: dict) -> None:
     # a RuntimeError ("unexpected pos"), this an OSError naming ENOSPC
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_atomically(path, lambda temp: temp.write_bytes(buffer.getbuffer()), meta["epochs_done"])
+
+    def write(temp: Path) -> None:
+        temp.write_bytes(buffer.getbuffer())
+
+    write_atomically(path, write, meta["epochs_done"])
 
 
 def load_torch(path: Path, expected: dict, device, rebase: bool = False) -> dict:
