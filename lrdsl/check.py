@@ -36,6 +36,9 @@ from lrdsl.units import format_number
 #: keys whose scalar values are expressions: the LR, and the targets of LANGUAGE.md §7
 KEYS = ("expr", "schedule", "momentum", "beta2", "weight_decay")
 SKIPPED_KEYS = ("defaults", "hydra")
+#: keys that hold one expression, never a list or mapping (``schedule:`` may be a mapping: a
+#: Hydra schedule config holding expr, momentum, …)
+SCALAR_KEYS = ("expr", "momentum", "beta2", "weight_decay")
 SUFFIXES = (".yaml", ".yml")
 #: bigger files are refused unread: configs are kilobytes, and the YAML parser is pure Python
 #: where libyaml is missing (~10 s per MB)
@@ -114,11 +117,12 @@ class _TooDeep(Exception):
         self.line = line
 
 
-def expressions(text: str) -> Iterator[tuple[str, int, str | None, str]]:
+def expressions(text: str) -> Iterator[tuple[str | None, int, str | None, str]]:
     """``(value, line, style, key)`` of each string scalar under an expression key, in file order.
 
     ``line`` is 0-based, of the scalar's first character; ``style`` is YAML's (``|``, ``>``,
-    quotes or None).  An alias used as an expression stands for its anchored scalar; an alias
+    quotes or None).  A list or mapping under a :data:`SCALAR_KEYS` key (``momentum: [0.9,
+    0.8]``) is yielded with ``value`` None and ``style`` ``"list"`` or ``"mapping"``.  An alias used as an expression stands for its anchored scalar; an alias
     elsewhere is not followed (what it names was walked where it was defined).  Raises
     ``yaml.YAMLError`` for text that is not YAML and ``_TooDeep`` past MAX_DEPTH.
     """
@@ -157,6 +161,10 @@ def expressions(text: str) -> Iterator[tuple[str, int, str | None, str]]:
                     resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
                 if tag == "tag:yaml.org,2002:str" and "${" not in scalar.value:
                     yield scalar.value, scalar.start_mark.line, scalar.style, parent[2]
+            if parent is not None and under_key and not skipped and parent[2] in SCALAR_KEYS \
+                    and isinstance(event, events.CollectionStartEvent):
+                kind = "list" if isinstance(event, events.SequenceStartEvent) else "mapping"
+                yield None, event.start_mark.line, kind, parent[2]
         if isinstance(event, events.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise _TooDeep(event.start_mark.line)
@@ -223,6 +231,10 @@ def check_file(path: Path, *, steps_per_epoch: float | None = None,
     try:
         for value, line, style, key in expressions(text):
             found += 1
+            if value is None:
+                problems.append(Problem(path, line + 1, f"{key}: a {style}, not an expression (give one "
+                                                        f"expression per key, e.g. {key}: \"cosine(0.9, 100%)\")"))
+                continue
             first = line + 1 + (1 if style in ("|", ">") else 0)
             error, warning = check_expression(value, steps_per_epoch=steps_per_epoch, total=total,
                                               target=key)

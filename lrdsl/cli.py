@@ -23,16 +23,40 @@ from lrdsl.errors import LrdslError
 MAX_TICKS = 2 ** 53
 
 
+#: a number as the flags take it: ASCII digits only (Python's int() and float() also read
+#: "９" and "١٢", which no one means to type as a tick count), optional sign and exponent
+_NUMBER = re.compile(r"[+-]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite float, or None: ASCII digits only, no nan/inf, nothing that overflows."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text) or "__" in text:
+        return None
+    value = float(text.replace("_", ""))
+    return value if math.isfinite(value) else None
+
+
+def _positive(text: str | None, flag: str) -> float | None:
+    """``--steps-per-epoch`` / ``--total``: a positive finite number (None when not given)."""
+    if text is None:
+        return None
+    value = _number(text)
+    if value is None or value <= 0:
+        raise LrdslError(f"{flag} must be a positive number, got {text!r}")
+    return value
+
+
 def _metrics(items: list[str] | None) -> dict[str, list[float]] | None:
     if not items:
         return None
     metrics = {}
     for item in items:
         name, _, values = item.partition("=")
-        try:
-            metrics[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise LrdslError(f"--metric takes NAME=V1,V2,…, got {item!r}") from None
+        numbers = [_number(v) for v in values.split(",") if v.strip()]
+        if None in numbers:
+            raise LrdslError(f"--metric takes NAME=V1,V2,… (finite numbers), got {item!r}")
+        metrics[name.strip()] = [n for n in numbers if n is not None]
         if not name.strip() or not metrics[name.strip()]:
             raise LrdslError(f"--metric takes NAME=V1,V2,…, got {item!r}")
     return metrics
@@ -42,10 +66,8 @@ def _tick_count(text: str | None) -> int | None:
     """``--ticks``: a whole number in [2, 2**53], checked here so the error is one line."""
     if text is None:
         return None
-    try:
-        ticks = int(text.strip().replace("_", ""))
-    except ValueError:
-        ticks = None
+    digits = text.strip().replace("_", "")
+    ticks = int(digits) if digits.isascii() and digits.isdigit() else None
     if ticks is None or not 2 <= ticks <= MAX_TICKS:
         raise LrdslError(f"--ticks takes a whole number of ticks from 2 to 2**53, got {text!r}")
     return ticks
@@ -53,23 +75,25 @@ def _tick_count(text: str | None) -> int | None:
 
 def _ticks_at(text: str) -> list[float]:
     """``--at``: comma-separated finite ticks ≥ 0."""
-    try:
-        ticks = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        ticks = None
-    if not ticks or not all(math.isfinite(t) and t >= 0 for t in ticks):
+    numbers = [_number(t) for t in text.split(",") if t.strip()]
+    ticks = [t for t in numbers if t is not None and t >= 0]
+    if not ticks or len(ticks) != len(numbers):
         raise LrdslError(f"--at takes finite ticks ≥ 0 like 0,10,100, got {text!r}")
     return ticks
 
 
 def _units(args) -> dict:
+    """``--steps-per-epoch`` and ``--total``, checked (argparse keeps them as text: float() would
+    take "９", "nan" and "1e400")."""
+    args.steps_per_epoch = _positive(args.steps_per_epoch, "--steps-per-epoch")
+    args.total = _positive(args.total, "--total")
     return {"steps_per_epoch": args.steps_per_epoch, "total": args.total}
 
 
 def _add_units(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps-per-epoch", type=float, metavar="N",
+    parser.add_argument("--steps-per-epoch", metavar="N",
                         help="ticks per epoch: converts ep durations (a tick is then a batch)")
-    parser.add_argument("--total", type=float, metavar="N", help="the run's length in ticks, for %% durations")
+    parser.add_argument("--total", metavar="N", help="the run's length in ticks, for %% durations")
     parser.add_argument("--metric", action="append", metavar="NAME=V1,V2,…",
                         help="simulated plateau reports, one per epoch")
 
@@ -101,7 +125,8 @@ def cmd_parse(args) -> int:
     texts, plot = _plot_request(args)
     if not texts:
         raise LrdslError("lrdsl parse needs an expression, e.g. lrdsl parse \"warmup(5) >> cosine(0.1, 100)\"")
-    compiled = [plan(text, **_units(args)) for text in texts]
+    units = _units(args)
+    compiled = [plan(text, **units) for text in texts]
     metrics = _metrics(args.metric)
     every = args.steps_per_epoch or 1
     ticks = _tick_count(args.ticks) or max(default_ticks(c) for c in compiled)
@@ -135,7 +160,7 @@ def cmd_parse(args) -> int:
 
         path = save_figure([c.expr for c in compiled] if several else compiled[0].expr, plot, ticks=ticks,
                            metrics=metrics, report_every=every if metrics else None, log=args.log,
-                           **_units(args))
+                           **units)
         print(f"wrote {path}")
     return 0
 
@@ -149,7 +174,8 @@ def cmd_eval(args) -> int:
     from lrdsl.explain import lr_function
     from lrdsl.plan import plan
 
-    compiled = plan(args.expr, **_units(args))
+    units = _units(args)
+    compiled = plan(args.expr, **units)
     ticks = _ticks_at(args.at)
     lr = lr_function(compiled, _metrics(args.metric), args.steps_per_epoch or 1)
     for t in ticks:
@@ -191,10 +217,7 @@ def cmd_list(args) -> int:
 def cmd_check(args) -> int:
     from lrdsl.check import Problem, check_file, yaml_files
 
-    for name in ("steps_per_epoch", "total"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise LrdslError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
+    _units(args)
     found = bad = warned = 0
     for path in yaml_files(args.files):
         count, problems = (0, [path]) if isinstance(path, Problem) else \
@@ -249,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Parse and plan every expr:/schedule: value in the YAML files and "
                                    "directories given; report bad ones as FILE:LINE: message.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
-    p.add_argument("--steps-per-epoch", type=float, metavar="N",
+    p.add_argument("--steps-per-epoch", metavar="N",
                    help="ticks per epoch, as the run will use (needed to plan expressions mixing ep and st)")
-    p.add_argument("--total", type=float, metavar="N",
+    p.add_argument("--total", metavar="N",
                    help="the run's length in ticks: %% durations are planned against it, and a schedule "
                         "ending before 90%% of it or after it gets a warning; without it, %% durations are "
                         "planned against a placeholder total of 100 ticks to find other errors, and "

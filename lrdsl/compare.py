@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,9 +32,25 @@ def _overrides(run: Path) -> list[str]:
     return [str(item) for item in items] if isinstance(items, list) else []
 
 
+def torn_line(path: Path) -> tuple[int, str] | None:
+    """(its number, its text) when ``path``'s last line has no line end, else None.
+
+    A run killed mid-write (or still writing) leaves one; :func:`read_csv` leaves it out.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data or data.endswith(b"\n"):
+        return None
+    text = data.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    return data.count(b"\n") + 1, text
+
+
 def load_runs(directory: Path, warn=None) -> list[dict]:
     """The runs under ``directory`` with at least one epoch; a run whose metrics.csv or lr.csv
-    is missing a column, torn or not numeric is skipped with one line to ``warn`` (stderr)."""
+    is missing a column, torn or not numeric is skipped with one line to ``warn`` (stderr).
+    A torn last line (a killed run's) is left out with a note; the run's complete rows show."""
     from lrdsl.train.artifacts import read_csv
 
     warn = warn or (lambda line: print(line, file=sys.stderr))
@@ -49,6 +66,13 @@ def load_runs(directory: Path, warn=None) -> list[dict]:
         if not metrics["epoch"]:
             warn(f"lrdsl compare: skipping {run}: {metrics_path.name} has no epoch rows yet")
             continue
+        for path in (metrics_path, run / "lr.csv"):
+            torn = torn_line(path)
+            if torn is not None:
+                number, text = torn
+                shown = text if len(text) <= 40 else text[:39] + "…"
+                warn(f"lrdsl compare: note: {path} line {number} is torn ({shown!r}, no line end: "
+                     f"a run killed mid-write?); showing the complete rows before it")
         runs.append({"dir": run, "overrides": _overrides(run), "metrics": metrics, "lrs": lrs})
     shared = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
     for entry in runs:  # name a run by what sets it apart
@@ -168,8 +192,18 @@ def figure(runs: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    # drawn beside and renamed (the suffix kept: it picks the format): a full disk leaves no
+    # truncated figure
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(temp, dpi=90)
+        os.replace(temp, path)
+    except (OSError, ValueError) as error:  # ValueError: a suffix matplotlib cannot write
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise LrdslError(f"cannot write the figure {path}: {reason}") from None
+    finally:
+        plt.close(fig)
+        temp.unlink(missing_ok=True)
     return path
 
 

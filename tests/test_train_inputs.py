@@ -264,7 +264,8 @@ def test_compare_skips_unreadable_runs_with_one_line_each(tmp_path, capsys):
     out, err = capsys.readouterr()
     table = [line.split() for line in out.splitlines()[1:] if line.strip() and not line.startswith("figure")]
     assert [(row[0], row[1], row[-1]) for row in table] == [("6", "2", "0.8000"), ("0", "2", "0.7000")]
-    warnings = err.strip().splitlines()
+    *warnings, note = err.strip().splitlines()
+    assert note.startswith(f"lrdsl compare: note: {tmp_path / '6' / 'metrics.csv'} line 4 is torn"), note
     assert [w.split(": ", 2)[1] for w in warnings] == [f"skipping {tmp_path / n}" for n in "12345"], warnings
     assert "line 4 has 11 fields" in warnings[0] and "is empty" in warnings[1] and "not numeric" in warnings[2]
     assert "no epoch rows" in warnings[3] and "lacks column(s) loss" in warnings[4]

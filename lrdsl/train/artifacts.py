@@ -8,11 +8,24 @@ import csv
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
 
 METRICS = ("epoch", "lr", "loss", "val_loss", "val_acc", "seconds")
+
+
+class WriteError(LrdslError):
+    """A file of the run could not be written (disk full, read-only, over quota): the run
+    stops there, its last checkpoint intact, and the app says how to resume it."""
+
+
+def write_error(path: Path | str, error: OSError) -> WriteError:
+    """``cannot write PATH: no space left on device``; ``path`` is the file the user knows
+    (not the temporary it was being written to)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return WriteError(f"cannot write {path}: {reason[:1].lower()}{reason[1:]}")
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -91,14 +104,17 @@ class RunLog:
         metrics_path, lr_path = self.directory / "metrics.csv", self.directory / "lr.csv"
         new_metrics = not (append and metrics_path.exists())
         new_lrs = not (append and lr_path.exists())
-        self._metrics_file = open(metrics_path, mode, newline="")
-        self._lr_file = open(lr_path, mode, newline="")
-        self._metrics = csv.writer(self._metrics_file)
-        self._lrs = csv.writer(self._lr_file)
-        if new_metrics:
-            self._metrics.writerow(METRICS)
-        if new_lrs:
-            self._lrs.writerow(self.columns)
+        try:
+            self._metrics_file = open(metrics_path, mode, newline="")
+            self._lr_file = open(lr_path, mode, newline="")
+            self._metrics = csv.writer(self._metrics_file)
+            self._lrs = csv.writer(self._lr_file)
+            if new_metrics:
+                self._metrics.writerow(METRICS)
+            if new_lrs:
+                self._lrs.writerow(self.columns)
+        except OSError as error:
+            raise write_error(error.filename or self.directory, error) from None
 
     def tick(self, tick: int, lr: float, *targets: float) -> None:
         """One lr.csv row: the tick's LR, then each target's value in ``targets`` order."""
@@ -108,20 +124,55 @@ class RunLog:
     def epoch(self, **row) -> None:
         if not self.enabled:
             return
-        self._lrs.writerows((t, *map(repr, values)) for t, *values in self._pending)
-        self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
-        self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
-        self._metrics_file.flush()
-        if self._events is not None:
-            self._events.epoch(row, self._pending)
+        try:
+            self._lrs.writerows((t, *map(repr, values)) for t, *values in self._pending)
+            self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
+            self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
+            self._metrics_file.flush()
+            if self._events is not None:
+                self._events.epoch(row, self._pending)
+        except OSError as error:
+            # a row cut short is a torn last line: restore_logs drops it on resume
+            raise write_error(f"metrics.csv and lr.csv in {self.directory}", error) from None
         self._pending.clear()
 
     def close(self) -> None:
-        if self.enabled:
-            self._metrics_file.close()
-            self._lr_file.close()
-            if self._events is not None:
-                self._events.close()
+        """Close the files; a failed final flush is a :class:`WriteError` (after all are closed)."""
+        if not self.enabled:
+            return
+        failed = None
+        closers = [self._metrics_file.close, self._lr_file.close]
+        if self._events is not None:
+            closers.append(self._events.close)
+        for close in closers:
+            try:
+                close()
+            except OSError as error:
+                failed = failed or error
+        if failed is not None:
+            raise write_error(f"metrics.csv and lr.csv in {self.directory}", failed)
+
+
+@contextmanager
+def closing_run(log: RunLog, directory: Path, title: str, plot: bool = True):
+    """Close ``log`` and draw curves.png however the epochs end.
+
+    When they raise, that error is the one to report: a close or a plot failing after it (the
+    disk that filled up is still full) is dropped, not chained onto it.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            log.close()
+            if plot:
+                plot_curves(directory, title)
+        except LrdslError:
+            pass
+        raise
+    log.close()
+    if plot:
+        plot_curves(directory, title)
 
 
 def tensorboard_writer():
@@ -261,9 +312,14 @@ def _read_lines(path: Path) -> list[str]:
 
 def _replace(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temp, "w", newline="") as f:
-        f.write(text)
-    os.replace(temp, path)
+    try:
+        with open(temp, "w", newline="") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except OSError as error:
+        raise write_error(path, error) from None
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def fault(point: str, epoch: int) -> None:
@@ -356,6 +412,15 @@ def plot_curves(directory: Path, title: str) -> Path | None:
     fig.suptitle(title, fontsize=9, family="monospace")
     fig.tight_layout()
     path = directory / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    # drawn beside and renamed: a full disk leaves the previous curves.png or none, never a
+    # truncated one
+    temp = directory / f".curves.png.tmp-{os.getpid()}"
+    try:
+        fig.savefig(temp, dpi=90, format="png")
+        os.replace(temp, path)
+    except OSError as error:
+        raise write_error(path, error) from None
+    finally:
+        plt.close(fig)
+        temp.unlink(missing_ok=True)
     return path

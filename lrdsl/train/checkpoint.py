@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import fault
+from lrdsl.train.artifacts import fault, write_error
 
 FORMAT = "lrdsl.train checkpoint 1"
 MANIFEST_MEMBER = "lrdsl.json"  # inside checkpoint.keras
-TEMP_GLOBS = (".checkpoint.tmp-*", ".metrics.csv.tmp-*", ".lr.csv.tmp-*")
+TEMP_GLOBS = (".checkpoint.tmp-*", ".metrics.csv.tmp-*", ".lr.csv.tmp-*", ".curves.png.tmp-*")
 
 
 def temp_name(path: Path) -> Path:
@@ -53,7 +53,11 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], epoch: int) -> None:
-    """``write(temp)``, then rename ``temp`` over ``path``: ``path`` is never half-written."""
+    """``write(temp)``, then rename ``temp`` over ``path``: ``path`` is never half-written.
+
+    A write that fails (a full disk) is a :class:`~lrdsl.train.artifacts.WriteError`; ``path``
+    is then still the previous checkpoint.
+    """
     path = Path(path)
     temp = temp_name(path)
     try:
@@ -62,6 +66,8 @@ def write_atomically(path: Path, write: Callable[[Path], None], epoch: int) -> N
         fault("checkpoint", epoch)  # fault injection: a kill between the write and the rename
         os.replace(temp, path)
         _fsync(path.parent, directory=True)
+    except OSError as error:
+        raise write_error(path, error) from None
     finally:
         temp.unlink(missing_ok=True)
 
@@ -191,9 +197,19 @@ def digest(state: dict) -> str:
 def save_torch(path: Path, state: dict, meta: dict) -> None:
     import torch
 
+    import io
+
     state = {**state, "lrdsl": dict(meta)}
     state["lrdsl"]["sha256"] = digest(state)
-    write_atomically(path, lambda temp: torch.save(state, temp), meta["epochs_done"])
+    # serialized in memory, written by Python: torch.save's own writer reports a full disk as
+    # a RuntimeError ("unexpected pos"), this an OSError naming ENOSPC
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+
+    def write(temp: Path) -> None:
+        temp.write_bytes(buffer.getbuffer())
+
+    write_atomically(path, write, meta["epochs_done"])
 
 
 def load_torch(path: Path, expected: dict, device, rebase: bool = False) -> dict:

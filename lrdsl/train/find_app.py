@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lrdsl.errors import LrdslError
 from lrdsl.find import FindResult, check_sweep
@@ -109,9 +110,9 @@ def report(result: FindResult, out: Path, overrides: list[str], title: str) -> N
 
 @hydra.main(config_path=str(conf_dir()), config_name="find", version_base=None)
 def _app(cfg) -> None:
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate_find(cfg)
-        out = Path(HydraConfig.get().runtime.output_dir)
         from lrdsl.train.data import load
 
         data = load(cfg.data)
@@ -122,6 +123,17 @@ def _app(cfg) -> None:
         report(result, out, list(HydraConfig.get().overrides.task), title)
     except LrdslError as error:
         print(f"lrdsl find: {error.pointed()}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
+        from lrdsl.train.app import config_key, hydra_message
+
+        print(f"lrdsl find: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # find.csv or find.png: a full disk, a directory gone read-only
+        where = f"{error.filename}: " if error.filename else ""
+        reason = error.strerror or str(error)
+        print(f"lrdsl find: error: cannot write the results in {out}: {where}{reason[:1].lower()}{reason[1:]}",
+              file=sys.stderr)
         sys.exit(2)
 
 

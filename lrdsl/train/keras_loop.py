@@ -16,7 +16,7 @@ import numpy as np
 
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, lr_columns, plot_curves, rebase_lines,
+from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, rebase_lines,
                                    restore_logs, resume_checkpoint, run_title)
 from lrdsl.train.config import targets as scheduled_targets, tick_units
 from lrdsl.train.data import Dataset
@@ -201,7 +201,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     last_epoch = end_epoch(trainer, start)
     rng_order = np.random.RandomState
     result: dict = {}
-    try:
+    with closing_run(log, out, run_title(cfg, "keras")):
         for epoch in range(start, last_epoch):
             keras.utils.set_random_seed(trainer.seed + epoch)
             _reseed_layers(keras, model, trainer.seed + epoch)  # dropout: the same in a resumed run
@@ -215,9 +215,6 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             print(epoch_line(row, trainer.epochs), flush=True)
             ckpt.save_keras(out / "checkpoint.keras", model,
                             {**expected, "epochs_done": epoch + 1, "ticks_done": (epoch + 1) * ticks_per_epoch})
-    finally:
-        log.close()
-        plot_curves(out, run_title(cfg, "keras"))
     return result
 
 

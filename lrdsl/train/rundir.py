@@ -111,7 +111,9 @@ def release() -> None:
 
 
 def _refuse(error: LrdslError) -> None:
-    print(f"lrdsl train: {error}", file=sys.stderr)
+    # lrdsl find shares the callback: run_hydra names the program in sys.argv[0]
+    program = sys.argv[0] if sys.argv[:1] in (["lrdsl train"], ["lrdsl find"]) else "lrdsl train"
+    print(f"{program}: {error}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 import lrdsl.torch
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, end_epoch, epoch_line, lr_columns, plot_curves, rebase_lines,
+from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, rebase_lines,
                                    restore_logs, resume_checkpoint, run_title)
 from lrdsl.train.config import targets as scheduled_targets, tick_units
 from lrdsl.train.data import Dataset
@@ -183,48 +183,46 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
     result: dict = {}
     try:
-        for epoch in range(start, last_epoch):
-            began = time.perf_counter()
-            torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
-            loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch,
-                             distributed, True)
-            model.train()
-            loss_sum = seen = 0.0
-            bar = _progress(loader, epoch, trainer, distributed.rank)
-            for x, y in bar:
-                x, y = x.to(device), y.to(device)
-                lr_used = scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
-                if per_step or seen == 0:
-                    log.tick(scheduler.last_epoch, lr_used,
-                             *(scheduler.get_last(t)[0] for t in targets))
-                loss = nn.functional.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        with closing_run(log, out, run_title(cfg, "torch"), plot=distributed.rank == 0):
+            for epoch in range(start, last_epoch):
+                began = time.perf_counter()
+                torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
+                loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch,
+                                 distributed, True)
+                model.train()
+                loss_sum = seen = 0.0
+                bar = _progress(loader, epoch, trainer, distributed.rank)
+                for x, y in bar:
+                    x, y = x.to(device), y.to(device)
+                    lr_used = scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
+                    if per_step or seen == 0:
+                        log.tick(scheduler.last_epoch, lr_used,
+                                 *(scheduler.get_last(t)[0] for t in targets))
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if per_step:
+                        scheduler.step()
+                    loss_sum += float(loss.detach()) * len(y)
+                    seen += len(y)
+                loss_sum, seen = distributed.sum([loss_sum, seen], device)
+                val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
+                metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
+                row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
+                log.epoch(**row)  # written before anything below can fail
+                result = row
+                if distributed.rank == 0:
+                    print(epoch_line(row, trainer.epochs), flush=True)
                 if per_step:
-                    scheduler.step()
-                loss_sum += float(loss.detach()) * len(y)
-                seen += len(y)
-            loss_sum, seen = distributed.sum([loss_sum, seen], device)
-            val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
-            metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
-            row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
-            log.epoch(**row)  # written before anything below can fail
-            result = row
-            if distributed.rank == 0:
-                print(epoch_line(row, trainer.epochs), flush=True)
-            if per_step:
-                scheduler.report(metrics)  # acts from the next step on
-            else:
-                scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
-            if distributed.rank == 0:
-                _save(out / "checkpoint.pt", model, optimizer, scheduler,
-                      {**expected, "epochs_done": epoch + 1, "ticks_done": scheduler.last_epoch},
-                      distributed)
+                    scheduler.report(metrics)  # acts from the next step on
+                else:
+                    scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
+                if distributed.rank == 0:
+                    _save(out / "checkpoint.pt", model, optimizer, scheduler,
+                          {**expected, "epochs_done": epoch + 1, "ticks_done": scheduler.last_epoch},
+                          distributed)
     finally:
-        log.close()
-        if distributed.rank == 0:
-            plot_curves(out, run_title(cfg, "torch"))
         if distributed.active:
             dist.barrier()
             dist.destroy_process_group()
