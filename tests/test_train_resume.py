@@ -116,8 +116,15 @@ def _tampered(tmp_path, source: Path, how: str) -> Path:
         data = data[: len(data) // 2]
     elif how == "empty":
         data = bytearray()
-    elif how == "flipped":  # a byte in the middle of the weights
-        data[len(data) // 2] ^= 0x55
+    elif how == "flipped":  # a byte in the middle of the weights: the zip's largest record
+        import struct
+        import zipfile
+
+        with zipfile.ZipFile(source) as archive:
+            record = max(archive.infolist(), key=lambda info: info.file_size)
+        names, extra = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
+        start = record.header_offset + 30 + names + extra  # past the record's local header
+        data[start + record.file_size // 2] ^= 0x55
     if how == "foreign":  # another program's checkpoint
         import torch
 
