@@ -344,12 +344,10 @@ def test_an_interpolation_that_does_not_resolve_is_one_line_naming_the_key(tmp_p
                                              f"Interpolation key 'oops' not found\n"), err
 
 
-def test_find_refusing_its_run_directory_says_lrdsl_find(tmp_path, capsys):
-    from lrdsl.cli import main
-
+def test_find_refusing_its_run_directory_says_lrdsl_find(tmp_path):
+    # a subprocess: Hydra's logging set up in this process would outlive the captured stderr
     (tmp_path / "file").write_text("")
-    with pytest.raises(SystemExit) as exit_:
-        main(["find", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith(f"lrdsl find: output directory {tmp_path / 'file' / 'run'} "
-                                                    f"is not writable"), err
+    code, out, err = lrdsl_cli("find", f"hydra.run.dir={tmp_path / 'file' / 'run'}", cwd=tmp_path)
+    lines = real_stderr(err)
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"lrdsl find: output directory {tmp_path / 'file' / 'run'} is not writable"), err
