@@ -473,6 +473,16 @@ def period_position(xp, t, period):
     return q, xp.minimum(xp.where(r <= t * PERIOD_SNAP, 0.0, r), period)
 
 
+def period_left(xp, t, q, period):
+    """period − τ, the ticks left in period q at ticks t, as (q + 1)·period − t part by part
+    (:func:`period_position`'s τ for q + 1, negated), so that it keeps its digits near the
+    period's end, where period − τ would be a difference of nearly equal numbers; in [0, period].
+    """
+    parts, delta = period_parts(period)
+    left = -_position(xp, t, q + 1.0, parts, delta)
+    return xp.minimum(xp.where(left <= t * PERIOD_SNAP, 0.0, left), period)
+
+
 def whole_periods(xp, t, period):
     """⌊t/period⌋, as :func:`period_position` settles it."""
     return period_position(xp, t, period)[0]
@@ -667,7 +677,7 @@ def _poly(xp, t, p):
         q, into = period_position(xp, t, p.d)
         span = p.d * xp.maximum(1.0, xp.where(into > 0, q + 1.0, q))
         # D − t from the position: d − τ into a period, 0 at its end, d at t = 0
-        left = xp.where(into > 0, p.d - into, xp.where(t > 0, 0.0, p.d))
+        left = xp.where(into > 0, period_left(xp, t, q, p.d), xp.where(t > 0, 0.0, p.d))
         u, v = xp.minimum(xp.divide(t, span), 1.0), xp.divide(left, span)
     else:
         u, v = shares(xp, t, p.d)
@@ -857,7 +867,7 @@ def _cyclic(xp, t, p):
     size = p.up + p.down
     cycles, m = period_position(xp, t, size)
     rising = m <= p.up
-    s = xp.where(rising, xp.divide(m, p.up), xp.divide(size - m, p.down))
+    s = xp.where(rising, xp.divide(m, p.up), xp.divide(period_left(xp, t, cycles, size), p.down))
     rest = xp.where(rising, xp.divide(p.up - m, p.up), xp.divide(m - p.up, p.down))  # 1 − s
     if p.mode == "triangular":
         return _weighted(xp, t, ((p.low, rest), (p.high, s)))
@@ -918,7 +928,7 @@ def _sgdr(xp, t, p):
         peak = p.lr * _geometric(xp, p.log_decay, restarts)
         return _cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * _geometric(xp, p.log_decay, restarts)
-    u, v = xp.divide(into, length), xp.divide(length - into, length)
+    u, v = xp.divide(into, length), xp.divide(period_left(xp, t, restarts, length), length)
     return _cos_shape(xp, t, peak, p.min, u, v)
 
 
