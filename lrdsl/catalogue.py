@@ -1028,7 +1028,9 @@ _add(Primitive(
     numbers as written, and is in force from the first whole tick ≥ Bᵢ, τ = t − Bᵢ into it: Keras
     CosineDecayRestarts' rule for any mult, and CosineAnnealingWarmRestarts' for the whole mults
     it accepts (it refuses a fractional T_mult).  Every backend decides these ticks alike, from a
-    table made at plan time (the first 32768 restarts before tick 2³¹).""",
+    table made at plan time (the restarts before tick 2³¹, at most 32768 of them: a mult so
+    near 1 that they run out earlier needs d= within them).  A period below 1/32 tick is
+    refused (mult=1: where a tick falls in it cannot be computed).""",
     native="CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) when decay=1; "
            "Keras CosineDecayRestarts(t_mul, m_mul) when min=0",
     example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr, resolve=_resolve_sgdr,
