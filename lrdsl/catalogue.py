@@ -1011,7 +1011,7 @@ def _resolve_sgdr(p):
     if last < RESTART_HORIZON and last <= p.d:
         # past the table only a closed form in logs and powers places the restarts, and no
         # two backends agree on it to float64 precision at such ticks: refuse them instead
-        return (f"mult={p.mult:.17g} restarts {RESTART_TABLE} times by tick {last:.17g}; "
+        return (f"mult={p.mult!r} restarts {RESTART_TABLE} times by tick {last:.17g}; "
                 f"past that the backends cannot agree where restarts fall: raise mult, or bound "
                 f"it with d= below {last:.17g} ticks")
     return None
