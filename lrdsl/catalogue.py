@@ -25,9 +25,11 @@ cannot rewrite it as ``t · (1/d)`` and fold ``1/d`` into the constants around i
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -381,17 +383,109 @@ def _cos_shape(xp, t, start, end, u, v):
                              (end, xp.square(xp.sin(HALF_PI * u)))))
 
 
-def whole_periods(xp, t, period):
-    """⌊t/period⌋, settled by products rather than trusted to the division.
+#: ticks up to which a period's position is exact (optax counts updates in int32, so no
+#: backend sees a later tick in practice); past it positions are still clamped into [0, period]
+PERIOD_HORIZON = 2.0 ** 31
+#: the shortest period (in ticks) a periodic construct takes: 2³¹/2³⁶ = 1/32 tick, so that the
+#: position within it stays exact to float64 precision up to PERIOD_HORIZON
+PERIOD_MIN = PERIOD_HORIZON / 2.0 ** 36
 
-    XLA turns ``t / period`` into ``t · (1/period)``, so in float32 21/7 comes out a hair above
-    3 and a period would end a tick early.  A product of whole numbers below 2²⁴ is exact in
-    float32 (below 2⁵³ in float64), so with whole ticks and a whole period every backend puts
-    the boundary on the same tick as exact arithmetic does.
-    """
+
+def period_complaint(what: str, period: float) -> str | None:
+    """A period too short for :func:`period_position` to place a tick within it, or None."""
+    if period < PERIOD_MIN:
+        return (f"{what} = {period:.3g} ticks is shorter than 1/32 tick: a tick's place within "
+                f"such a period cannot be computed")
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def period_parts(period: float) -> tuple[tuple[float, ...], float]:
+    """(parts, δ): the period as written (``repr``, as sgdr's restarts read it) ≈ Σ parts + δ.
+
+    The parts sum to the float exactly, each holding at most k = 53 − bitlength(⌈2³¹/period⌉)
+    significant bits, so that q·part is exact in float64 for every whole q ≤ 2³¹/period; δ is
+    the decimal minus the float (7.7 is 7.70000000000000018 as a float, and 10 of it 77 only
+    in decimal).  A whole period below 2⁵³ (or any of ≤ k bits) is its own single part, δ = 0;
+    a period below PERIOD_MIN (step's every: only ⌊t/every⌋ is read) is one part too.  At most
+    four parts (k ≥ 17), computed in Python floats (truncations of the significand: exact)."""
+    period = float(period)
+    if not PERIOD_MIN <= period < math.inf:
+        return (period,), 0.0
+    import decimal
+    with decimal.localcontext() as context:
+        context.prec = 60
+        delta = float(decimal.Decimal(repr(period)) - decimal.Decimal(period))
+    count = math.ceil(PERIOD_HORIZON / period)
+    k = max(53 - count.bit_length(), 1)
+    parts, rest = [], period
+    while rest:
+        exponent = math.frexp(rest)[1]
+        part = math.ldexp(math.floor(math.ldexp(rest, k - exponent)), exponent - k)
+        parts.append(part)
+        rest -= part  # exact: the bits below the part's
+    return tuple(parts), delta
+
+
+#: a position within this share of t of a period's boundary is on it (the decimal period's
+#: boundary: 77 ticks is 10 periods of 7.7); the position is accurate to ~t·2⁻¹⁰⁰
+PERIOD_SNAP = 2.0 ** -80
+
+
+def _position(xp, t, q, parts, delta):
+    """t − q·period summed part by part: every product exact, the first difference exact
+    (Sterbenz), each later one rounded once at the size of its result."""
+    r = t
+    for part in parts:
+        r = r - q * part
+    return r - q * delta if delta else r
+
+
+def period_position(xp, t, period):
+    """(q, τ): q = ⌊t/period⌋ whole periods and τ = t − q·period ∈ [0, period] ticks into the
+    current one — the helper every periodic construct (poly's cycle, step, staircase exp,
+    cyclic, sgdr with mult=1, repeat) places its ticks with.
+
+    t − q·period cancels: at t ~ 10⁶ a rounded product q·period leaves τ with only ~10 of its
+    digits, different on each backend (XLA fuses and reorders).  So the period is split at plan
+    time into parts of few enough bits (:func:`period_parts`) that each q·part is exact for
+    every tick up to PERIOD_HORIZON (2³¹), plus the period as written minus its float: τ comes
+    out within ~t·2⁻¹⁰⁰ of the decimal period's position on every float64 backend, and one
+    within t·2⁻⁸⁰ of a boundary is on it (0).
+
+    q is first ⌊t/period⌋ (XLA computes t·(1/period)), then settled by rounded products:
+    q·period > t, (q + 1)·period ≤ t.  A product of whole numbers below 2²⁴ is exact in float32
+    (below 2⁵³ in float64), so with whole ticks and a whole period every backend puts the
+    boundary on the same tick as exact arithmetic does; a product rounding onto t puts 77 at
+    10 periods of 7.7, as the decimal does (a period float32 does not hold is checked at plan
+    time, plan._period_complaint, with this same function in float32).  τ is then ≥ 0 up to
+    that rounding (≤ t·2⁻⁵³ below 0 where q·period rounded onto t).
+
+    τ is clamped into [0, period] so that no formula sees a share outside [0, 1] at ticks past
+    the horizon; a period too short to place a tick in (< 1/32 tick: t/period at tick 2³¹
+    beyond 2³⁶, where the parts no longer hold the position) is refused at plan time by
+    :func:`period_complaint`."""
     q = xp.floor(xp.divide(t, period))
     q = xp.where(q * period > t, q - 1.0, q)
-    return xp.where((q + 1.0) * period <= t, q + 1.0, q)
+    q = xp.where((q + 1.0) * period <= t, q + 1.0, q)
+    parts, delta = period_parts(period)
+    r = _position(xp, t, q, parts, delta)
+    return q, xp.minimum(xp.where(r <= t * PERIOD_SNAP, 0.0, r), period)
+
+
+def period_left(xp, t, q, period):
+    """period − τ, the ticks left in period q at ticks t, as (q + 1)·period − t part by part
+    (:func:`period_position`'s τ for q + 1, negated), so that it keeps its digits near the
+    period's end, where period − τ would be a difference of nearly equal numbers; in [0, period].
+    """
+    parts, delta = period_parts(period)
+    left = -_position(xp, t, q + 1.0, parts, delta)
+    return xp.minimum(xp.where(left <= t * PERIOD_SNAP, 0.0, left), period)
+
+
+def whole_periods(xp, t, period):
+    """⌊t/period⌋, as :func:`period_position` settles it."""
+    return period_position(xp, t, period)[0]
 
 
 #: the widest end/start ratio shape=exp takes (e^170 ≈ 1e73): exp(ratio/2) then fits float32
@@ -580,11 +674,13 @@ def _poly(xp, t, p):
     if p.power == 0:
         return xp.zeros_like(t) + p.lr
     if p.cycle:  # D = d·⌈t/d⌉ (≥ d), the ceiling decided exactly like every other period
-        q = whole_periods(xp, t, p.d)
-        span = p.d * xp.maximum(1.0, xp.where(q * p.d < t, q + 1.0, q))
+        q, into = period_position(xp, t, p.d)
+        span = p.d * xp.maximum(1.0, xp.where(into > 0, q + 1.0, q))
+        # D − t from the position: d − τ into a period, 0 at its end, d at t = 0
+        left = xp.where(into > 0, period_left(xp, t, q, p.d), xp.where(t > 0, 0.0, p.d))
+        u, v = xp.minimum(xp.divide(t, span), 1.0), xp.divide(left, span)
     else:
-        span = p.d
-    u, v = shares(xp, t, span)
+        u, v = shares(xp, t, p.d)
     if p.power == 1:
         return _weighted(xp, t, ((p.lr, v), (p.end, u)))
     w = xp.power(v, p.power)
@@ -604,6 +700,7 @@ _add(Primitive(
     cycle=true D = d·max(1, ⌈t/d⌉) (unbounded).  lr may be 0 (a rising poly).""",
     native="Keras PolynomialDecay; PolynomialLR when end=0",
     example="poly(0.1, 100, power=2)", value=_poly, validate=_poly_check,
+    resolve=lambda p: period_complaint("d", p.d) if p.cycle else None,
     range=lambda p: _span(p.lr, p.end), bounded=lambda a: not a["cycle"],
     end=lambda p: math.inf if p.cycle else p.d, span=lambda p: 3 * p.d,
     describe=lambda a: f"power {format_number(a['power'])}" + (", cycling" if a["cycle"] else "")))
@@ -768,10 +865,9 @@ def _cyclic(xp, t, p):
     exp_range).  Written as low·(1 − s·a) + high·s·a with 1 − s·a = (1 − s) + s·(1 − a), each
     share from its own end; high < low is an inverted cycle (CyclicLR's momentum)."""
     size = p.up + p.down
-    cycles = whole_periods(xp, t, size)
-    m = t - cycles * size
+    cycles, m = period_position(xp, t, size)
     rising = m <= p.up
-    s = xp.where(rising, xp.divide(m, p.up), xp.divide(size - m, p.down))
+    s = xp.where(rising, xp.divide(m, p.up), xp.divide(period_left(xp, t, cycles, size), p.down))
     rest = xp.where(rising, xp.divide(p.up - m, p.up), xp.divide(m - p.up, p.down))  # 1 − s
     if p.mode == "triangular":
         return _weighted(xp, t, ((p.low, rest), (p.high, s)))
@@ -790,7 +886,7 @@ def _resolve_cyclic(p):
     p.log_gamma = math.log(p.gamma)
     if not math.isfinite(p.up + p.down):
         return f"up + down = {p.up:g} + {p.down:g} ticks is beyond float range"
-    return None
+    return period_complaint("up + down", p.up + p.down)
 
 
 def _cyclic_range(p):
@@ -825,15 +921,14 @@ def _sgdr(xp, t, p):
     peakᵢ = lr·decayⁱ.  CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) (decay = 1);
     Keras CosineDecayRestarts(t_mul, m_mul) (min = 0)."""
     if p.mult == 1:
-        restarts = whole_periods(xp, t, p.period)
-        into = t - restarts * p.period
+        restarts, into = period_position(xp, t, p.period)
         length = p.period
     else:
         restarts, into, left, length = _restart_of(xp, t, p)
         peak = p.lr * _geometric(xp, p.log_decay, restarts)
         return _cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * _geometric(xp, p.log_decay, restarts)
-    u, v = xp.divide(into, length), xp.divide(length - into, length)
+    u, v = xp.divide(into, length), xp.divide(period_left(xp, t, restarts, length), length)
     return _cos_shape(xp, t, peak, p.min, u, v)
 
 
@@ -846,7 +941,10 @@ def _restart_table(period: float, mult: float):
     """Restart i begins at Bᵢ = period·(multⁱ − 1)/(mult − 1) and is in force from the first whole
     tick ≥ Bᵢ.  Returns, per restart: that tick kᵢ, oᵢ = kᵢ − Bᵢ ∈ [0, 1), rᵢ = Bᵢ₊₁ − (kᵢ₊₁ − 1)
     ∈ (0, 1] and Tᵢ, from decimal arithmetic on the numbers as written (``repr``), so
-    7·(1.3 − 1)/0.3 is 7, not 7.000000000000001."""
+    7·(1.3 − 1)/0.3 is 7, not 7.000000000000001.  The table ends with the first restart that
+    begins at or past RESTART_HORIZON (so the last one before it has its end), or with the
+    RESTART_TABLE-th; that final entry's numbers are held within float range (only its tick
+    is read, as the end of the one before)."""
     import decimal
     with decimal.localcontext() as context:
         context.prec = 60
@@ -856,13 +954,17 @@ def _restart_table(period: float, mult: float):
         offsets: list[float] = []
         tails: list[float] = []
         lengths: list[float] = []
-        while len(ticks) < RESTART_TABLE and begin < RESTART_HORIZON:
+        while True:
             tick = begin.to_integral_value(rounding=decimal.ROUND_CEILING)
+            final = len(ticks) + 1 == RESTART_TABLE or begin >= RESTART_HORIZON
+            cap = sys.float_info.max if final else math.inf  # the final one only ends the table
             if ticks:
                 tails.append(float(begin - (tick - 1)))
-            ticks.append(float(tick))
+            ticks.append(min(float(tick), cap))
             offsets.append(float(tick - begin))
-            lengths.append(float(length))
+            lengths.append(min(float(length), cap))
+            if final:
+                break
             begin += length
             length *= m
     return tuple(ticks), tuple(offsets), tuple(tails) + (1.0,), tuple(lengths)
@@ -900,10 +1002,19 @@ def _restart_of(xp, t, p):
 
 def _resolve_sgdr(p):
     p.log_mult, p.log_decay = math.log(p.mult), math.log(p.decay)
-    if p.mult != 1:
-        (p.restart_ticks, p.restart_offsets, p.restart_tails,
-         p.restart_lengths) = _restart_table(p.period, p.mult)
-        p.restart_index = tuple(float(i) for i in range(len(p.restart_ticks)))
+    if p.mult == 1:
+        return period_complaint("period", p.period)
+    (p.restart_ticks, p.restart_offsets, p.restart_tails,
+     p.restart_lengths) = _restart_table(p.period, p.mult)
+    p.restart_index = tuple(float(i) for i in range(len(p.restart_ticks)))
+    last = p.restart_ticks[-1]
+    if last < RESTART_HORIZON and last <= p.d:
+        # past the table only a closed form in logs and powers places the restarts, and no
+        # two backends agree on it to float64 precision at such ticks: refuse them instead
+        return (f"mult={p.mult!r} restarts {RESTART_TABLE} times by tick {last:.17g}; "
+                f"past that the backends cannot agree where restarts fall: raise mult, or bound "
+                f"it with d= below {last:.17g} ticks")
+    return None
 
 
 _add(Primitive(
@@ -917,7 +1028,9 @@ _add(Primitive(
     numbers as written, and is in force from the first whole tick ≥ Bᵢ, τ = t − Bᵢ into it: Keras
     CosineDecayRestarts' rule for any mult, and CosineAnnealingWarmRestarts' for the whole mults
     it accepts (it refuses a fractional T_mult).  Every backend decides these ticks alike, from a
-    table made at plan time (the first 32768 restarts before tick 2³¹).""",
+    table made at plan time (the restarts before tick 2³¹, at most 32768 of them: a mult so
+    near 1 that they run out earlier needs d= within them).  A period below 1/32 tick is
+    refused (mult=1: where a tick falls in it cannot be computed).""",
     native="CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) when decay=1; "
            "Keras CosineDecayRestarts(t_mul, m_mul) when min=0",
     example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr, resolve=_resolve_sgdr,

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl import floats
-from lrdsl.catalogue import whole_periods
+from lrdsl.catalogue import period_complaint, period_position, whole_periods
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -198,11 +198,14 @@ class TimedRepeat:
         if not math.isfinite(self.duration) and n is not None:
             raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
                                 f"lower n, or leave it out to repeat forever")
+        complaint = period_complaint("its period", self.period)
+        if complaint:
+            raise ArgumentError(f"{node}: {complaint}")
         self.holds = n is not None
         self.range = body.range
 
     def values(self, t, xp):
-        local = t - whole_periods(xp, t, self.period) * self.period
+        local = period_position(xp, t, self.period)[1]
         if self.n is not None:  # after the last round, hold its final value
             local = xp.where(t >= self.duration, self.period, local)
         return self.body.values(local, xp)
@@ -228,7 +231,7 @@ def _whole_periods_f32(ticks, period: float):
     """⌊t/period⌋ as :func:`whole_periods` computes it in float32 (numpy rounds as XLA and TF)."""
     import numpy as np
     with np.errstate(all="ignore"):
-        return whole_periods(np, ticks.astype(np.float32), np.float32(period))
+        return whole_periods(np, ticks.astype(np.float32), float(period))  # weak, as in XLA
 
 
 def _boundary_complaint(what: str, c: float) -> str | None:
