@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import lrdsl  # noqa: E402
-from lrdsl.explain import lr_function  # noqa: E402
+from lrdsl.language.explain import lr_function  # noqa: E402
 
 Pick = Callable[[Sequence[Any]], Any]
 
