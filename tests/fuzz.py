@@ -310,7 +310,7 @@ def cancelled(node) -> float:
     a difference contributes its larger operand bound, a product scales a factor's contribution
     by the other factors' bounds, every other node passes on the largest of its children's.
     """
-    p = sys.modules["lrdsl.plan"]  # the module (lrdsl.plan the attribute is the function)
+    p = sys.modules["lrdsl.language.plan"]  # the module (lrdsl.plan the attribute is the function)
 
     if isinstance(node, p.TimedDifference):
         return max(node.a.range[1], node.b.range[1], cancelled(node.a), cancelled(node.b))
