@@ -51,6 +51,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # the edit-test loop: everything but the tests marked slow (training runs, subprocesses); not CI's

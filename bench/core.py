@@ -14,8 +14,8 @@ import numpy as np
 from lark import Lark
 
 import lrdsl
-from lrdsl.parser import _parse_text, grammar_path
-from lrdsl.plan import _plan
+from lrdsl.language.parser import _parse_text, grammar_path
+from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"

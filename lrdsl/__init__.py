@@ -9,12 +9,12 @@ The core imports neither torch, TensorFlow, JAX nor matplotlib; ``lrdsl.torch``,
 ``lrdsl.keras``, ``lrdsl.optax``, ``lrdsl.lightning`` and ``lrdsl.hf`` import their framework when used.
 """
 
-from lrdsl.catalogue import Primitive, primitives
+from lrdsl.language.catalogue import Primitive, primitives
 from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
                           UnitError, UnknownNameError)
-from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum, call, const)
-from lrdsl.parser import parse
+from lrdsl.language.parser import parse
 
 __all__ = [
     "parse", "curve", "primitives", "Primitive",
@@ -25,8 +25,8 @@ __all__ = [
 ]
 __version__ = "0.2.0"
 
-from lrdsl.plan import Plan, plan  # noqa: E402  (after parse: plan imports the parser)
-from lrdsl.reference import curve  # noqa: E402
+from lrdsl.language.plan import Plan, plan  # noqa: E402  (after parse: plan imports the parser)
+from lrdsl.language.curve import curve  # noqa: E402
 
 __all__ += ["Plan", "plan"]
 

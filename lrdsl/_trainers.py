@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from lrdsl.errors import LrdslError
-from lrdsl.nodes import Plateau
-from lrdsl.parser import parse
-from lrdsl.plateau import PlateauRule
+from lrdsl.language.nodes import Plateau
+from lrdsl.language.parser import parse
+from lrdsl.language.plateau import PlateauRule
 
 
 def gather_specs(expr, momentum=None, beta2=None, weight_decay=None) -> dict:

@@ -14,6 +14,7 @@ Keras, so ``keras.models.load_model`` restores it (plateau state included) once
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from typing import Any
@@ -22,11 +23,11 @@ import keras
 from keras import ops
 
 from lrdsl.errors import LrdslError
-from lrdsl.nodes import Expr, Plateau
-from lrdsl.parser import parse
-from lrdsl.plan import plan
-from lrdsl.plateau import PlateauState
-from lrdsl.units import checked_tick
+from lrdsl.language.nodes import Expr, Plateau
+from lrdsl.language.parser import parse
+from lrdsl.language.plan import plan
+from lrdsl.language.plateau import PlateauState
+from lrdsl.language.units import checked_tick
 
 TICKS = ("step", "epoch")
 
@@ -416,4 +417,9 @@ def callback(expr: str | Expr, *, momentum: str | Expr | None = None, beta2: str
                     beta2=beta2, weight_decay=weight_decay, rebase=rebase)
 
 
-from lrdsl.keras_find import find_lr  # noqa: E402, F401  (re-exported: the LR range test, after schedule, which it uses)
+def __getattr__(name: str) -> Any:
+    """``find_lr``, the LR range test (:mod:`lrdsl.find.keras`), re-exported on first use: it is
+    built on :func:`schedule` and imports this module, so importing it here would be a cycle."""
+    if name == "find_lr":
+        return importlib.import_module("lrdsl.find.keras").find_lr
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import optax
 
 from lrdsl.errors import LrdslError, MetricError
-from lrdsl.nodes import Expr
-from lrdsl.plan import Plan, plan
-from lrdsl.plateau import PlateauRule
+from lrdsl.language.nodes import Expr
+from lrdsl.language.plan import Plan, plan
+from lrdsl.language.plateau import PlateauRule
 
 class _XlaNumpy:
     """``jax.numpy`` with a division XLA does not rewrite into trouble: the plan's namespace.
@@ -130,7 +130,7 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
 
 
 class PlateauArrays(NamedTuple):
-    """The plateau's state as arrays (the fields of :class:`lrdsl.plateau.PlateauState`)."""
+    """The plateau's state as arrays (the fields of :class:`lrdsl.language.plateau.PlateauState`)."""
 
     scale: jax.Array
     best: jax.Array

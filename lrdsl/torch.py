@@ -21,6 +21,7 @@ each group's value is absolute.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import numbers
@@ -32,11 +33,11 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrdsl.errors import LrdslError
-from lrdsl.nodes import Expr, Plateau
-from lrdsl.parser import parse
-from lrdsl.plan import Plan, plan
-from lrdsl.units import checked_tick as _tick
-from lrdsl.plateau import PlateauRule, PlateauState
+from lrdsl.language.nodes import Expr, Plateau
+from lrdsl.language.parser import parse
+from lrdsl.language.plan import Plan, plan
+from lrdsl.language.units import checked_tick as _tick
+from lrdsl.language.plateau import PlateauRule, PlateauState
 
 #: ticks evaluated per vectorized batch
 CHUNK = 4096
@@ -588,4 +589,9 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
                      steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch)
 
 
-from lrdsl.torch_find import find_lr  # noqa: E402, F401  (re-exported: the LR range test, after scheduler, which it uses)
+def __getattr__(name: str) -> Any:
+    """``find_lr``, the LR range test (:mod:`lrdsl.find.torch`), re-exported on first use: it is
+    built on :func:`scheduler` and imports this module, so importing it here would be a cycle."""
+    if name == "find_lr":
+        return importlib.import_module("lrdsl.find.torch").find_lr
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

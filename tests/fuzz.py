@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import lrdsl  # noqa: E402
-from lrdsl.explain import lr_function  # noqa: E402
+from lrdsl.language.explain import lr_function  # noqa: E402
 
 Pick = Callable[[Sequence[Any]], Any]
 
@@ -310,7 +310,7 @@ def cancelled(node) -> float:
     a difference contributes its larger operand bound, a product scales a factor's contribution
     by the other factors' bounds, every other node passes on the largest of its children's.
     """
-    p = sys.modules["lrdsl.plan"]  # the module (lrdsl.plan the attribute is the function)
+    p = sys.modules["lrdsl.language.plan"]  # the module (lrdsl.plan the attribute is the function)
 
     if isinstance(node, p.TimedDifference):
         return max(node.a.range[1], node.b.range[1], cancelled(node.a), cancelled(node.b))

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-import lrdsl.check
-from lrdsl.check import MAX_BYTES, MAX_DEPTH, check_file
+import lrdsl.cli.check
+from lrdsl.cli.check import MAX_BYTES, MAX_DEPTH, check_file
 
 LRDSL = Path(sys.executable).parent / "lrdsl"
 
@@ -153,7 +153,7 @@ def test_files_that_are_not_yaml_text_get_one_line_each(tmp_path, capsys, monkey
     (empty / "notes.txt").write_text("expr: cosine(0.1, 10)\n")
     opened = []
     real_open = open
-    monkeypatch.setattr(lrdsl.check, "open", lambda path, *a: opened.append(Path(path)) or real_open(path, *a),
+    monkeypatch.setattr(lrdsl.cli.check, "open", lambda path, *a: opened.append(Path(path)) or real_open(path, *a),
                         raising=False)
     paths = [*(tmp_path / name for name in files), huge, fifo, empty, tmp_path / "missing.yaml"]
     status, out, err = check(capsys, *paths)
@@ -179,7 +179,7 @@ def test_unreadable_files_and_directories(tmp_path, capsys, monkeypatch):
 
     def denied(path, *args):  # what a file without read permission gives (tests may run as root)
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(lrdsl.check, "open", denied, raising=False)
+    monkeypatch.setattr(lrdsl.cli.check, "open", denied, raising=False)
     real_scandir = os.scandir
     monkeypatch.setattr(os, "scandir", lambda path=".": denied(path) if Path(path) == locked else real_scandir(path))
     status, _, err = check(capsys, tmp_path)

@@ -129,8 +129,8 @@ def test_terminal_plot_overlays_several_expressions_with_distinct_patterns_and_a
 
 
 def test_terminal_overlay_keeps_each_curve_and_colours_on_request():
-    from lrdsl.plan import plan
-    from lrdsl.textplot import COLORS, render, render_many
+    from lrdsl.language.plan import plan
+    from lrdsl.plot.text import COLORS, render, render_many
 
     first = plan("warmup(20) >> cosine(0.1, 80)")
     flat = render_many([("a", first.value_at), ("b", lambda t: 0.02)], 110, width=60, height=10)
@@ -155,7 +155,7 @@ def test_plot_to_png_overlays_several_expressions_with_a_legend(tmp_path):
     for color in ("#1f77b4", "#ff7f0e"):  # tab:blue and tab:orange: one line each
         rgb = np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
         assert (np.abs(pixels - rgb).max(axis=-1) < 0.05).sum() > 300, color
-    from lrdsl.plot import figure
+    from lrdsl.plot.image import figure
 
     fig = figure(["warmup(20) >> cosine(0.1, 80)", "cosine(0.05, 100)"], ticks=110)
     ax = fig.axes[0]
@@ -355,7 +355,7 @@ def test_bad_numbers_give_one_line_errors(args, words, capsys):
 
 
 def test_huge_ticks_plot_samples_only_the_drawn_columns(capsys):
-    from lrdsl.textplot import render
+    from lrdsl.plot.text import render
 
     calls = []
 
@@ -376,7 +376,7 @@ def test_huge_ticks_plot_samples_only_the_drawn_columns(capsys):
     (lambda t: -1e308 if t < 50 else 1e308, False), (lambda t: 5e-324, False), (lambda t: 5e-324, True),
 ])
 def test_terminal_plot_of_values_at_float64_extremes(lr, log):
-    from lrdsl.textplot import render
+    from lrdsl.plot.text import render
 
     lines = render(lr, 100, width=40, height=8, log=log).splitlines()
     labels = [float(line.split("┤")[0]) for line in lines if "┤" in line]

@@ -5,11 +5,11 @@ import doctest
 import pytest
 
 import lrdsl
-import lrdsl.parser
-import lrdsl.reference
+import lrdsl.language.parser
+import lrdsl.language.curve
 
 
-@pytest.mark.parametrize("module", [lrdsl, lrdsl.parser, lrdsl.reference], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [lrdsl, lrdsl.language.parser, lrdsl.language.curve], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

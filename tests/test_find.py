@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lrdsl  # noqa: E402
-from lrdsl.find import FindResult, Recorder, check_sweep, steepest, sweep, valley  # noqa: E402
+from lrdsl.find.sweep import FindResult, Recorder, check_sweep, steepest, sweep, valley  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import lrdsl  # noqa: E402
 import lrdsl.optax  # noqa: E402
 from cases import LONG, VALUE_CASES, long_ticks, value_params  # noqa: E402
-from lrdsl.plateau import PlateauRule, PlateauState  # noqa: E402
+from lrdsl.language.plateau import PlateauRule, PlateauState  # noqa: E402
 
 #: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger
 F32 = (4e-6, 1e-12)

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lrdsl
-from lrdsl.units import Duration
+from lrdsl.language.units import Duration
 
 lrs = st.floats(1e-6, 10, allow_nan=False).map(lambda x: float(f"{x:.4g}"))
 fractions = st.floats(0.01, 0.99).map(lambda x: round(x, 3))

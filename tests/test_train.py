@@ -283,7 +283,7 @@ def test_wheel_installs_into_a_fresh_venv_and_trains(tmp_path):
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    where = subprocess.run([str(python), "-c", "import lrdsl.parser as p; print(p.__file__); print(p.grammar_path())"],
+    where = subprocess.run([str(python), "-c", "import lrdsl.language.parser as p; print(p.__file__); print(p.grammar_path())"],
                            capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split()
     assert all(w.startswith(str(venv)) for w in where), where
     out = tmp_path / "wheel-run"

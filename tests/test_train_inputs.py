@@ -203,7 +203,7 @@ def test_a_billion_tick_plot_samples_a_bounded_number_of_ticks_exact_at_boundari
     pytest.importorskip("matplotlib")
     import matplotlib.axes
 
-    from lrdsl.plot import MAX_POINTS, save_figure
+    from lrdsl.plot.image import MAX_POINTS, save_figure
 
     drawn = []
     original = matplotlib.axes.Axes.plot

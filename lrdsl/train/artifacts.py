@@ -41,31 +41,6 @@ def end_epoch(trainer, start: int) -> int:
     return min(trainer.epochs, start + trainer.stop_after)
 
 
-def rebase_lines(saved: dict, expected: dict, before: dict, scheduler) -> list[str]:
-    """``rebase at tick T: lr 0.1 -> 0.05 (old -> new expression)``, one line per target the
-    old or the new schedule drives; none when the schedule is unchanged.
-
-    ``saved``/``expected``: the checkpoint's manifest and this run's; ``before``: the values
-    the checkpointed run had in force at tick T; ``scheduler``: has ``get_last(target)``, the
-    new values at T (a target the new schedule leaves alone keeps its value).
-    """
-    from lrdsl.train.checkpoint import SCHEDULE_KEYS
-
-    old, new = saved.get("config", {}), expected["config"]
-    if all(old.get(key) == new[key] for key in SCHEDULE_KEYS):
-        return []
-    tick = saved.get("ticks_done")
-    lines = []
-    for key in SCHEDULE_KEYS:
-        target = "lr" if key == "schedule.expr" else key.split(".")[1]
-        if old.get(key) is None and new[key] is None:
-            continue
-        after = scheduler.get_last(target)[0] if new[key] is not None else before[target]
-        lines.append(f"rebase at tick {tick}: {target} {before[target]:.6g} -> {after:.6g} "
-                     f"({old.get(key) or 'unscheduled'} -> {new[key] or 'unscheduled, kept'})")
-    return lines
-
-
 def resume_checkpoint(trainer) -> Path | None:
     """The checkpoint ``trainer.resume`` names (None for a fresh run); it must exist."""
     if not trainer.resume:
@@ -362,14 +337,6 @@ def read_csv(path: Path, need: tuple[str, ...] = ()) -> dict[str, list[float]]:
             raise
         raise LrdslError(f"{path} line {number} is not numeric ({error})") from None
     return columns
-
-
-def run_title(cfg, backend: str) -> str:
-    """curves.png's title: the schedule (each scheduled target too), optimizer and backend."""
-    from lrdsl.train.config import targets
-
-    scheduled = "".join(f"\n{target}: {expr}" for target, expr in targets(cfg).items())
-    return f"{cfg.schedule.expr}  ({cfg.optimizer.name}, {backend}){scheduled}"
 
 
 def plot_curves(directory: Path, title: str) -> Path | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lrdsl.errors import LrdslError
+from lrdsl.language.parser import parse
 from lrdsl.train.artifacts import fault, write_error
 
 FORMAT = "lrdsl.train checkpoint 1"
@@ -107,8 +108,6 @@ SCHEDULE_KEYS = ("schedule.expr", "schedule.momentum", "schedule.beta2", "schedu
 
 def schedule_keys(cfg) -> dict:
     """The canonical expression of the LR and of each target (None: not scheduled)."""
-    from lrdsl.parser import parse
-
     return {key: None if cfg.schedule[key.split(".")[1]] is None
             else str(parse(str(cfg.schedule[key.split(".")[1]]))) for key in SCHEDULE_KEYS}
 
@@ -278,3 +277,26 @@ def load_keras(path: Path, expected: dict, keras, rebase: bool = False) -> tuple
                          f"({type(error).__name__}: {' '.join(str(error).split())[:160]})") from None
     assert isinstance(meta, dict)  # check_manifest refuses anything else
     return model, meta
+
+
+def rebase_lines(saved: dict, expected: dict, before: dict, scheduler) -> list[str]:
+    """``rebase at tick T: lr 0.1 -> 0.05 (old -> new expression)``, one line per target the
+    old or the new schedule drives; none when the schedule is unchanged.
+
+    ``saved``/``expected``: the checkpoint's manifest and this run's; ``before``: the values
+    the checkpointed run had in force at tick T; ``scheduler``: has ``get_last(target)``, the
+    new values at T (a target the new schedule leaves alone keeps its value).
+    """
+    old, new = saved.get("config", {}), expected["config"]
+    if all(old.get(key) == new[key] for key in SCHEDULE_KEYS):
+        return []
+    tick = saved.get("ticks_done")
+    lines = []
+    for key in SCHEDULE_KEYS:
+        target = "lr" if key == "schedule.expr" else key.split(".")[1]
+        if old.get(key) is None and new[key] is None:
+            continue
+        after = scheduler.get_last(target)[0] if new[key] is not None else before[target]
+        lines.append(f"rebase at tick {tick}: {target} {before[target]:.6g} -> {after:.6g} "
+                     f"({old.get(key) or 'unscheduled'} -> {new[key] or 'unscheduled, kept'})")
+    return lines

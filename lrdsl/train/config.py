@@ -14,7 +14,10 @@ from typing import Any, Dict, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from lrdsl.errors import LrdslError
+from lrdsl.errors import LrdslError, did_you_mean
+from lrdsl.language.nodes import Plateau
+from lrdsl.language.parser import parse
+from lrdsl.train.artifacts import tensorboard_writer
 from lrdsl.train.rundir import register_resolver
 
 UNITS = ("step", "epoch")
@@ -155,8 +158,6 @@ def validate(cfg: Any) -> None:
     """Check what the schema cannot: choices, the expression, and its units against the unit."""
     from omegaconf import OmegaConf
 
-    from lrdsl.errors import did_you_mean
-
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
@@ -176,8 +177,6 @@ def validate(cfg: Any) -> None:
     for key in ("expr", *TARGETS):
         _check_expression(cfg, key)
     if cfg.trainer.logger == "tensorboard":
-        from lrdsl.train.artifacts import tensorboard_writer
-
         tensorboard_writer()  # fails now, naming the extra, rather than after the first epoch
     if cfg.trainer.rebase and not cfg.trainer.resume:
         raise LrdslError("config key trainer.rebase=true continues a checkpoint under a new schedule: "
@@ -212,9 +211,6 @@ def _check_schedule_keys(cfg: Any) -> None:
 
 def _check_expression(cfg: Any, key: str) -> None:
     """``schedule.<key>`` parses, suits schedule.unit, and (a target) the optimizer has it."""
-    from lrdsl.nodes import Plateau
-    from lrdsl.parser import parse
-
     text = cfg.schedule[key]
     if text is None:
         return
@@ -259,3 +255,9 @@ def compose(overrides: Sequence[str] = ()) -> Any:
         cfg = hydra_compose(config_name="train", overrides=list(overrides))
     validate(cfg)
     return cfg
+
+
+def run_title(cfg, backend: str) -> str:
+    """curves.png's title: the schedule (each scheduled target too), optimizer and backend."""
+    scheduled = "".join(f"\n{target}: {expr}" for target, expr in targets(cfg).items())
+    return f"{cfg.schedule.expr}  ({cfg.optimizer.name}, {backend}){scheduled}"

@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lrdsl.errors import LrdslError
-from lrdsl.find import FindResult, check_sweep
+from lrdsl.find.sweep import FindResult, check_sweep
+from lrdsl.train.app import config_key, hydra_message, run_hydra
 from lrdsl.train.config import TrainConfig, conf_dir, validate
 
 
@@ -55,7 +56,7 @@ def validate_find(cfg) -> None:
 def _torch(cfg, data) -> FindResult:
     import torch
 
-    from lrdsl.torch import find_lr
+    from lrdsl.find.torch import find_lr
     from lrdsl.train.torch_loop import _device, _wants_cuda, build_model, build_optimizer
 
     trainer = cfg.trainer
@@ -76,7 +77,7 @@ def _keras(cfg, data) -> FindResult:
 
     trainer = cfg.trainer
     keras = _select_device(trainer.device)
-    from lrdsl.keras import find_lr
+    from lrdsl.find.keras import find_lr
 
     keras.utils.set_random_seed(trainer.seed)
     model = build_model(keras, cfg.model, data)
@@ -125,8 +126,6 @@ def _app(cfg) -> None:
         print(f"lrdsl find: {error.pointed()}", file=sys.stderr)
         sys.exit(2)
     except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
-        from lrdsl.train.app import config_key, hydra_message
-
         print(f"lrdsl find: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:  # find.csv or find.png: a full disk, a directory gone read-only
@@ -139,8 +138,6 @@ def _app(cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the LR range test with Hydra overrides, e.g. ``main(["optimizer=adam", "find.end=1"])``."""
-    from lrdsl.train.app import run_hydra
-
     return run_hydra(_app, "lrdsl find", argv)
 
 

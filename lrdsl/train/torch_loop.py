@@ -18,9 +18,10 @@ from torch import nn
 import lrdsl.torch
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, rebase_lines,
-                                   restore_logs, resume_checkpoint, run_title)
-from lrdsl.train.config import targets as scheduled_targets, tick_units
+from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
+                                   resume_checkpoint)
+from lrdsl.train.checkpoint import rebase_lines
+from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
 from lrdsl.train.data import Dataset
 
 

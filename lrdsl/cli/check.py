@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lrdsl.cli import escaped, pointed
+from lrdsl.cli.terminal import escaped, pointed
 from lrdsl.errors import LrdslError, UnitError
-from lrdsl.plan import plan
-from lrdsl.units import format_number
+from lrdsl.language.plan import plan
+from lrdsl.language.units import format_number
 
 #: keys whose scalar values are expressions: the LR, and the targets of LANGUAGE.md §7
 KEYS = ("expr", "schedule", "momentum", "beta2", "weight_decay")

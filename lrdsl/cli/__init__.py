@@ -17,6 +17,7 @@ import shutil
 import sys
 
 import lrdsl
+from lrdsl.cli.terminal import escaped, one_line, pointed
 from lrdsl.errors import LrdslError
 
 #: --ticks above this are not distinct float64 ticks (2**53), so a plot of them means nothing
@@ -119,8 +120,8 @@ def _plot_request(args) -> tuple[list[str], str | None]:
 
 
 def cmd_parse(args) -> int:
-    from lrdsl.explain import default_ticks, describe, lr_function, summary
-    from lrdsl.plan import plan
+    from lrdsl.language.explain import default_ticks, describe, lr_function, summary
+    from lrdsl.language.plan import plan
 
     texts, plot = _plot_request(args)
     if not texts:
@@ -142,7 +143,7 @@ def cmd_parse(args) -> int:
             for line in describe(c):
                 print("  " + line)
     if plot == "-":
-        from lrdsl.textplot import render, render_many
+        from lrdsl.plot.text import render, render_many
 
         size = shutil.get_terminal_size((100, 24))
         shape = dict(width=size.columns, height=max(8, min(20, size.lines - 8 - len(compiled) * several)),
@@ -156,7 +157,7 @@ def cmd_parse(args) -> int:
             print(render_many([(str(c.expr), lr_function(c, metrics, every)) for c in compiled], ticks,
                               boundaries=boundaries, color=_color(), **shape))
     elif plot is not None:
-        from lrdsl.plot import save_figure
+        from lrdsl.plot.image import save_figure
 
         path = save_figure([c.expr for c in compiled] if several else compiled[0].expr, plot, ticks=ticks,
                            metrics=metrics, report_every=every if metrics else None, log=args.log,
@@ -171,8 +172,8 @@ def _color() -> bool:
 
 
 def cmd_eval(args) -> int:
-    from lrdsl.explain import lr_function
-    from lrdsl.plan import plan
+    from lrdsl.language.explain import lr_function
+    from lrdsl.language.plan import plan
 
     units = _units(args)
     compiled = plan(args.expr, **units)
@@ -184,7 +185,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from lrdsl.catalogue import PRIMITIVES, markdown_table
+    from lrdsl.language.catalogue import PRIMITIVES, markdown_table
     from lrdsl.errors import UnknownNameError, did_you_mean
 
     if args.markdown:  # the README's language table
@@ -215,7 +216,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from lrdsl.check import Problem, check_file, yaml_files
+    from lrdsl.cli.check import Problem, check_file, yaml_files
 
     _units(args)
     found = bad = warned = 0
@@ -233,7 +234,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from lrdsl.compare import compare
+    from lrdsl.train.compare import compare
 
     if not os.path.isdir(args.directory):  # before Path.is_dir, which raises for odd names
         raise LrdslError(f"no such directory: {args.directory}")
@@ -291,37 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def escaped(text: str) -> str:
-    """``text`` with control characters written as escapes (``\\x00``, ``\\t``)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-def pointed(error: LrdslError, width: int = 100) -> str:
-    """:meth:`LrdslError.pointed` fit for a terminal whatever the input: control characters
-    escaped in the message and blanked in the expression line, and that line cut to ``width``
-    characters around the caret (a 1 MB expression gives a 100-character excerpt)."""
-    message = "\n".join(_one_line(escaped(line), 500) for line in error.message.splitlines())
-    if error.expr is None or error.column is None:
-        return message
-    lines = error.expr.splitlines() or [""]
-    line = lines[min(max((error.line or 1) - 1, 0), len(lines) - 1)]
-    line = "".join(c if c.isprintable() else " " if c == "\t" else "\ufffd" for c in line)
-    column = min(max(error.column - 1, 0), len(line))
-    start = max(0, min(column - width // 2, len(line) - width))
-    shown = line[start:start + width]
-    if start:
-        shown, column = "…" + shown[1:], column - start
-    if start + width < len(line):
-        shown = shown[:-1] + "…"
-    return f"{message}\n  {shown}\n  {' ' * column}^"
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """``text`` on one line, shortened to ``limit`` characters (messages may quote huge inputs)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _run(argv: list[str]) -> int:
     if argv[:1] == ["train"]:  # Hydra parses its own overrides
         from lrdsl.train import main as train_main
@@ -339,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status: 0 ok, 1 ``check`` found bad expressions, 2 errors, 130 Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
-    prefix = f"lrdsl {escaped(_one_line(command, 40))}".rstrip()
+    prefix = f"lrdsl {escaped(one_line(command, 40))}".rstrip()
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal or a stray surrogate must not crash a print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -355,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug (RecursionError and MemoryError included): one line, not a traceback
         if os.environ.get("LRDSL_DEBUG"):
             raise
-        print(f"{prefix}: internal error: {type(error).__name__}: {_one_line(str(error))} "
+        print(f"{prefix}: internal error: {type(error).__name__}: {one_line(str(error))} "
               "(please report it; LRDSL_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 

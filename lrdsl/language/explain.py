@@ -9,12 +9,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence as Seq
 
-from lrdsl import floats
-from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+from lrdsl.language import floats
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
-from lrdsl.plan import Plan, TimedCall, TimedSequence
-from lrdsl.plateau import reports_in_force
-from lrdsl.units import format_number
+from lrdsl.language.plan import Plan, TimedCall, TimedSequence
+from lrdsl.language.plateau import reports_in_force
+from lrdsl.language.units import format_number
 
 
 @dataclass(frozen=True)

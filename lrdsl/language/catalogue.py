@@ -10,7 +10,7 @@ before / cool-down after a neighbour in ``>>``), ``describe`` (words for ``lrdsl
 ``build`` (an AST node other than :class:`lrdsl.Call`).
 
 A formula is ``value(xp, t, p)``: ``xp`` is an array namespace (``numpy``, ``keras.ops``,
-``jax.numpy``, or :mod:`lrdsl.floats` for one plain float), ``t`` the local tick array
+``jax.numpy``, or :mod:`lrdsl.language.floats` for one plain float), ``t`` the local tick array
 (≥ 0, clamped to the call's end when bounded), ``p`` the resolved arguments, durations in
 ticks.  Each formula is written once, here, against names those namespaces share.
 
@@ -34,9 +34,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from lrdsl import floats
+from lrdsl.language import floats
 from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
-from lrdsl.units import Duration, format_number
+from lrdsl.language.units import Duration, format_number
+
+#: the AST module, lrdsl.language.nodes, bound here by nodes itself when it is imported: nodes reads
+#: this table, so Expr, const and the combinators are reached through this name, not an import back
+nodes: Any = None
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HALF_PI = math.pi / 2
@@ -237,7 +241,7 @@ class Name(str):
 
 
 def _describe(value) -> str:
-    from lrdsl.nodes import Expr
+    Expr = nodes.Expr
     if isinstance(value, Expr):
         return f"the schedule {value}"
     if isinstance(value, Duration):
@@ -281,7 +285,7 @@ def convert_duration(call: str, name: str, value, check: Check = POSITIVE) -> Du
 
 def convert(call: str, param: Param, value):
     """Turn one written value into the parameter's kind, or raise a one-line error."""
-    from lrdsl.nodes import Expr, const
+    Expr, const = nodes.Expr, nodes.const
     kind = param.kind
     if kind == "number":
         return _number(call, param, value)
@@ -1110,7 +1114,6 @@ _add(Primitive(
 
 def _build(kind: str):
     def build(values):
-        from lrdsl import nodes
         return getattr(nodes, kind)(*values)
     return build
 

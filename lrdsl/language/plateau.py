@@ -15,7 +15,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from lrdsl import floats
+from lrdsl.language import floats
 from lrdsl.errors import MetricError
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
+from lrdsl.train.artifacts import read_csv
 
 NEEDED = ("epoch", "lr", "loss", "val_loss", "val_acc")  # the columns the table and figure read
 
@@ -51,8 +52,6 @@ def load_runs(directory: Path, warn=None) -> list[dict]:
     """The runs under ``directory`` with at least one epoch; a run whose metrics.csv or lr.csv
     is missing a column, torn or not numeric is skipped with one line to ``warn`` (stderr).
     A torn last line (a killed run's) is left out with a note; the run's complete rows show."""
-    from lrdsl.train.artifacts import read_csv
-
     warn = warn or (lambda line: print(line, file=sys.stderr))
     runs: list[dict[str, Any]] = []
     for metrics_path in sorted(directory.glob("*/metrics.csv"), key=lambda p: (len(p.parent.name), p.parent.name)):

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from lrdsl import floats
-from lrdsl.catalogue import period_complaint, period_position, whole_periods
+from lrdsl.language import floats
+from lrdsl.language.catalogue import period_complaint, period_position, whole_periods
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
-from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
-from lrdsl.parser import parse
-from lrdsl.plateau import PlateauRule
-from lrdsl.units import Duration, Units
+from lrdsl.language.parser import parse
+from lrdsl.language.plateau import PlateauRule
+from lrdsl.language.units import Duration, Units
 
 
 class Timed(Protocol):

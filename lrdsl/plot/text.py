@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from lrdsl.units import format_number
+from lrdsl.language.units import format_number
 
 # bit of the braille dot at (row within the cell 0..3 from the top, column 0..1)
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))

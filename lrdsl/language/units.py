@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from lrdsl.errors import LrdslError, UnitError
+from lrdsl.errors import ArgumentError, LrdslError, UnitError
 
 #: spelling in the text -> canonical unit
 UNIT_SPELLINGS = {"": "", "ep": "ep", "epoch": "ep", "epochs": "ep",
@@ -121,3 +122,12 @@ def checked_tick(value: Any, what: str, lowest: int = 0) -> int:
     if not lowest <= tick <= 2 ** 53:
         raise LrdslError(f"{what} must be an integer from {lowest} to 2**53, got {value!r}")
     return tick
+
+
+def parse_duration(text: str) -> Duration:
+    """``"5ep"``, ``"10%"``, ``"2 epochs"``, ``"30"`` -> :class:`Duration` (for ``expr["5ep":]``)."""
+    match = re.fullmatch(r"\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)\s*"
+                         r"(epochs?|ep|steps?|st|%)?\s*", text)
+    if match is None:
+        raise ArgumentError(f"not a duration: {text!r} (write 5ep, 500st, 10% or a tick count)")
+    return Duration(float(match.group(1)), UNIT_SPELLINGS[match.group(4) or ""])

@@ -2,8 +2,8 @@
 
 The sweep is an lrdsl expression, ``anneal(start, end, steps, shape=exp)``: the LR at
 optimizer step i is ``start·(end/start)^(i/steps)``, i = 0 … steps − 1, so the recorded LRs
-are ``lrdsl.curve(sweep(start, end, steps), steps)``.  The backends (:mod:`lrdsl.torch_find`,
-:mod:`lrdsl.keras_find`) train with it and feed each step's loss to a :class:`Recorder`; this
+are ``lrdsl.curve(sweep(start, end, steps), steps)``.  The backends (:mod:`lrdsl.find.torch`,
+:mod:`lrdsl.find.keras`) train with it and feed each step's loss to a :class:`Recorder`; this
 module holds what both share: the checks, the smoothing and stop rule, the two suggestion
 rules, and :class:`FindResult` (CSV, PNG, terminal plot, the ready ``lrdsl train`` command).
 
@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from lrdsl.errors import LrdslError
-from lrdsl.units import format_number
+from lrdsl.language.units import format_number
+from lrdsl.plot.text import render
 
 #: points the suggestions skip at the end of the record (the blow-up)
 SKIP_END = 5
@@ -249,8 +250,6 @@ class FindResult:
         The sweep is geometric, so steps are evenly spaced in log LR: the x-axis is the step,
         labelled with its LR.  The y-axis spans what :meth:`plot` shows of the smoothed loss.
         """
-        from lrdsl.textplot import render
-
         n = len(self.lrs)
         low, high = self._y_range()
         smoothed = self.smoothed

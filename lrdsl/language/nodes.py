@@ -12,13 +12,15 @@ form; ``parse(str(e)) == e``.  Python's operators build the same nodes:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from lrdsl.catalogue import PRIMITIVES, Primitive, convert_duration, format_value
-from lrdsl.catalogue import NONNEGATIVE
+from lrdsl.language import catalogue
+from lrdsl.language.catalogue import PRIMITIVES, Primitive, convert_duration, format_value
+from lrdsl.language.catalogue import NONNEGATIVE
 from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
-from lrdsl.units import Duration
+from lrdsl.language.units import Duration, parse_duration
 
 # binding strength, low to high, for the canonical text's parentheses
 SEQUENCE, SUM, PRODUCT, POSTFIX, ATOM = 1, 2, 3, 4, 5
@@ -363,7 +365,6 @@ def _slice_bound(value, name: str, check) -> Duration | None:
     if value is None:
         return None
     if isinstance(value, str) and not isinstance(value, Duration):
-        from lrdsl.parser import parse_duration
         value = parse_duration(value)
     return convert_duration("slice", name, value, check)
 
@@ -505,3 +506,8 @@ class Plateau(Expr):
 
     def __str__(self) -> str:
         return f"{self.schedule} | {self.options}"
+
+
+# the catalogue builds const, repeat, min and max nodes: it reaches them through this binding
+# (it sits below the AST, which reads its table; an import back would be a cycle)
+catalogue.nodes = sys.modules[__name__]

@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+import lrdsl.torch
 from lrdsl.errors import LrdslError
-from lrdsl.find import FindResult, Recorder, check_sweep, sweep
+from lrdsl.find.sweep import FindResult, Recorder, check_sweep, sweep
 
 
 def _batches(loader: Iterable) -> Iterator:
@@ -79,8 +80,6 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: It
     check_sweep(start, end, steps, smooth, diverge)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise LrdslError(f"find_lr needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    import lrdsl.torch
-
     device = torch.device(device) if device is not None else _device_of(model)
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())

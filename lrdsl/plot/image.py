@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
+from lrdsl.language.curve import curve
+from lrdsl.language.plan import plan
 
 SUFFIXES = (".png", ".svg", ".pdf")
 #: the most ticks evaluated for one figure: ~5 per pixel of its 800-pixel width
@@ -62,9 +64,6 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
     """The matplotlib figure :func:`save_figure` writes (one expression or a list of them)."""
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from lrdsl.plan import plan
-    from lrdsl.reference import curve
 
     if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
         raise LrdslError(f"ticks must be a whole number ≥ 1, got {ticks!r}")

@@ -17,11 +17,11 @@ import functools
 import re
 from pathlib import Path
 
-from lrdsl.catalogue import PRIMITIVES, Name
+from lrdsl.language.catalogue import PRIMITIVES, Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
-from lrdsl.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
+from lrdsl.language.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
                          check_operand)
-from lrdsl.units import UNIT_SPELLINGS, Duration
+from lrdsl.language.units import UNIT_SPELLINGS, Duration
 
 #: deeper nesting than this is refused (no real schedule comes close)
 MAX_DEPTH = 64
@@ -55,7 +55,7 @@ _HINT_WORDS = {
 
 def grammar_path() -> Path:
     """The grammar file: inside the installed package, else in the source tree's grammar/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # lrdsl/, above lrdsl/language/
     for candidate in (here / "grammar" / "lrdsl.lark", here.parent / "grammar" / "lrdsl.lark"):
         if candidate.is_file():
             return candidate
@@ -81,15 +81,6 @@ def _finite(value: float, token) -> float:
 def _duration(text: str) -> Duration:
     number = text.rstrip("%abcdefghijklmnopqrstuvwxyz")
     return Duration(float(number), UNIT_SPELLINGS[text[len(number):]])
-
-
-def parse_duration(text: str) -> Duration:
-    """``"5ep"``, ``"10%"``, ``"2 epochs"``, ``"30"`` -> :class:`Duration` (for ``expr["5ep":]``)."""
-    match = re.fullmatch(r"\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)\s*"
-                         r"(epochs?|ep|steps?|st|%)?\s*", text)
-    if match is None:
-        raise ArgumentError(f"not a duration: {text!r} (write 5ep, 500st, 10% or a tick count)")
-    return Duration(float(match.group(1)), UNIT_SPELLINGS[match.group(4) or ""])
 
 
 def _build_transformer():

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 from keras import ops
 
+import lrdsl.keras
 from lrdsl.errors import LrdslError
-from lrdsl.find import FindResult, Recorder, check_sweep, sweep
+from lrdsl.find.sweep import FindResult, Recorder, check_sweep, sweep
 
 
 def _batch_indices(count: int, batch_size: int, seed: int):
@@ -66,8 +67,6 @@ def find_lr(model: keras.Model, x, y, *, batch_size: int = 32, start: float = 1e
     if len(x) == 0 or len(x) != len(y):
         raise LrdslError(f"find_lr: x and y must hold the same number (≥ 1) of samples, "
                          f"got {len(x)} and {len(y)}")
-    import lrdsl.keras
-
     if not model.built:
         model(x[:1])
     if not optimizer.built:

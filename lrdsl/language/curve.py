@@ -10,9 +10,9 @@ from numbers import Real
 from typing import Mapping, Sequence as Seq
 
 from lrdsl.errors import LrdslError
-from lrdsl.nodes import Expr
-from lrdsl.plan import plan
-from lrdsl.plateau import reports_in_force
+from lrdsl.language.nodes import Expr
+from lrdsl.language.plan import plan
+from lrdsl.language.plateau import reports_in_force
 
 
 #: the most ticks one call evaluates (1 GiB of float64): more is refused before allocating
