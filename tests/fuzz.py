@@ -241,11 +241,16 @@ class Case:
 
 BACKENDS = ["parse", "plan", "curve", "floats", "torch", "optax32", "optax64", "keras"]
 BUGS = ["exception", "unsafe", "disagree", "roundtrip"]
-#: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger.  The
-#: float64 share is the one tests/test_optax.py uses: 1e-14 of the peak covers libm's last bit
-#: on values that cancel towards 0.
-F64 = (1e-12, 1e-14)
-F32 = (4e-6, 1e-12)
+#: LANGUAGE.md §5: (relative, share of the schedule's largest value, flush floor), whichever is
+#: larger.  The float64 share is the one tests/test_optax.py uses: 1e-14 of the peak covers
+#: libm's last bit on values that cancel towards 0.  The flush floor is docs/language.md's
+#: reading for a backend that flushes subnormal results to 0 ("What LANGUAGE.md leaves open"):
+#: the smallest normal number of its dtype (XLA on CPU flushes in float64 too; float32 backends
+#: below 1.18e-38), times the schedule's largest value where that is above 1 (see _mismatch);
+#: 0 for a backend that keeps subnormals (torch, the float path).
+F64 = (1e-12, 1e-14, 0.0)
+XLA64 = (1e-12, 1e-14, sys.float_info.min)  # JAX float64: 2.2250738585072014e-308
+F32 = (4e-6, 1e-12, 1.1754943508222875e-38)  # float32's smallest normal number
 LARGE = [127, 128, 255, 256, 999, 1000, 1023, 1024, 4095, 4096, 10**4, 65535, 65536, 10**5,
          262143, 262144, 999_999, 10**6]
 DENSE = 64
@@ -323,13 +328,15 @@ def cancelled(node) -> float:
     return max((cancelled(c) for c in children), default=0.0)
 
 
-def _mismatch(got, want, tolerance, cancel: float = 0.0) -> str | None:
+def _mismatch(got, want, tolerance, cancel: float = 0.0, largest: float = 0.0) -> str | None:
     """Where ``got`` first leaves ``want``'s tolerance, or None; ``cancel`` is :func:`cancelled`'s
-    magnitude, to which the relative tolerance also applies."""
+    magnitude, to which the relative tolerance also applies; ``largest`` the schedule's proven
+    largest value, which scales the flush floor (a flushed share or factor in [0, 1] is
+    multiplied by at most that)."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    rel, of_peak = tolerance
+    rel, of_peak, flushed = tolerance
     bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    bound = np.maximum(bound, rel * cancel)
+    bound = np.maximum(bound, np.maximum(rel * cancel, flushed * max(1.0, largest, cancel)))
     bad = ~(np.abs(got - want) <= bound)
     if not bad.any():
         return None
@@ -353,7 +360,8 @@ class Run:
         self.tally, self.case = tally, case
 
     def __call__(self, backend: str, compute: Callable[[], Any], want=None, ticks=None,
-                 tolerance=F64, values: bool = True, cancel: float = 0.0) -> Any:
+                 tolerance=F64, values: bool = True, cancel: float = 0.0,
+                 largest: float = 0.0) -> Any:
         """``compute()``'s result; with ``values`` it must be safe, and within ``tolerance`` of
         ``want`` where one is given."""
         try:
@@ -373,7 +381,7 @@ class Run:
         problem = _unsafe(got)
         kind = "unsafe"
         if problem is None and want is not None:
-            problem, kind = _mismatch(got, want, tolerance, cancel), "disagree"
+            problem, kind = _mismatch(got, want, tolerance, cancel, largest), "disagree"
         if problem is not None:
             if ticks is not None:
                 i = int(problem.split("index ")[1].split(":")[0])
@@ -525,7 +533,7 @@ class JaxQueue:
     def add(self, case: Case, compiled, ticks) -> None:
         if self.dtypes:
             self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks),
-                                 cancelled(compiled.schedule)))
+                                 cancelled(compiled.schedule), compiled.schedule.range[1]))
         if len(self.pending) >= self.BATCH:
             self.flush()
 
@@ -540,10 +548,10 @@ class JaxQueue:
                 except Exception:  # noqa: BLE001 — one of them fails at run time: find which
                     results = [_outcome(lambda: optax_values(text, c.options, ticks))
                                for c, text, ticks, *_ in pending]
-            tolerance = F64 if backend == "optax64" else F32
-            for (case, _, ticks, f, cancel), result in zip(pending, results):
+            tolerance = XLA64 if backend == "optax64" else F32
+            for (case, _, ticks, f, cancel, largest), result in zip(pending, results):
                 Run(self.tally, case)(backend, lambda: _raised(result), f, ticks, tolerance,
-                                      cancel=cancel)
+                                      cancel=cancel, largest=largest)
 
 
 def _outcome(compute):
@@ -561,7 +569,8 @@ def _raised(result):
 
 def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
     Run(tally, case)("keras", lambda: keras_values(time_schedule(compiled), case.options, ticks),
-                     compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule))
+                     compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule),
+                     largest=compiled.schedule.range[1])
 
 
 # ---------------------------------------------------------------------------------------------
