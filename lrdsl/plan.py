@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl import floats
-from lrdsl.catalogue import whole_periods
+from lrdsl.catalogue import float32_split, unfolded, whole_periods
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -117,7 +117,8 @@ class TimedSequence:
         out = self.parts[0].values(t, xp)
         last = len(self.parts) - 1
         for i, (start, part) in enumerate(zip(self.starts[1:], self.parts[1:]), 1):
-            local = xp.maximum(t - start, 0.0)
+            head, tail = float32_split(start)  # t − start exact in float32 near the start too
+            local = xp.maximum((t - head) - unfolded(xp, t, tail) if tail else t - start, 0.0)
             if i == last and math.isfinite(self.duration):
                 local = xp.where(t >= self.duration, part.duration, local)
             out = xp.where(t >= start, part.values(local, xp), out)
