@@ -133,3 +133,30 @@ def test_a_segment_starting_between_float32_numbers_keeps_its_local_time():
             10 * (1 + math.cos(math.pi * min(t - start, 5) / 5)) / 2 for t in ticks]
     for name, got in _float32_backends("warmup(99%) >> cosine(10, 5st)", options, ticks).items():
         _within_float32(got, want, 10, name)
+
+
+# --- a slice's start that float32 rounds onto the next whole tick -----------------------------
+
+@pytest.mark.parametrize("expr, options", [
+    ("sgdr(3e-4, 50)[9.999999999 epochs:]", {"steps_per_epoch": 100, "total": 77}),
+    ("(onecycle(0.1, 3 epochs, start=2) >> poly(0.5, 1st))[2.999999999 epochs:]",
+     {"steps_per_epoch": 10, "total": 1000}),
+    ("step(1, 10)[7.9999999:20]", {}),  # 7.9999999 + 2 = 9.9999999: float32 rounds it to 10
+])
+def test_float32_refuses_a_slice_start_it_rounds_onto_the_next_tick(expr, options):
+    # exact arithmetic: sgdr at 999.9999999 is a period's last instant (≈ 3e-21), float32's
+    # 1000.0 is the next restart (3e-4)
+    complaint = lrdsl.plan(expr, **options).float32_complaint
+    assert complaint and "slice's start" in complaint, complaint
+
+
+@pytest.mark.parametrize("expr, options, exact", [
+    ("cosine(0.1, 100)[10%:]", {"total": 77},  # starts at 7.7, far from a whole tick
+     lambda t: 0.1 * (1 + math.cos(math.pi * min(t + 7.7, 100) / 100)) / 2),
+    ("step(1, 10)[7.9999:10]", {}, lambda t: 0.1 ** ((min(t, 2.0001) + 7.9999) // 10)),
+])
+def test_float32_takes_a_slice_start_it_keeps_below_the_next_tick(expr, options, exact):
+    assert lrdsl.plan(expr, **options).float32_complaint is None
+    ticks = np.arange(0, 40)
+    for name, got in _float32_backends(expr, options, ticks).items():
+        _within_float32(got, [exact(int(t)) for t in ticks], 0.1, name)
