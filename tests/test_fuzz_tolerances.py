@@ -44,6 +44,18 @@ def test_the_flush_floor_is_the_dtypes_smallest_normal_and_only_for_flushing_bac
     # a flushed share in [0, 1] scaled by a schedule whose largest value is 10
     assert fuzz._mismatch([0.0], [5.6e-308], fuzz.XLA64, largest=10) is None
     assert fuzz._mismatch([0.0], [5.6e-307], fuzz.XLA64, largest=10) is not None
+    assert fuzz._mismatch([0.0], [4e-308], fuzz.XLA64, terms=2) is None  # two pieces dropped
+    assert fuzz._mismatch([0.0], [5e-308], fuzz.XLA64, terms=2) is not None
+
+
+def test_flushed_terms_counts_the_pieces_a_formula_may_drop():
+    def terms(text):
+        return fuzz.flushed_terms(lrdsl.plan(text).schedule)
+    assert terms("cosine(0.1, 10)") == 4
+    assert terms("cosine(0.1, 10) + linear(0, 1, 5)") == 8
+    assert terms("2 * cosine(0.1, 10)") == 8  # the constant is a call too
+    assert terms("warmup(5) >> cosine(0.1, 10, min=0.01) >> cooldown(3)") == 4
+    assert terms("max(cosine(0.1, 10), exp(0.1, 0.9))[2:]") == 4
 
 
 @pytest.mark.parametrize("expr, options, exact", [
@@ -54,6 +66,10 @@ def test_the_flush_floor_is_the_dtypes_smallest_normal_and_only_for_flushing_bac
     # t/d is subnormal before the ×10: the floor scales by the schedule's largest value, 10
     ("warmup(1.7976931348623157e308, start=0) >> const(10)", {"steps_per_epoch": 1, "total": 10**6},
      lambda t: 10 * (t / 1.7976931348623157e308)),
+    # both terms of the ramp are subnormal at tick 7, their sum 2.27e-308 is not
+    ("warmup(10.000000001st, start=0.5) >> 1.2 * (2.2250738585072014e-308)",
+     {"steps_per_epoch": 1, "total": 10**6},
+     lambda t: 1.2 * TINY64 * (0.5 + 0.5 * min(t, 10.000000001) / 10.000000001)),
 ])
 def test_jax_float64_agrees_within_the_smallest_normal_where_values_turn_subnormal(expr, options,
                                                                                    exact):
@@ -65,11 +81,12 @@ def test_jax_float64_agrees_within_the_smallest_normal_where_values_turn_subnorm
     with jax.enable_x64(True):
         got = jax.jit(jax.vmap(lrdsl.optax.schedule(expr, **options)))(jnp.asarray(ticks, jnp.int32))
     got = np.asarray(got, np.float64)
-    largest = lrdsl.plan(expr, **options).schedule.range[1]
+    schedule = lrdsl.plan(expr, **options).schedule
+    largest, terms = schedule.range[1], fuzz.flushed_terms(schedule)
     assert np.all(np.abs(got - want) <= np.maximum(1e-12 * np.abs(want),
-                                                   TINY64 * max(1.0, largest))), expr
-    assert fuzz._mismatch(got, want, fuzz.XLA64, largest=largest) is None
-    assert fuzz._mismatch(got, want, fuzz.F64, largest=largest) is not None  # it did flush
+                                                   terms * TINY64 * max(1.0, largest))), expr
+    assert fuzz._mismatch(got, want, fuzz.XLA64, largest=largest, terms=terms) is None
+    assert fuzz._mismatch(got, want, fuzz.F64, largest=largest, terms=terms) is not None
     # the reference keeps the subnormals: within §5's float64 tolerance as written
     ref = lrdsl.curve(expr, ticks, **options)
     assert np.all(np.abs(ref - want) <= 1e-12 * np.abs(want)), expr
