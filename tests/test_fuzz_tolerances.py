@@ -37,7 +37,7 @@ def test_xla_on_cpu_flushes_subnormal_results_in_float64():
 def test_the_flush_floor_is_the_dtypes_smallest_normal_and_only_for_flushing_backends():
     assert fuzz._mismatch([0.0], [TINY64 / 2], fuzz.XLA64) is None
     assert fuzz._mismatch([0.0], [TINY64 / 2], fuzz.F64) is not None  # torch keeps subnormals
-    assert fuzz._mismatch([0.0], [3 * TINY64], fuzz.XLA64) is not None  # a normal value stays strict
+    assert fuzz._mismatch([0.0], [3 * TINY64], fuzz.XLA64) is not None  # a normal value: strict
     assert fuzz._mismatch([0.0], [5e-39], fuzz.F32) is None
     assert fuzz._mismatch([0.0], [2e-38], fuzz.F32) is not None
     assert fuzz._mismatch([0.5 * (1 + 1e-11)], [0.5], fuzz.XLA64) is not None  # nothing else widens
@@ -79,7 +79,8 @@ def test_jax_float64_agrees_within_the_smallest_normal_where_values_turn_subnorm
     ticks = np.arange(0, 40)
     want = [exact(int(t)) for t in ticks]
     with jax.enable_x64(True):
-        got = jax.jit(jax.vmap(lrdsl.optax.schedule(expr, **options)))(jnp.asarray(ticks, jnp.int32))
+        schedule = jax.vmap(lrdsl.optax.schedule(expr, **options))
+        got = jax.jit(schedule)(jnp.asarray(ticks, jnp.int32))
     got = np.asarray(got, np.float64)
     schedule = lrdsl.plan(expr, **options).schedule
     largest, terms = schedule.range[1], fuzz.flushed_terms(schedule)
