@@ -241,11 +241,17 @@ class Case:
 
 BACKENDS = ["parse", "plan", "curve", "floats", "torch", "optax32", "optax64", "keras"]
 BUGS = ["exception", "unsafe", "disagree", "roundtrip"]
-#: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger.  The
-#: float64 share is the one tests/test_optax.py uses: 1e-14 of the peak covers libm's last bit
-#: on values that cancel towards 0.
-F64 = (1e-12, 1e-14)
-F32 = (4e-6, 1e-12)
+#: LANGUAGE.md §5: (relative, share of the schedule's largest value, flush floor), whichever is
+#: larger.  The float64 share is the one tests/test_optax.py uses: 1e-14 of the peak covers
+#: libm's last bit on values that cancel towards 0.  The flush floor is docs/language.md's
+#: reading for a backend that flushes subnormal results to 0 ("What LANGUAGE.md leaves open"):
+#: the smallest normal number of its dtype (XLA on CPU flushes in float64 too; float32 backends
+#: below 1.18e-38), once per piece a formula may drop, times the schedule's largest value where
+#: that is above 1 (see flushed_terms and _mismatch);
+#: 0 for a backend that keeps subnormals (torch, the float path).
+F64 = (1e-12, 1e-14, 0.0)
+XLA64 = (1e-12, 1e-14, sys.float_info.min)  # JAX float64: 2.2250738585072014e-308
+F32 = (4e-6, 1e-12, 1.1754943508222875e-38)  # float32's smallest normal number
 LARGE = [127, 128, 255, 256, 999, 1000, 1023, 1024, 4095, 4096, 10**4, 65535, 65536, 10**5,
          262143, 262144, 999_999, 10**6]
 DENSE = 64
@@ -323,13 +329,38 @@ def cancelled(node) -> float:
     return max((cancelled(c) for c in children), default=0.0)
 
 
-def _mismatch(got, want, tolerance, cancel: float = 0.0) -> str | None:
+def flushed_terms(node) -> int:
+    """How many pieces below the smallest normal number a flushing backend may drop in ``node``
+    (a plan's timed tree): docs/language.md ("A backend that flushes subnormal numbers").  A call
+    adds at most two weighted terms, each weight a share or a sum of two shares in [0, 1]: 4;
+    a sum, product or difference adds its operands' pieces; every other node passes on the
+    largest of its children's."""
+    p = sys.modules["lrdsl.language.plan"]  # the module (lrdsl.plan the attribute is the function)
+
+    if isinstance(node, p.TimedCall):
+        return 4
+    if isinstance(node, p.TimedDifference):
+        return flushed_terms(node.a) + flushed_terms(node.b)
+    if isinstance(node, p.TimedPointwise) and node.combine in (
+            p.TimedPointwise.COMBINE["product"][0], p.TimedPointwise.COMBINE["sum"][0]):
+        return sum(flushed_terms(o) for o in node.operands)
+    children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
+    children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+    return max((flushed_terms(c) for c in children), default=1)
+
+
+def _mismatch(got, want, tolerance, cancel: float = 0.0, largest: float = 0.0,
+              terms: int = 1) -> str | None:
     """Where ``got`` first leaves ``want``'s tolerance, or None; ``cancel`` is :func:`cancelled`'s
-    magnitude, to which the relative tolerance also applies."""
+    magnitude, to which the relative tolerance also applies.  A flushing backend's floor (the
+    tolerance's third number) counts once per piece it may drop (``terms``, from
+    :func:`flushed_terms`), each scaled by at most the schedule's proven ``largest`` value (a
+    flushed share or factor in [0, 1] times a value) or a difference's operands (``cancel``)."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    rel, of_peak = tolerance
+    rel, of_peak, flushed = tolerance
     bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    bound = np.maximum(bound, rel * cancel)
+    floor = flushed * terms * max(1.0, largest, cancel)
+    bound = np.maximum(bound, np.maximum(rel * cancel, floor))
     bad = ~(np.abs(got - want) <= bound)
     if not bad.any():
         return None
@@ -353,7 +384,8 @@ class Run:
         self.tally, self.case = tally, case
 
     def __call__(self, backend: str, compute: Callable[[], Any], want=None, ticks=None,
-                 tolerance=F64, values: bool = True, cancel: float = 0.0) -> Any:
+                 tolerance=F64, values: bool = True, cancel: float = 0.0,
+                 largest: float = 0.0, terms: int = 1) -> Any:
         """``compute()``'s result; with ``values`` it must be safe, and within ``tolerance`` of
         ``want`` where one is given."""
         try:
@@ -373,7 +405,7 @@ class Run:
         problem = _unsafe(got)
         kind = "unsafe"
         if problem is None and want is not None:
-            problem, kind = _mismatch(got, want, tolerance, cancel), "disagree"
+            problem, kind = _mismatch(got, want, tolerance, cancel, largest, terms), "disagree"
         if problem is not None:
             if ticks is not None:
                 i = int(problem.split("index ")[1].split(":")[0])
@@ -525,7 +557,8 @@ class JaxQueue:
     def add(self, case: Case, compiled, ticks) -> None:
         if self.dtypes:
             self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks),
-                                 cancelled(compiled.schedule)))
+                                 cancelled(compiled.schedule), compiled.schedule.range[1],
+                                 flushed_terms(compiled.schedule)))
         if len(self.pending) >= self.BATCH:
             self.flush()
 
@@ -540,10 +573,10 @@ class JaxQueue:
                 except Exception:  # noqa: BLE001 — one of them fails at run time: find which
                     results = [_outcome(lambda: optax_values(text, c.options, ticks))
                                for c, text, ticks, *_ in pending]
-            tolerance = F64 if backend == "optax64" else F32
-            for (case, _, ticks, f, cancel), result in zip(pending, results):
+            tolerance = XLA64 if backend == "optax64" else F32
+            for (case, _, ticks, f, cancel, largest, terms), result in zip(pending, results):
                 Run(self.tally, case)(backend, lambda: _raised(result), f, ticks, tolerance,
-                                      cancel=cancel)
+                                      cancel=cancel, largest=largest, terms=terms)
 
 
 def _outcome(compute):
@@ -561,7 +594,8 @@ def _raised(result):
 
 def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
     Run(tally, case)("keras", lambda: keras_values(time_schedule(compiled), case.options, ticks),
-                     compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule))
+                     compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule),
+                     largest=compiled.schedule.range[1], terms=flushed_terms(compiled.schedule))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import functools
 import json
 import math
 import re
+import struct
 import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -336,14 +337,47 @@ def convert(call: str, param: Param, value):
 
 # --- shared pieces of the formulas ---------------------------------------------------
 
+def float32_split(x: float) -> tuple[float, float]:
+    """(head, tail): head the float32 number nearest x, tail = x − head exactly (float64).
+
+    A float32 backend rounds a folded number such as d = 76.23 to float32 before ``d − t``,
+    and near d's end that subtraction cancels to the rounding (0.23 comes out 0.2300033);
+    ``(head − t) + tail`` keeps it: head − t is exact there, and tail adds what float32 lost.
+    In float64 it is d − t to the last bit or two.  x beyond float32 stays whole.  The tail
+    goes in through :func:`unfolded`, else XLA and TensorFlow's graph optimizer fold
+    ``(head − t) + tail`` back into ``(head + tail) − t``, which is float32(d) − t again.
+    """
+    if not (isinstance(x, float) and abs(x) < 3.4e38):
+        return x, 0.0
+    head = struct.unpack("f", struct.pack("f", x))[0]
+    return head, x - head
+
+
+def unfolded(xp, t, tail: float):
+    """``tail`` as a value a graph optimizer cannot fold into a neighbouring constant: a select
+    on t (whose condition, t ≥ 0, always holds: every backend clamps ticks at 0 first)."""
+    return xp.where(t >= 0, tail, 0.0)
+
+
+def remaining(xp, d, t):
+    """d − t, with d's float32 rounding added back (:func:`float32_split`); exactly 0 from d on
+    (t ≥ d compares with float32(d) in float32, so its callers' clamp min(t, d) gives 0)."""
+    head, tail = float32_split(d)
+    if not tail:
+        return d - t
+    ahead = head - t
+    return ahead + xp.where(t < d, tail, -ahead)  # a select on t: no optimizer folds the tail
+
+
 def shares(xp, t, d, power=1.0):
     """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
 
     Each is computed from its own end so that neither loses digits near 0: v from the
-    remaining ticks d − t, and for a power, 1 − x^power by :func:`complement`.
+    remaining ticks d − t (:func:`remaining`, exact in float32 too), and for a power,
+    1 − x^power by :func:`complement`.
     """
     u = xp.divide(t, d)
-    v = xp.divide(d - t, d)
+    v = xp.divide(remaining(xp, d, t), d)
     if power != 1:
         warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
         u, v = warped, complement(xp, warped, u, v, power)

@@ -22,7 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.catalogue import period_complaint, period_position, whole_periods
+from lrdsl.language.catalogue import (float32_split, period_complaint, period_position, unfolded,
+                                       whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -117,7 +118,8 @@ class TimedSequence:
         out = self.parts[0].values(t, xp)
         last = len(self.parts) - 1
         for i, (start, part) in enumerate(zip(self.starts[1:], self.parts[1:]), 1):
-            local = xp.maximum(t - start, 0.0)
+            head, tail = float32_split(start)  # t − start exact in float32 near the start too
+            local = xp.maximum((t - head) - unfolded(xp, t, tail) if tail else t - start, 0.0)
             if i == last and math.isfinite(self.duration):
                 local = xp.where(t >= self.duration, part.duration, local)
             out = xp.where(t >= start, part.values(local, xp), out)
@@ -242,6 +244,21 @@ def _boundary_complaint(what: str, c: float) -> str | None:
     return None
 
 
+def _offset_complaint(what: str, s: float, horizon: float) -> str | None:
+    """A slice's start float32 adds to each tick: t + s must not round up to the next whole tick
+    for any whole t up to ``horizon`` (the slice's length, at most 2²⁴), where the schedule it
+    slices would already be past a boundary at a whole tick (``[9.999999999 epochs:]`` with 100
+    steps per epoch: float32 puts 999.9999999 on tick 1000, an sgdr restart)."""
+    fraction = s - math.floor(s)
+    if fraction == 0 or not 0 < s <= FLOAT32_TICKS:
+        return None
+    ulp = 2.0 ** (math.frexp(min(s + horizon, FLOAT32_TICKS))[1] - 24)
+    if 1 - fraction <= ulp / 2:
+        return (f"{what} (tick {s:.17g}) is within float32's rounding of tick {math.ceil(s):g} "
+                f"for ticks up to {min(s + horizon, FLOAT32_TICKS):g}")
+    return None
+
+
 def _period_complaint(what: str, p: float, horizon: float) -> str | None:
     """A period float32 does not hold: its k-th boundary must land on the float64 tick for every
     k up to ``horizon`` (the call's duration, at most 2²⁴ ticks), checked at both ticks around
@@ -323,6 +340,8 @@ class Plan:
             if complaint is None and kind == "period" and 0 < tick < FLOAT32_COUNT / FLOAT32_MAX:
                 complaint = (f"{what}={tick:.3g} ticks is too short for float32 (t/{what} "
                              f"overflows; at least {FLOAT32_COUNT / FLOAT32_MAX:.0e})")
+            if complaint is None and kind == "offset":
+                complaint = _offset_complaint(what, tick, horizon)
             if complaint is None and kind == "offset" and tick > FLOAT32_TICKS:
                 complaint = (f"{what} at tick {tick:.3g} is beyond the ticks float32 counts "
                              f"exactly (2^24)")
@@ -364,7 +383,7 @@ class Plan:
                 for i, start in enumerate(node.starts[1:], 2):
                     yield f"the start of segment {i} of a sequence", start, "boundary", 0.0
             elif isinstance(node, TimedSlice):
-                yield "a slice's start", node.start, "offset", 0.0
+                yield "a slice's start", node.start, "offset", node.duration
                 yield "a slice's start", node.start, "boundary", 0.0
                 if math.isfinite(node.length):
                     yield "a slice's length", node.length, "boundary", 0.0
