@@ -21,6 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.nodes import Expr, Plateau
 from lrdsl.parser import parse
@@ -52,31 +53,24 @@ def _saved_epoch(state) -> int:
     return int(number)
 
 
-#: Keras optimizer attributes per target (LANGUAGE.md §7), in the order they are looked for
-ATTRIBUTES = {"momentum": ("beta_1", "momentum"), "beta2": ("beta_2",), "weight_decay": ("weight_decay",)}
-#: exclusive upper bounds of the targets' values
-BELOW = {"momentum": 1.0, "beta2": 1.0}
-
-
 def _target_plan(name: str, text, steps_per_epoch, total):
-    if name not in ATTRIBUTES:
-        raise LrdslError(f"unknown target {name!r}; lrdsl schedules {', '.join(['lr', *ATTRIBUTES])}")
+    below = channels.target(name).below  # where it lives and its range: lrdsl.channels
     compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
     if compiled.plateau is not None:
         raise LrdslError(f"{name}: only the learning rate may carry '| plateau', got {compiled.expr}")
     _check_float32(compiled)
-    if name in BELOW and compiled.range[1] >= BELOW[name]:
+    if below is not None and compiled.range[1] >= below:
         raise LrdslError(f"{name}: {compiled.expr} reaches {compiled.range[1]:g}; it must stay below 1")
     return compiled
 
 
 def _attribute(optimizer, name: str) -> str:
     """The optimizer's attribute that holds a target: Adam-style beta_1 for momentum, else momentum."""
-    for attribute in ATTRIBUTES[name]:
-        if hasattr(optimizer, attribute):
-            return attribute
-    raise LrdslError(f"{type(optimizer).__name__} has no {name} to schedule "
-                     f"(looked for {', '.join(ATTRIBUTES[name])})")
+    attribute = channels.target(name).keras_attribute(optimizer)
+    if attribute is None:
+        raise LrdslError(f"{type(optimizer).__name__} has no {name} to schedule "
+                         f"(looked for {', '.join(channels.target(name).keras)})")
+    return attribute
 
 
 class TargetVariable(keras.Variable):

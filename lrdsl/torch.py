@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.nodes import Expr, Plateau
 from lrdsl.parser import parse
@@ -42,7 +43,7 @@ from lrdsl.plateau import PlateauRule, PlateauState
 CHUNK = 4096
 
 #: the hyperparameters a schedule can drive, in the order they are written each step
-TARGETS = ("lr", "momentum", "beta2", "weight_decay")
+TARGETS = channels.TARGETS
 
 Spec = Union[str, Expr, Mapping[Union[str, int], Union[str, Expr]]]
 
@@ -79,15 +80,15 @@ def _slot(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[di
 
     ``read`` gives the raw value (a float, a tensor, or whatever was put there): see :func:`_checked`.
     """
-    if target == "lr":
+    place = channels.target(target).torch_place(group)  # where each target lives: lrdsl.channels
+    if place is None:
+        return None
+    key, index = place
+    if index is not None:  # Adam-style betas[index]
+        return (lambda g: g[key][index]), _set_beta(index)
+    if key == "lr":
         return (lambda g: g["lr"]), _set_lr
-    if target == "momentum" and "betas" in group:  # Adam-style: beta1, as OneCycleLR does
-        return (lambda g: g["betas"][0]), _set_beta(0)
-    if target == "beta2" and "betas" in group:
-        return (lambda g: g["betas"][1]), _set_beta(1)
-    if target in ("momentum", "weight_decay") and target in group:
-        return (lambda g: g[target]), _set_key(target)
-    return None
+    return (lambda g: g[key]), _set_key(key)
 
 
 def _accessors(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[dict, float], None]]:
@@ -292,7 +293,7 @@ class Scheduler(LRScheduler):
                     raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would overflow "
                                      f"(from {compiled.expr}, ×{shown} for the group's ratio: its "
                                      f"initial {target} over the first nonzero group's)")
-                if target in ("momentum", "beta2") and peak >= 1:
+                if channels.below_one(target) and peak >= 1:
                     raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would reach "
                                      f"{peak:.4g} (from {compiled.expr}, ×{shown} for the group's "
                                      f"ratio); it must stay below 1")
