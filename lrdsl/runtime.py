@@ -115,6 +115,28 @@ def curve(compiled: Plan, scale: float | tuple[float, int] = 1.0,
     return FarCurve(compiled, scale, plateau) if isinstance(scale, tuple) else Curve(compiled, scale, plateau)
 
 
+def plateau_step(rule: PlateauRule, scale, best, bad, cooldown_left, value, where):
+    """One report of ``value`` as a pure function of the plateau's fields, for array backends
+    (optax's pytree state, a compiled step): :meth:`PlateauState.report_value` with ``where``
+    (``jnp.where``, ``np.where``…) in place of branches.  Returns (scale, best, bad,
+    cooldown_left); the caller keeps its own dtypes.
+
+    Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
+    above it for max; NaN never does).  A bad report during cooldown does not count; more
+    than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
+    """
+    bar = best * rule.bar_scale + rule.bar_shift
+    improved = value < bar if rule.minimize else value > bar
+    best = where(improved, value, best)
+    bad = where(improved, 0, bad + 1)
+    cooling = cooldown_left > 0
+    cooldown_left = where(cooling, cooldown_left - 1, cooldown_left)
+    bad = where(cooling, 0, bad)
+    cut = bad > rule.patience
+    return (where(cut, scale * rule.factor, scale), best, where(cut, 0, bad),
+            where(cut, rule.cooldown, cooldown_left))
+
+
 def canonical(spec: Spec) -> str | dict:
     """The saved form of a channel's spec: canonical text, or a mapping of it."""
     if isinstance(spec, Mapping):

@@ -178,3 +178,21 @@ def test_the_torch_scheduler_saves_the_runtime_state_plus_base_lrs():
     assert sched.last_epoch == sched.runtime.tick == 3 and sched._step_count == 4
     assert sched.runtime.value("momentum") == pytest.approx(linear(0.5, 0.9, 10, 3), rel=1e-12)
     assert opt.param_groups[0]["momentum"] == pytest.approx(linear(0.5, 0.9, 10, 3), rel=1e-12)
+
+
+@pytest.mark.parametrize("options", ["loss, 0.5, patience=1, cooldown=2", "acc, 0.3, patience=0, threshold=0.1",
+                                     "loss, 0.5, patience=2, threshold=0.05, threshold_mode=abs"])
+def test_the_pure_plateau_step_is_the_stateful_one(options):
+    np = pytest.importorskip("numpy")
+    from lrdsl.plan import plan
+    from lrdsl.plateau import PlateauState
+    from lrdsl.runtime import plateau_step
+
+    rule = plan(f"0.1 | plateau({options})").plateau
+    state = PlateauState(rule)
+    fields = (1.0, state.best, 0, 0)
+    reports = [1.0, 0.9, 0.95, 0.95, 0.95, 0.5, float("nan"), 0.5, 0.7, 0.8, 0.9, 0.2, 0.2, 0.2, 0.2]
+    for value in reports:
+        state.report_value(value)
+        fields = tuple(x.item() for x in plateau_step(rule, *map(np.asarray, fields), np.float64(value), np.where))
+        assert fields == (state.scale, state.best, state.bad, state.cooldown_left)
