@@ -196,3 +196,11 @@ def test_the_pure_plateau_step_is_the_stateful_one(options):
         state.report_value(value)
         fields = tuple(x.item() for x in plateau_step(rule, *map(np.asarray, fields), np.float64(value), np.where))
         assert fields == (state.scale, state.best, state.bad, state.cooldown_left)
+
+
+def test_a_target_sharing_the_lr_text_still_may_not_carry_its_plateau():
+    # plans are shared by canonical text: the check is per channel, not per compiled text
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.5)
+    with pytest.raises(lrdsl.LrdslError, match="momentum: only the learning rate may carry"):
+        lrdsl.torch.scheduler(opt, "0.5 | plateau(loss)", momentum="0.5 | plateau(loss)")
