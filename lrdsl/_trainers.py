@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from lrdsl.channels import CONFIG_KEYS
 from lrdsl.errors import LrdslError
 from lrdsl.language.nodes import Plateau
 from lrdsl.language.parser import parse
@@ -12,7 +13,7 @@ from lrdsl.language.plateau import PlateauRule
 
 def gather_specs(expr, momentum=None, beta2=None, weight_decay=None) -> dict:
     """The callbacks' expressions by target (``expr`` is the LR), the unscheduled ones left out."""
-    specs = {"expr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
+    specs = dict(zip(CONFIG_KEYS, (expr, momentum, beta2, weight_decay)))  # "expr": the LR
     return {key: spec for key, spec in specs.items() if spec is not None}
 
 

@@ -22,12 +22,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
-from lrdsl.language.plan import plan
-from lrdsl.language.plateau import PlateauState
 from lrdsl.language.units import checked_tick
+from lrdsl.runtime import Runtime
 
 TICKS = ("step", "epoch")
 
@@ -53,31 +53,20 @@ def _saved_epoch(state) -> int:
     return int(number)
 
 
-#: Keras optimizer attributes per target (LANGUAGE.md §7), in the order they are looked for
-ATTRIBUTES = {"momentum": ("beta_1", "momentum"), "beta2": ("beta_2",), "weight_decay": ("weight_decay",)}
-#: exclusive upper bounds of the targets' values
-BELOW = {"momentum": 1.0, "beta2": 1.0}
-
-
-def _target_plan(name: str, text, steps_per_epoch, total):
-    if name not in ATTRIBUTES:
-        raise LrdslError(f"unknown target {name!r}; lrdsl schedules {', '.join(['lr', *ATTRIBUTES])}")
-    compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
-    if compiled.plateau is not None:
-        raise LrdslError(f"{name}: only the learning rate may carry '| plateau', got {compiled.expr}")
+def _target_plan(runtime: Runtime, name: str, text):
+    """A target's plan: no plateau, in the target's range (the runtime checks both), float32-safe."""
+    compiled = runtime.plan_of(name, text)
     _check_float32(compiled)
-    if name in BELOW and compiled.range[1] >= BELOW[name]:
-        raise LrdslError(f"{name}: {compiled.expr} reaches {compiled.range[1]:g}; it must stay below 1")
     return compiled
 
 
 def _attribute(optimizer, name: str) -> str:
     """The optimizer's attribute that holds a target: Adam-style beta_1 for momentum, else momentum."""
-    for attribute in ATTRIBUTES[name]:
-        if hasattr(optimizer, attribute):
-            return attribute
-    raise LrdslError(f"{type(optimizer).__name__} has no {name} to schedule "
-                     f"(looked for {', '.join(ATTRIBUTES[name])})")
+    attribute = channels.target(name).keras_attribute(optimizer)
+    if attribute is None:
+        raise LrdslError(f"{type(optimizer).__name__} has no {name} to schedule "
+                         f"(looked for {', '.join(channels.target(name).keras)})")
+    return attribute
 
 
 class TargetVariable(keras.Variable):
@@ -144,14 +133,18 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             raise LrdslError(f"tick must be one of {', '.join(TICKS)}, got {tick!r}")
         self.expr = parse(expr)
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
-        self.plan = plan(self.expr, steps_per_epoch=steps_per_epoch, total=total)
+        for name in targets or {}:
+            channels.target(name)  # an unknown target is refused, naming those there are
+        #: the plans, the plateau state and its reports (the position is in the graph: the
+        #: optimizer's iteration counter, or the epoch variable)
+        self.runtime = Runtime({"lr": self.expr, **(targets or {})}, steps_per_epoch=steps_per_epoch,
+                               total=total)
+        self.plan = self.runtime.plan_of("lr", self.expr)
         _check_float32(self.plan)
         #: target -> its plan (momentum, beta2, weight_decay): values written each step by __call__
-        self.targets = {name: _target_plan(name, text, steps_per_epoch, total)
-                        for name, text in (targets or {}).items()}
+        self.targets = {name: _target_plan(self.runtime, name, text) for name, text in (targets or {}).items()}
         self._driven: dict[str, Any] = {}  # target -> the optimizer's variable it writes
-        rule = self.plan.plateau
-        self.plateau = PlateauState(rule) if rule is not None else None
+        self.plateau = self.runtime.plateau_of(self.plan)
         self.epoch = 0
         if state:
             self.epoch = _saved_epoch(state)
@@ -240,7 +233,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def report(self, logs) -> None:
         """One epoch-end report: the plateau reads its monitor from ``logs``."""
         if self.plateau is not None:
-            self._scale.assign(self.plateau.report(logs))
+            self.runtime.report(logs)
+            self._scale.assign(self.plateau.scale)
 
     def same_as(self, other: "Schedule") -> bool:
         return self.identity() == other.identity()

@@ -39,6 +39,7 @@ from lrdsl.errors import LrdslError, MetricError
 from lrdsl.language.nodes import Expr
 from lrdsl.language.plan import Plan, plan
 from lrdsl.language.plateau import PlateauRule
+from lrdsl.runtime import plateau_step
 
 class _XlaNumpy:
     """``jax.numpy`` with a division XLA does not rewrite into trouble: the plan's namespace.
@@ -154,24 +155,12 @@ def plateau_init(rule: PlateauRule) -> PlateauArrays:
 
 
 def plateau_report(rule: PlateauRule, state: PlateauArrays, value) -> PlateauArrays:
-    """One report of the monitored ``value``: :meth:`PlateauState.report_value` with jnp.where.
-
-    Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
-    above it for max; NaN never does).  A bad report during cooldown does not count; more
-    than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
-    """
+    """One report of the monitored ``value``: the runtime's pure
+    :func:`lrdsl.runtime.plateau_step` with ``jnp.where``, in the state's dtypes."""
     value = jnp.asarray(value, state.best.dtype)
-    bar = state.best * rule.bar_scale + rule.bar_shift
-    improved = value < bar if rule.minimize else value > bar
-    best = jnp.where(improved, value, state.best)
-    bad = jnp.where(improved, 0, state.bad + 1)
-    cooling = state.cooldown_left > 0
-    cooldown_left = jnp.where(cooling, state.cooldown_left - 1, state.cooldown_left)
-    bad = jnp.where(cooling, 0, bad)
-    reduce = bad > rule.patience
-    return PlateauArrays(scale=jnp.where(reduce, state.scale * rule.factor, state.scale),
-                         best=best, bad=jnp.where(reduce, 0, bad).astype(jnp.int32),
-                         cooldown_left=jnp.where(reduce, rule.cooldown, cooldown_left).astype(jnp.int32))
+    scale, best, bad, cooldown_left = plateau_step(rule, *state, value, jnp.where)
+    return PlateauArrays(scale=scale, best=best, bad=bad.astype(jnp.int32),
+                         cooldown_left=cooldown_left.astype(jnp.int32))
 
 
 def _monitored(rule: PlateauRule, value):

@@ -27,23 +27,22 @@ import math
 import numbers
 from typing import Any, Callable, Mapping, Union
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
-from lrdsl.language.nodes import Expr, Plateau
+from lrdsl.language.nodes import Expr
 from lrdsl.language.parser import parse
-from lrdsl.language.plan import Plan, plan
+from lrdsl.language.plan import Plan
+from lrdsl.language.plateau import PlateauState
 from lrdsl.language.units import checked_tick as _tick
-from lrdsl.language.plateau import PlateauRule, PlateauState
-
-#: ticks evaluated per vectorized batch
-CHUNK = 4096
+from lrdsl.runtime import CHUNK, Curve, Runtime, canonical as _canonical, curve, describe as _describe  # noqa: F401  (CHUNK: re-exported)
+from lrdsl.runtime import ratio as _ratio
 
 #: the hyperparameters a schedule can drive, in the order they are written each step
-TARGETS = ("lr", "momentum", "beta2", "weight_decay")
+TARGETS = channels.TARGETS
 
 Spec = Union[str, Expr, Mapping[Union[str, int], Union[str, Expr]]]
 
@@ -80,15 +79,15 @@ def _slot(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[di
 
     ``read`` gives the raw value (a float, a tensor, or whatever was put there): see :func:`_checked`.
     """
-    if target == "lr":
+    place = channels.target(target).torch_place(group)  # where each target lives: lrdsl.channels
+    if place is None:
+        return None
+    key, index = place
+    if index is not None:  # Adam-style betas[index]
+        return (lambda g: g[key][index]), _set_beta(index)
+    if key == "lr":
         return (lambda g: g["lr"]), _set_lr
-    if target == "momentum" and "betas" in group:  # Adam-style: beta1, as OneCycleLR does
-        return (lambda g: g["betas"][0]), _set_beta(0)
-    if target == "beta2" and "betas" in group:
-        return (lambda g: g["betas"][1]), _set_beta(1)
-    if target in ("momentum", "weight_decay") and target in group:
-        return (lambda g: g[target]), _set_key(target)
-    return None
+    return (lambda g: g[key]), _set_key(key)
 
 
 def _accessors(target: str, group: dict) -> tuple[Callable[[dict], Any], Callable[[dict, float], None]]:
@@ -120,63 +119,21 @@ def _checked(value: Any, where: str) -> float:
 
 
 class _Slot:
-    """One target of one param group: its plan, evaluated CHUNK ticks at a time in float64,
-    the group's ratio, the plateau (LR only) and how the value is written."""
+    """One target of one param group: the :class:`lrdsl.runtime.Curve` of its plan (ratio and
+    plateau included) and how its value is written into the group."""
 
-    __slots__ = ("index", "plan", "scale", "plateau", "write", "start", "values")
+    __slots__ = ("index", "curve", "at", "write")
 
-    def __init__(self, index: int, compiled: Plan, scale: float, plateau: PlateauState | None,
-                 write: Callable[[dict, float], None]):
-        self.index, self.plan, self.scale, self.plateau, self.write = index, compiled, scale, plateau, write
-        self.start = -CHUNK
-        self.values: list[float] = []
+    def __init__(self, index: int, values: Curve, write: Callable[[dict, float], None]):
+        self.index, self.curve, self.write = index, values, write
+        self.at = values.at  # the bound method: a step calls it without a detour
 
-    def at(self, tick: int) -> float:
-        """The value at ``tick``: f(tick), lowered by the plateau, times the group's ratio."""
-        i = tick - self.start
-        if 0 <= i < CHUNK:
-            f = self.values[i]
-        else:
-            self.start = tick
-            self.values = self.plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
-            f = self.values[0]
-        plateau = self.plateau
-        if plateau is not None:
-            f = plateau.rule.apply(f, plateau.scale)
-        return f * self.scale
+    @property
+    def plateau(self) -> PlateauState | None:
+        return self.curve.plateau
 
     def peak(self) -> float:
-        """The largest value the slot can take (inf where that overflows)."""
-        return self.plan.range[1] * self.scale
-
-
-class _FarSlot(_Slot):
-    """A slot whose ratio initial_g / initial_ref overflows a float (a subnormal reference):
-    the ratio is kept as m·2**e and applied with ldexp, so f·ratio is exact wherever it is
-    finite (checked at construction for the plan's largest value)."""
-
-    __slots__ = ("exponent",)
-
-    def __init__(self, index: int, compiled: Plan, ratio: tuple[float, int], plateau: PlateauState | None,
-                 write: Callable[[dict, float], None]):
-        super().__init__(index, compiled, ratio[0], plateau, write)
-        self.exponent = ratio[1]
-
-    def at(self, tick: int) -> float:
-        return math.ldexp(super().at(tick), self.exponent)
-
-    def peak(self) -> float:
-        try:
-            return math.ldexp(super().peak(), self.exponent)
-        except OverflowError:
-            return math.inf
-
-
-def _canonical(spec: Spec) -> str | dict:
-    """The saved form of a target's spec: canonical text, or a mapping of it."""
-    if isinstance(spec, Mapping):
-        return {str(key): str(parse(value)) for key, value in spec.items()}
-    return str(parse(spec))
+        return self.curve.peak()
 
 
 class Scheduler(LRScheduler):
@@ -204,12 +161,15 @@ class Scheduler(LRScheduler):
             raise LrdslError(f"scheduler() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         last_epoch = _tick(last_epoch, "last_epoch", lowest=-1)
         specs = {"lr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
-        self.specs: dict[str, Spec] = {t: s for t, s in specs.items() if s is not None}
+        #: the tick, plans, plateaus and saved state: everything but the writing into groups
+        self.runtime = Runtime({t: s for t, s in specs.items() if s is not None},
+                               steps_per_epoch=steps_per_epoch, total=total, tick=last_epoch)
+        self.specs: dict[str, Spec] = self.runtime.specs
         self.expr = parse(expr) if not isinstance(expr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
-        self._compiled: dict[str, Plan] = {}  # canonical text -> its plan, shared by groups
         self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.specs}
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
+        self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
         try:
             super().__init__(optimizer, last_epoch)
@@ -228,14 +188,7 @@ class Scheduler(LRScheduler):
             if _slot(target, groups[i]) is None:
                 raise LrdslError(f"{type(optimizer).__name__} has no {target} to schedule "
                                  f"(param group {i} holds {', '.join(sorted(k for k in groups[i] if k != 'params'))})")
-            key = str(parse(chosen[i]))
-            if key not in self._compiled:
-                compiled = plan(chosen[i], steps_per_epoch=self.steps_per_epoch, total=self.total)
-                if target != "lr" and compiled.plateau is not None:
-                    raise LrdslError(f"{target}: only the learning rate may carry '| plateau', "
-                                     f"got {key}")
-                self._compiled[key] = compiled
-            plans.append(self._compiled[key])
+            plans.append(self.runtime.plan_of(target, chosen[i]))
         return plans
 
     def _remember_initial_values(self, groups: list[dict], start: int, last_epoch: int) -> None:
@@ -257,18 +210,17 @@ class Scheduler(LRScheduler):
 
     def _initial_step(self) -> None:
         """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
-        self._plateaus: dict[str, PlateauState] = {}
         self._slots: dict[str, list[_Slot]] = {target: [] for target in self._plans}
         self._refs: dict[str, float | None] = {}  # per target: the reference group's initial value
         self._add_slots(0)
-        self._step_count = 0
+        self.runtime.steps = 0
         self.step()
 
     def _add_slots(self, start: int) -> None:
         """Slots for the param groups from ``start`` on; nothing changes unless all are fine."""
         groups = self.optimizer.param_groups
         slots: dict[str, list[_Slot]] = {}
-        plateaus = dict(self._plateaus)
+        plateaus = dict(self.runtime.plateaus)  # taken only if every group is fine
         refs = dict(self._refs)
         for target, per_group in self._plans.items():
             key = "initial_lr" if target == "lr" else f"initial_{target}"
@@ -285,24 +237,22 @@ class Scheduler(LRScheduler):
                     state = plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
                 ratio = _ratio(value, ref)
                 write = _accessors(target, groups[i])[1]
-                slot = _FarSlot(i, compiled, ratio, state, write) if isinstance(ratio, tuple) \
-                    else _Slot(i, compiled, ratio, state, write)
+                slot = _Slot(i, curve(compiled, ratio, state), write)
                 peak = slot.peak()
                 shown = f"{value!r}/{ref!r}" if isinstance(ratio, tuple) else f"{ratio:g}"
                 if not math.isfinite(peak):
                     raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would overflow "
                                      f"(from {compiled.expr}, ×{shown} for the group's ratio: its "
                                      f"initial {target} over the first nonzero group's)")
-                if target in ("momentum", "beta2") and peak >= 1:
+                if channels.below_one(target) and peak >= 1:
                     raise LrdslError(f"param group {_group_name(groups[i], i)}: {target} would reach "
                                      f"{peak:.4g} (from {compiled.expr}, ×{shown} for the group's "
                                      f"ratio); it must stay below 1")
                 slots[target].append(slot)
         for target, new in slots.items():
             self._slots[target].extend(new)
-        self._plateaus, self._refs = plateaus, refs
+        self.runtime.plateaus, self._refs = plateaus, refs
         self._lr_slots = self._slots["lr"]
-        self._plateau = next(iter(self._plateaus.values())) if len(self._plateaus) == 1 else None
         self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
                              for slot in slots_]
         self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
@@ -333,11 +283,11 @@ class Scheduler(LRScheduler):
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
+        runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
-            self._report(metrics)
-        self._apply(self.last_epoch + 1)  # first: a group it refuses leaves the tick as it was
-        self.last_epoch += 1
-        self._step_count += 1
+            runtime.report(metrics)
+        self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
+        runtime.advance()
 
     def _apply(self, tick: int) -> None:
         """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""
@@ -365,21 +315,10 @@ class Scheduler(LRScheduler):
         ``report(val_loss=0.3)``, ``report({"val_loss": 0.3})`` or ``report(0.3)``.  The new
         scale applies at once, to the current tick on.
         """
-        if not self._plateaus:
+        if not self.runtime.plateaus:
             return
-        self._report(named if metrics is None else metrics)
+        self.runtime.report(named if metrics is None else metrics)
         self._apply(self.last_epoch)
-
-    def _report(self, metrics) -> None:
-        """One report to every plateau (one value per monitor, checked before any state changes)."""
-        plateau = self._plateau
-        if plateau is not None:  # the common case: one plateau, a float reported
-            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
-            plateau.report_value(value if self._world is False else self._across_ranks(value))
-            return
-        values = [(state, state.rule.value_in(metrics)) for state in self._plateaus.values()]
-        for state, value in values:
-            state.report_value(self._across_ranks(value))
 
     def _across_ranks(self, value: float) -> float:
         """Under torch.distributed, the average over ranks, so every rank decides alike.
@@ -389,6 +328,8 @@ class Scheduler(LRScheduler):
         """
         if self._world is None:
             self._world = _DISTRIBUTED and dist.is_initialized()
+            if not self._world:
+                self.runtime.reduce = None  # the runtime's reports then skip this call
         return _mean_across_ranks(value) if self._world else value
 
     def lr_at(self, tick: int) -> float:
@@ -411,16 +352,29 @@ class Scheduler(LRScheduler):
                              f"{', '.join(self._slots)}")
         return [slot.at(self.last_epoch) for slot in self._slots[target]]
 
+    # the position lives in the runtime; LRScheduler's names for it stay readable and settable
+    @property
+    def last_epoch(self) -> int:  # type: ignore[override]
+        return self.runtime.tick
+
+    @last_epoch.setter
+    def last_epoch(self, tick: int) -> None:
+        self.runtime.tick = tick
+
+    @property
+    def _step_count(self) -> int:
+        return self.runtime.steps
+
+    @_step_count.setter
+    def _step_count(self, steps: int) -> None:
+        self.runtime.steps = steps
+
     def state_dict(self) -> dict[str, Any]:
-        """The canonical expressions, their units, the tick and the plateau states."""
-        return {
-            "expr": _canonical(self.specs["lr"]),
-            "targets": {t: _canonical(s) for t, s in self.specs.items() if t != "lr"},
-            "steps_per_epoch": self.steps_per_epoch, "total": self.total,
-            "last_epoch": self.last_epoch, "_step_count": self._step_count,
-            "base_lrs": [float(b) for b in self.base_lrs],
-            "plateau": {key: state.state_dict() for key, state in self._plateaus.items()} or None,
-        }
+        """The canonical expressions, their units, the tick and the plateau states (the
+        runtime's), and the groups' initial LRs as torch keeps them."""
+        state = self.runtime.state_dict()
+        state["base_lrs"] = [float(b) for b in self.base_lrs]
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], rebase: bool = False) -> None:
         """Continue from a saved state: exactly the sequence of an uninterrupted run.
@@ -431,97 +385,23 @@ class Scheduler(LRScheduler):
         fresh (either way it is logged on the ``lrdsl`` logger).
         """
         # every field is checked before anything changes: a refused state leaves the run as it was
-        if not isinstance(state_dict, Mapping):
-            raise LrdslError(f"not an lrdsl scheduler state: a {type(state_dict).__name__}")
-        missing = [key for key in ("expr", "last_epoch") if key not in state_dict]
-        if missing:
-            raise LrdslError(f"not an lrdsl scheduler state: it lacks {' and '.join(missing)} (it "
-                             f"holds {', '.join(map(str, state_dict)) or 'nothing'})")
-        targets = state_dict.get("targets") or {}
-        if not isinstance(targets, Mapping):
-            raise LrdslError(f"not an lrdsl scheduler state: targets is {targets!r}")
-        saved = {"lr": state_dict["expr"], **targets,
-                 "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
-        for target, text in saved.items():
-            if target != "units" and not _is_saved_text(text):
-                raise LrdslError(f"not an lrdsl scheduler state: its {target} expression is {text!r}")
-        tick = _tick(state_dict["last_epoch"], "the state's last_epoch")
-        steps = _tick(state_dict.get("_step_count", tick + 1), "the state's _step_count")
-        plateaus = state_dict.get("plateau") or {}
-        if not isinstance(plateaus, Mapping):
-            raise LrdslError(f"not an lrdsl scheduler state: plateau is {plateaus!r}")
-        if "scale" in plateaus:  # a v1 state: the one plateau's state, saved bare
-            plateaus = {saved["lr"]: plateaus}
-        plateaus = {key: PlateauState.checked(value, f"the state's plateau {key!r}")
-                    for key, value in plateaus.items()}
-        ours = {**{t: _canonical(s) for t, s in self.specs.items()},
-                "units": (self.steps_per_epoch, self.total)}
-        rebased = saved != ours
-        if rebased and not rebase:
-            raise LrdslError(f"this scheduler state was saved from {_describe(saved)}, not from "
-                             f"{_describe(ours)}; pass rebase=True to continue the saved run "
-                             f"under the new schedule from its tick {tick}")
+        loaded = self.runtime.checked(state_dict, rebase)
         groups = self.optimizer.param_groups
         if len(groups) != self._groups:  # before the state changes: a refused group keeps it
             self._follow_groups(groups)
-        for key, state in self._plateaus.items():
-            match = key if key in plateaus else next(
-                (k for k in plateaus if _plateau_rule(k) == state.rule), None)
-            if match is not None:
-                state.load_checked(plateaus[match])
-            if rebased:
-                log.info("lrdsl: rebased at tick %d; the plateau on %s %s", tick, state.rule.monitor,
-                         "keeps its saved state" if match is not None else "starts fresh (its rule changed)")
-        self.last_epoch, self._step_count = tick, steps
-        self._apply(tick)
-        if rebased:
-            log.info("lrdsl: rebased at tick %d from %s to %s", tick, _describe(saved), _describe(ours))
+        self.runtime.load(loaded)
+        self._apply(loaded.tick)
+        if loaded.rebased:
+            log.info("lrdsl: rebased at tick %d from %s to %s", loaded.tick, _describe(loaded.saved),
+                     _describe(self.runtime.canonical()))
 
     def __repr__(self) -> str:
         return f"lrdsl.torch.Scheduler({_describe({t: _canonical(s) for t, s in self.specs.items()})}, " \
                f"tick={self.last_epoch})"
 
 
-def _is_saved_text(text: Any) -> bool:
-    """Whether a saved expression is canonical text, or a mapping of group keys to it."""
-    if isinstance(text, Mapping):
-        return all(isinstance(key, (str, int)) and isinstance(value, str) for key, value in text.items())
-    return isinstance(text, str)
-
-
-def _plateau_rule(text: str):
-    """The plateau rule of a saved expression's text, or None."""
-    try:
-        expr = parse(text)
-    except LrdslError:
-        return None
-    return PlateauRule.from_call(expr.options) if isinstance(expr, Plateau) else None
-
-
-def _describe(specs: Mapping) -> str:
-    """target=expression pairs (and units) of canonical specs, for messages."""
-    parts = [f"{target}={spec!r}" for target, spec in specs.items() if target != "units"]
-    units = specs.get("units")
-    if units is not None and units != (None, None):
-        parts.append(f"steps_per_epoch={units[0]}, total={units[1]}")
-    return ", ".join(parts)
-
-
 def _group_name(group: dict, index: int) -> str:
     return f"{index} ({group['name']!r})" if "name" in group else str(index)
-
-
-def _ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
-    """§5: a group's values are value · initial_g / initial_ref (ref: the first group whose
-    initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
-    ref), it is given as (m, e) with ratio = m·2**e, for :class:`_FarSlot`."""
-    if ref is None:
-        return 1.0
-    ratio = initial / ref
-    if math.isfinite(ratio):
-        return ratio
-    (m, e), (m_ref, e_ref) = math.frexp(initial), math.frexp(ref)
-    return m / m_ref, e - e_ref
 
 
 def _per_group(spec: Mapping, groups: list[dict], target: str) -> list:

@@ -28,17 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from lrdsl import channels
 from lrdsl.cli.terminal import escaped, pointed
 from lrdsl.errors import LrdslError, UnitError
 from lrdsl.language.plan import plan
 from lrdsl.language.units import format_number
 
 #: keys whose scalar values are expressions: the LR, and the targets of LANGUAGE.md §7
-KEYS = ("expr", "schedule", "momentum", "beta2", "weight_decay")
+KEYS = ("expr", "schedule", *channels.CONFIG_KEYS[1:])
 SKIPPED_KEYS = ("defaults", "hydra")
 #: keys that hold one expression, never a list or mapping (``schedule:`` may be a mapping: a
 #: Hydra schedule config holding expr, momentum, …)
-SCALAR_KEYS = ("expr", "momentum", "beta2", "weight_decay")
+SCALAR_KEYS = channels.CONFIG_KEYS
 SUFFIXES = (".yaml", ".yml")
 #: bigger files are refused unread: configs are kilobytes, and the YAML parser is pure Python
 #: where libyaml is missing (~10 s per MB)
@@ -177,10 +178,6 @@ def _excerpt(text: str, width: int = 100) -> str:
     return "  " + (line if len(line) <= width else line[:width - 1] + "…")
 
 
-#: targets whose values must stay below 1 (LANGUAGE.md §7)
-BELOW_ONE = ("momentum", "beta2")
-
-
 def check_expression(text: str, *, steps_per_epoch: float | None = None, total: float | None = None,
                      target: str | None = None) -> tuple[LrdslError | None, str | None]:
     """(the error planning ``text`` raises, or None; a warning about its length, or None).
@@ -190,7 +187,7 @@ def check_expression(text: str, *, steps_per_epoch: float | None = None, total: 
     try:
         try:
             compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
-            if target in BELOW_ONE and compiled.range[1] >= 1:
+            if target is not None and channels.below_one(target) and compiled.range[1] >= 1:
                 raise LrdslError(f"{target}: {compiled.expr} reaches {format_number(compiled.range[1])}; "
                                  f"a {target} must stay below 1")
         except UnitError:

@@ -24,6 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.language.parser import parse
 from lrdsl.train.artifacts import fault, write_error
@@ -103,7 +104,7 @@ def manifest(cfg, data, *, backend: str, epochs_done: int, ticks_done: int, unit
 
 
 #: what ``trainer.rebase=true`` lets differ: the schedule's expressions, nothing else
-SCHEDULE_KEYS = ("schedule.expr", "schedule.momentum", "schedule.beta2", "schedule.weight_decay")
+SCHEDULE_KEYS = tuple(f"schedule.{key}" for key in channels.CONFIG_KEYS)
 
 
 def schedule_keys(cfg) -> dict:

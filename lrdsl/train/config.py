@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError, did_you_mean
 from lrdsl.language.nodes import Plateau
 from lrdsl.language.parser import parse
@@ -21,9 +22,10 @@ from lrdsl.train.artifacts import tensorboard_writer
 from lrdsl.train.rundir import register_resolver
 
 UNITS = ("step", "epoch")
-#: the optimizer hyperparameters a schedule config may drive besides the LR (LANGUAGE.md §7)
-TARGETS = ("momentum", "beta2", "weight_decay")
-#: which optimizers have each target, on both backends (momentum: SGD/RMSprop, or Adam's beta1)
+#: the optimizer hyperparameters a schedule config may drive besides the LR (lrdsl.channels)
+TARGETS = tuple(channels.CHANNELS[t].config_key for t in channels.OTHER_TARGETS)
+#: which of this app's optimizers have each target, on both backends (momentum: SGD/RMSprop,
+#: or Adam's beta1): the app's optimizer menu, not the target's meaning, so it lives here
 TARGET_OPTIMIZERS = {
     "momentum": ("sgd", "rmsprop", "adam", "adamw"),
     "beta2": ("adam", "adamw"),
@@ -36,7 +38,7 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     "expr": MISSING,
     "unit": "step",  # what one tick is: "step" (the scheduler steps per batch) or "epoch"
     # optional schedules of other hyperparameters (expressions; no ``| plateau``); None: untouched
-    "momentum": None, "beta2": None, "weight_decay": None,
+    **{key: None for key in TARGETS},
 }
 SCHEDULE_KEYS = tuple(SCHEDULE_DEFAULTS)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
 from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
@@ -83,10 +84,6 @@ def build_optimizer(keras, cfg):
     return classes[cfg.name](learning_rate=0.01, weight_decay=wd)  # the schedule sets the lr
 
 
-#: the Keras optimizer attribute each target sets (LANGUAGE.md §7); momentum is beta_1 on Adam
-ATTRIBUTES = {"momentum": ("momentum", "beta_1"), "beta2": ("beta_2",), "weight_decay": ("weight_decay",)}
-
-
 def optimizer_value(keras, optimizer, target: str) -> float | None:
     """The optimizer's current ``target`` (``lr``, ``momentum``…) as a float, None if it has none.
 
@@ -96,10 +93,10 @@ def optimizer_value(keras, optimizer, target: str) -> float | None:
     if target == "lr":
         value = optimizer.learning_rate
     else:
-        names = [n for n in ATTRIBUTES[target] if getattr(optimizer, n, None) is not None]
-        if not names:
+        attribute = channels.target(target).keras_attribute(optimizer)
+        value = None if attribute is None else getattr(optimizer, attribute)
+        if value is None:  # no such attribute, or Keras's weight_decay=None
             return None
-        value = getattr(optimizer, names[0])
         if callable(value) and not hasattr(value, "assign"):  # a schedule object
             value = value(optimizer.iterations)
     return float(keras.ops.convert_to_numpy(value))
@@ -146,7 +143,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     if checkpoint is not None:
         # what the checkpointed run had in force at its tick: a rebase's "before", and the
         # constants of targets it did not schedule
-        saved_values = {t: optimizer_value(keras, model.optimizer, t) for t in ("lr", *ATTRIBUTES)}
+        saved_values = {t: optimizer_value(keras, model.optimizer, t) for t in channels.TARGETS}
         loaded = getattr(model.optimizer, "_learning_rate", None)
         if loaded is not None and hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
             saved_values["lr"] = float(loaded.lr_at(start * ticks_per_epoch))
@@ -181,7 +178,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                 if self.rebased:
                     self.rebased = False
                     now = dict(zip(("lr", *targets), values))
-                    now.update({t: saved_values[t] for t in ATTRIBUTES if t not in now})
+                    now.update({t: saved_values[t] for t in channels.OTHER_TARGETS if t not in now})
                     for line in rebase_lines(meta, expected, saved_values, _Fixed(now)):
                         print(line, flush=True)
 

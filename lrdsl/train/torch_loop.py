@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 import lrdsl.torch
+from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
 from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
@@ -160,7 +161,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
             optimizer.load_state_dict(state["optimizer"])
             # the values the checkpointed run had in force at its tick (plateau included): what a
             # rebase switches from, and the constants of targets it did not schedule
-            saved_values = {t: group_value(optimizer.param_groups[0], t) for t in TARGET_NAMES}
+            saved_values = {t: group_value(optimizer.param_groups[0], t) for t in channels.TARGETS}
             scheduler.load_state_dict(state["scheduler"], rebase=trainer.rebase)
         except LrdslError as error:
             raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
@@ -230,14 +231,9 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     return result
 
 
-TARGET_NAMES = ("lr", "momentum", "beta2", "weight_decay")
-
-
 def group_value(group: dict, target: str) -> float | None:
     """A param group's value of ``target`` (momentum: Adam's beta1), None if it has none."""
-    if target in ("momentum", "beta2") and "betas" in group:
-        return float(group["betas"][0 if target == "momentum" else 1])
-    value = group.get(target)
+    value = channels.target(target).torch_read(group)
     return None if value is None else float(value)
 
 

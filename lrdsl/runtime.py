@@ -1,0 +1,348 @@
+"""The one runtime: a compiled program's position, plateau state, reports and saved state.
+
+A backend writes values into its framework; everything else a running schedule needs is here,
+framework-free (LANGUAGE.md §4, §5, §8):
+
+- the **channels** (:mod:`lrdsl.channels`): name → spec, an expression (text or
+  :class:`lrdsl.Expr`) or, for an optimizer target, a mapping of param-group keys to
+  expressions (§7);
+- their **plans**, compiled once per canonical text and shared (:meth:`Runtime.plan_of`);
+- the **position**: ``tick``, the ticks taken (−1 before the first), and ``steps``, the
+  calls that advanced it.  §9's clocks add their counters (samples, tokens) beside ``tick``
+  in :attr:`Runtime.counters`; the schedule's position is then the clock's counter;
+- the **plateau** states, one per ``| plateau`` expression, and :meth:`Runtime.report`;
+- :meth:`Runtime.state_dict` / :meth:`Runtime.load_state_dict` (``rebase=``), every field
+  checked before anything changes;
+- the value of each channel at the position: :meth:`Runtime.value`, :meth:`Runtime.values`.
+
+:class:`Curve` is one plan's values, evaluated CHUNK ticks at a time in float64, lowered by
+its plateau and times a ratio (§5's per-group rule): what a backend writes into one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
+
+import numpy as np
+
+from lrdsl import channels
+from lrdsl.errors import LrdslError
+from lrdsl.language.nodes import Expr, Plateau
+from lrdsl.language.parser import parse
+from lrdsl.language.plan import Plan, plan
+from lrdsl.language.plateau import PlateauRule, PlateauState
+from lrdsl.language.units import checked_tick
+
+#: ticks evaluated per vectorized batch
+CHUNK = 4096
+
+Spec = Union[str, Expr, Mapping[Union[str, int], Union[str, Expr]]]
+
+log = logging.getLogger("lrdsl")
+
+
+class Curve:
+    """One plan's values: f(tick) in closed form, lowered by the plateau, times ``scale`` (a
+    param group's ratio, §5).  Values are computed CHUNK ticks at a time and kept, so a step
+    costs a list lookup."""
+
+    __slots__ = ("plan", "scale", "plateau", "start", "values")
+
+    def __init__(self, compiled: Plan, scale: float = 1.0, plateau: PlateauState | None = None):
+        self.plan, self.scale, self.plateau = compiled, scale, plateau
+        self.start = -CHUNK
+        self.values: list[float] = []
+
+    def at(self, tick: int) -> float:
+        """The value at ``tick``: f(tick), lowered by the plateau, times the ratio."""
+        i = tick - self.start
+        if 0 <= i < CHUNK:
+            f = self.values[i]
+        else:
+            self.start = tick
+            self.values = self.plan.values(np.arange(tick, tick + CHUNK, dtype=np.float64)).tolist()
+            f = self.values[0]
+        plateau = self.plateau
+        if plateau is not None:
+            f = plateau.rule.apply(f, plateau.scale)
+        return f * self.scale
+
+    def peak(self) -> float:
+        """The largest value the curve can take (inf where that overflows)."""
+        return self.plan.range[1] * self.scale
+
+
+class FarCurve(Curve):
+    """A curve whose ratio initial_g / initial_ref overflows a float (a subnormal reference):
+    the ratio is kept as m·2**e and applied with ldexp, so f·ratio is exact wherever it is
+    finite (the backend checks :meth:`peak` for the plan's largest value)."""
+
+    __slots__ = ("exponent",)
+
+    def __init__(self, compiled: Plan, ratio: tuple[float, int], plateau: PlateauState | None = None):
+        super().__init__(compiled, ratio[0], plateau)
+        self.exponent = ratio[1]
+
+    def at(self, tick: int) -> float:
+        return math.ldexp(super().at(tick), self.exponent)
+
+    def peak(self) -> float:
+        try:
+            return math.ldexp(super().peak(), self.exponent)
+        except OverflowError:
+            return math.inf
+
+
+def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
+    """§5: a group's values are value · initial_g / initial_ref (ref: the first group whose
+    initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
+    ref), it is given as (m, e) with ratio = m·2**e, for :class:`FarCurve`."""
+    if ref is None:
+        return 1.0
+    quotient = initial / ref
+    if math.isfinite(quotient):
+        return quotient
+    (m, e), (m_ref, e_ref) = math.frexp(initial), math.frexp(ref)
+    return m / m_ref, e - e_ref
+
+
+def curve(compiled: Plan, scale: float | tuple[float, int] = 1.0,
+          plateau: PlateauState | None = None) -> Curve:
+    """A :class:`Curve`, or a :class:`FarCurve` for a ratio given as (m, e)."""
+    return FarCurve(compiled, scale, plateau) if isinstance(scale, tuple) else Curve(compiled, scale, plateau)
+
+
+def plateau_step(rule: PlateauRule, scale, best, bad, cooldown_left, value, where):
+    """One report of ``value`` as a pure function of the plateau's fields, for array backends
+    (optax's pytree state, a compiled step): :meth:`PlateauState.report_value` with ``where``
+    (``jnp.where``, ``np.where``…) in place of branches.  Returns (scale, best, bad,
+    cooldown_left); the caller keeps its own dtypes.
+
+    Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
+    above it for max; NaN never does).  A bad report during cooldown does not count; more
+    than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
+    """
+    bar = best * rule.bar_scale + rule.bar_shift
+    improved = value < bar if rule.minimize else value > bar
+    best = where(improved, value, best)
+    bad = where(improved, 0, bad + 1)
+    cooling = cooldown_left > 0
+    cooldown_left = where(cooling, cooldown_left - 1, cooldown_left)
+    bad = where(cooling, 0, bad)
+    cut = bad > rule.patience
+    return (where(cut, scale * rule.factor, scale), best, where(cut, 0, bad),
+            where(cut, rule.cooldown, cooldown_left))
+
+
+def canonical(spec: Spec) -> str | dict:
+    """The saved form of a channel's spec: canonical text, or a mapping of it."""
+    if isinstance(spec, Mapping):
+        return {str(key): str(parse(value)) for key, value in spec.items()}
+    return str(parse(spec))
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """A saved state, checked: what :meth:`Runtime.load` takes (nothing has changed yet)."""
+
+    tick: int
+    steps: int
+    plateaus: dict
+    saved: dict
+    rebased: bool
+
+
+class Runtime:
+    """The framework-free state of a running program; see the module docstring.
+
+    ``specs`` maps channel names (``lr`` first, then any of :mod:`lrdsl.channels`, or a free
+    value's name) to specs.  ``reduce``, when a backend sets it, turns each reported value
+    into the one every process acts on (PyTorch: the mean over ranks).
+    """
+
+    def __init__(self, specs: Mapping[str, Spec], *, steps_per_epoch: float | None = None,
+                 total: float | None = None, tick: int = -1):
+        for name in specs:
+            channels.channel(name)  # a bad name fails here, naming it
+        self.specs: dict[str, Spec] = dict(specs)
+        self.steps_per_epoch, self.total = steps_per_epoch, total
+        #: the position: ticks taken (−1 before the first) and calls that advanced them
+        self.tick, self.steps = tick, 0
+        #: §9: the clocks' counters besides ``tick`` (samples, tokens), saved with the state
+        self.counters: dict[str, int] = {}
+        self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
+        self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
+        self.reduce: Callable[[float], float] | None = None
+        self._curves: dict[tuple, Curve] = {}  # (name, group key) -> its unscaled curve, for value()
+
+    # --- plans --------------------------------------------------------------------------------
+    def plan_of(self, name: str, spec: str | Expr) -> Plan:
+        """The plan of one expression of channel ``name``, compiled once per canonical text;
+        checked: only ``lr`` carries a plateau, and the channel's range (momentum below 1)."""
+        key = str(parse(spec))
+        compiled = self.plans.get(key)
+        if compiled is None:
+            compiled = plan(spec, steps_per_epoch=self.steps_per_epoch, total=self.total)
+        # checked per channel, not per text: the cache is shared by every channel
+        if name != "lr" and compiled.plateau is not None:
+            raise LrdslError(f"{name}: only the learning rate may carry '| plateau', got {key}")
+        channels.channel(name).check_peak(compiled.range[1], f"{name}: {key}")
+        self.plans[key] = compiled
+        return compiled
+
+    def plateau_of(self, compiled: Plan) -> PlateauState | None:
+        """The plateau state of a plan (one per plateau expression, shared), or None."""
+        if compiled.plateau is None:
+            return None
+        return self.plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
+
+    # --- values -------------------------------------------------------------------------------
+    def value(self, name: str, key: str | int | None = None) -> float:
+        """Channel ``name``'s value at the current tick (tick 0 before the first), plateau
+        included; for a channel given per group, the expression of group ``key``."""
+        if name not in self.specs:
+            raise LrdslError(f"no channel {name!r}; this program has {', '.join(self.specs)}")
+        spec = self.specs[name]
+        if isinstance(spec, Mapping):
+            if key is None or (key not in spec and "*" not in spec):
+                raise LrdslError(f"{name} is given per param group ({', '.join(map(str, spec))}): "
+                                 f"name the group")
+            spec = spec[key] if key in spec else spec["*"]
+        found = self._curves.get((name, key))
+        if found is None:
+            compiled = self.plan_of(name, spec)
+            found = self._curves[(name, key)] = Curve(compiled, 1.0, self.plateau_of(compiled))
+        return found.at(max(self.tick, 0))
+
+    def values(self) -> dict[str, float]:
+        """Every channel given by one expression, by name, at the current tick."""
+        return {name: self.value(name) for name, spec in self.specs.items() if not isinstance(spec, Mapping)}
+
+    # --- position and reports -------------------------------------------------------------------
+    def advance(self) -> None:
+        """One tick on."""
+        self.tick += 1
+        self.steps += 1
+
+    def report(self, metrics) -> None:
+        """One report to every plateau (one value per monitor, all read before any state changes).
+
+        ``metrics``: the monitored value, or a mapping holding each plateau's monitor.
+        """
+        plateaus = self.plateaus
+        reduce = self.reduce
+        if len(plateaus) == 1:  # the common case: one plateau, a float reported
+            plateau = next(iter(plateaus.values()))
+            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
+            plateau.report_value(value if reduce is None else reduce(value))
+            return
+        values = [(state, state.rule.value_in(metrics)) for state in plateaus.values()]
+        for state, value in values:
+            state.report_value(value if reduce is None else reduce(value))
+
+    # --- saved state ----------------------------------------------------------------------------
+    def canonical(self) -> dict:
+        """The channels' canonical specs and the units: what a saved state must match."""
+        return {**{name: canonical(spec) for name, spec in self.specs.items()},
+                "units": (self.steps_per_epoch, self.total)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The canonical expressions, their units, the position and the plateau states.
+
+        The keys are those ``lrdsl.torch.Scheduler`` has always saved (``last_epoch`` is the
+        tick), so every saved scheduler state loads here.
+        """
+        state = {
+            "expr": canonical(self.specs["lr"]),
+            "targets": {name: canonical(spec) for name, spec in self.specs.items() if name != "lr"},
+            "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+            "last_epoch": self.tick, "_step_count": self.steps,
+            "plateau": {key: state.state_dict() for key, state in self.plateaus.items()} or None,
+        }
+        if self.counters:
+            state["counters"] = dict(self.counters)
+        return state
+
+    def checked(self, state_dict: Mapping[str, Any], rebase: bool = False) -> LoadedState:
+        """A saved state, every field checked, changing nothing: a refused state leaves the run
+        as it was.  A state of other expressions (or units) is refused unless ``rebase``."""
+        if not isinstance(state_dict, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: a {type(state_dict).__name__}")
+        missing = [key for key in ("expr", "last_epoch") if key not in state_dict]
+        if missing:
+            raise LrdslError(f"not an lrdsl scheduler state: it lacks {' and '.join(missing)} (it "
+                             f"holds {', '.join(map(str, state_dict)) or 'nothing'})")
+        targets = state_dict.get("targets") or {}
+        if not isinstance(targets, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: targets is {targets!r}")
+        saved = {"lr": state_dict["expr"], **targets,
+                 "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
+        for name, text in saved.items():
+            if name != "units" and not _is_saved_text(text):
+                raise LrdslError(f"not an lrdsl scheduler state: its {name} expression is {text!r}")
+        tick = checked_tick(state_dict["last_epoch"], "the state's last_epoch")
+        steps = checked_tick(state_dict.get("_step_count", tick + 1), "the state's _step_count")
+        plateaus = state_dict.get("plateau") or {}
+        if not isinstance(plateaus, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: plateau is {plateaus!r}")
+        if "scale" in plateaus:  # a v1 state: the one plateau's state, saved bare
+            plateaus = {saved["lr"]: plateaus}
+        plateaus = {key: PlateauState.checked(value, f"the state's plateau {key!r}")
+                    for key, value in plateaus.items()}
+        ours = self.canonical()
+        rebased = saved != ours
+        if rebased and not rebase:
+            raise LrdslError(f"this scheduler state was saved from {describe(saved)}, not from "
+                             f"{describe(ours)}; pass rebase=True to continue the saved run "
+                             f"under the new schedule from its tick {tick}")
+        return LoadedState(tick, steps, plateaus, saved, rebased)
+
+    def load(self, loaded: LoadedState) -> None:
+        """Take a :meth:`checked` state: position and plateaus.  On a rebase a plateau keeps
+        its saved state when the saved expression has the same plateau rule, else it starts
+        fresh (either way it is logged on the ``lrdsl`` logger)."""
+        tick, plateaus = loaded.tick, loaded.plateaus
+        for key, state in self.plateaus.items():
+            match = key if key in plateaus else next(
+                (k for k in plateaus if _plateau_rule(k) == state.rule), None)
+            if match is not None:
+                state.load_checked(plateaus[match])
+            if loaded.rebased:
+                log.info("lrdsl: rebased at tick %d; the plateau on %s %s", tick, state.rule.monitor,
+                         "keeps its saved state" if match is not None else "starts fresh (its rule changed)")
+        self.tick, self.steps = tick, loaded.steps
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], rebase: bool = False) -> None:
+        """:meth:`checked`, then :meth:`load`."""
+        self.load(self.checked(state_dict, rebase))
+
+    def __repr__(self) -> str:
+        return f"lrdsl.runtime.Runtime({describe(self.canonical())}, tick={self.tick})"
+
+
+def _is_saved_text(text: Any) -> bool:
+    """Whether a saved expression is canonical text, or a mapping of group keys to it."""
+    if isinstance(text, Mapping):
+        return all(isinstance(key, (str, int)) and isinstance(value, str) for key, value in text.items())
+    return isinstance(text, str)
+
+
+def _plateau_rule(text: str):
+    """The plateau rule of a saved expression's text, or None."""
+    try:
+        expr = parse(text)
+    except LrdslError:
+        return None
+    return PlateauRule.from_call(expr.options) if isinstance(expr, Plateau) else None
+
+
+def describe(specs: Mapping) -> str:
+    """name=expression pairs (and units) of canonical specs, for messages."""
+    parts = [f"{name}={spec!r}" for name, spec in specs.items() if name != "units"]
+    units = specs.get("units")
+    if units is not None and units != (None, None):
+        parts.append(f"steps_per_epoch={units[0]}, total={units[1]}")
+    return ", ".join(parts)
