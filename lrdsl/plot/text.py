@@ -84,14 +84,26 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
     with a key in its pattern — only when there is more than one series or a label.
     """
     ticks = max(int(ticks), 2)
-    label_width = 9
-    columns = max(width - label_width - 2, 10)
-    pixels_x, pixels_y = columns * 2, height * 4
-    samples = [min(ticks - 1, int(i * ticks / pixels_x)) for i in range(pixels_x)]
-    shown_all = []
-    for _, lr in series:
-        values = [lr(t) for t in samples]
-        shown_all.append([math.log10(v) if log and v > 0 else (None if log else v) for v in values])
+    columns = max(width - _LABEL_WIDTH - 2, 10)
+    samples = [min(ticks - 1, int(i * ticks / (columns * 2))) for i in range(columns * 2)]
+    shown_all = [[math.log10(v) if log and v > 0 else (None if log else v) for v in map(lr, samples)]
+                 for _, lr in series]
+    lo, hi = _y_range(shown_all, log)
+    grid, owner = _draw(shown_all, lo, hi, columns, height)
+    lines = _plot_rows(grid, owner, lo, hi, log, color)
+    boundary_columns = sorted({min(columns - 1, int(b / ticks * columns)) for b in boundaries if b < ticks})
+    lines += _x_axes(columns, ticks, boundaries, boundary_columns, steps_per_epoch, x_name, x_value)
+    if len(series) > 1 or series[0][0] is not None:
+        lines += _legend([label for label, _ in series], width, color)
+    return "\n".join(lines)
+
+
+#: the width of the y labels left of the plot
+_LABEL_WIDTH = 9
+
+
+def _y_range(shown_all: list[list[float | None]], log: bool) -> tuple[float, float]:
+    """The y range drawn: the finite values' range, padded when it is (nearly) one value."""
     finite = [v for shown in shown_all for v in shown if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi - lo < 1e-12 * max(abs(hi), 1e-300):
@@ -100,22 +112,25 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
                                                  min(hi + abs(hi) * 0.5 + 1e-12, biggest))
         if not log and min(finite, default=0) >= 0:
             lo = max(lo, 0.0)
+    return lo, hi
+
+
+def _draw(shown_all: list[list[float | None]], lo: float, hi: float, columns: int,
+          height: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Braille dot masks per cell, and the series that drew each cell last (for its colour)."""
+    pixels_y = height * 4
     grid = [[0] * columns for _ in range(height)]
-    owner = [[-1] * columns for _ in range(height)]  # the series that drew a cell last (colour)
-
-    def row_of(v):
-        return round((v / 2 - lo / 2) / (hi / 2 - lo / 2) * (pixels_y - 1))
-
+    owner = [[-1] * columns for _ in range(height)]
     for index, shown in enumerate(shown_all):
         pattern = PATTERNS[index % len(PATTERNS)]
-        previous = None
+        previous: int | None = None
         for x, v in enumerate(shown):
             if v is None or not math.isfinite(v):
                 previous = None
                 continue
-            y = row_of(v)
+            y = round((v / 2 - lo / 2) / (hi / 2 - lo / 2) * (pixels_y - 1))  # halves: no overflow
             joined = pattern[2] and previous is not None
-            low, high = (min(y, previous), max(y, previous)) if joined else (y, y)
+            low, high = (min(y, previous), max(y, previous)) if joined and previous is not None else (y, y)
             previous = y
             if not _on(pattern, x):
                 continue
@@ -123,6 +138,13 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
                 top = pixels_y - 1 - yy
                 grid[top // 4][x // 2] |= _DOTS[top % 4][x % 2]
                 owner[top // 4][x // 2] = index
+    return grid, owner
+
+
+def _plot_rows(grid: list[list[int]], owner: list[list[int]], lo: float, hi: float, log: bool,
+               color: bool) -> list[str]:
+    """The plot's text rows, with y labels at the top, middle and bottom."""
+    height = len(grid)
 
     def cell(r, c):
         text = chr(0x2800 + grid[r][c])
@@ -145,13 +167,19 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
     for r in range(height):
         label = y_label(r) if r in label_rows else ""
         tick_mark = "┤" if r in label_rows else "│"
-        lines.append(f"{label:>{label_width}} {tick_mark}" + "".join(cell(r, c) for c in range(columns)))
-    boundary_columns = sorted({min(columns - 1, int(b / ticks * columns)) for b in boundaries if b < ticks})
+        lines.append(f"{label:>{_LABEL_WIDTH}} {tick_mark}" + "".join(cell(r, c) for c in range(len(grid[r]))))
+    return lines
+
+
+def _x_axes(columns: int, ticks: int, boundaries: Sequence[float], boundary_columns: list[int],
+            steps_per_epoch: float | None, x_name: str,
+            x_value: Callable[[float], float] | None) -> list[str]:
+    """The x axis with its boundary marks, its labels, and an epoch line when ticks are steps."""
     axis = ["─"] * columns
     for c in boundary_columns:
         axis[c] = "┴"
-    lines.append(" " * label_width + " └" + "".join(axis))
-    pad = label_width + 2
+    lines = [" " * _LABEL_WIDTH + " └" + "".join(axis)]
+    pad = _LABEL_WIDTH + 2
     if x_value is None:
         marks = [(0, "0"), (columns - 1, format_number(ticks))]
         marks += [(c, _label(b)) for c, b in zip(boundary_columns, boundaries)]
@@ -163,13 +191,19 @@ def render_many(series: list[tuple[str | None, Callable[[float], float]]], ticks
         epoch_marks = [(0, "0"), (columns - 1, _label(ticks / steps_per_epoch))]
         epoch_marks += [(c, _label(b / steps_per_epoch)) for c, b in zip(boundary_columns, boundaries)]
         lines.append(" " * pad + _axis_line(columns, epoch_marks) + "  epoch")
-    if len(series) > 1 or series[0][0] is not None:
-        for index, (label, _) in enumerate(series):
-            key = sample(index)
-            if color:
-                key = f"\x1b[{COLORS[index % len(COLORS)]}m{key}\x1b[0m"
-            text = label if label is not None else f"series {index + 1}"
-            room = max(width - pad - 6, 10)
-            text = text if len(text) <= room else text[:room - 1] + "…"
-            lines.append(" " * pad + f"{key}  {text}")
-    return "\n".join(lines)
+    return lines
+
+
+def _legend(labels: list[str | None], width: int, color: bool) -> list[str]:
+    """A line per series: a key in its pattern (and colour), then its label."""
+    pad = _LABEL_WIDTH + 2
+    lines = []
+    for index, label in enumerate(labels):
+        key = sample(index)
+        if color:
+            key = f"\x1b[{COLORS[index % len(COLORS)]}m{key}\x1b[0m"
+        text = label if label is not None else f"series {index + 1}"
+        room = max(width - pad - 6, 10)
+        text = text if len(text) <= room else text[:room - 1] + "…"
+        lines.append(" " * pad + f"{key}  {text}")
+    return lines
