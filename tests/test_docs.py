@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import lrdsl
-from lrdsl.language.catalogue import markdown_table
+from lrdsl.language.markdown import markdown_table
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

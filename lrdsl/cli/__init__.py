@@ -120,7 +120,8 @@ def _plot_request(args) -> tuple[list[str], str | None]:
 
 
 def cmd_parse(args) -> int:
-    from lrdsl.language.explain import default_ticks, describe, lr_function, summary
+    from lrdsl.language.curve import lr_function
+    from lrdsl.language.explain import default_ticks, describe, summary
     from lrdsl.language.plan import plan
 
     texts, plot = _plot_request(args)
@@ -172,7 +173,7 @@ def _color() -> bool:
 
 
 def cmd_eval(args) -> int:
-    from lrdsl.language.explain import lr_function
+    from lrdsl.language.curve import lr_function
     from lrdsl.language.plan import plan
 
     units = _units(args)
@@ -185,7 +186,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from lrdsl.language.catalogue import PRIMITIVES, markdown_table
+    from lrdsl.language.catalogue import PRIMITIVES
+    from lrdsl.language.markdown import markdown_table
     from lrdsl.errors import UnknownNameError, did_you_mean
 
     if args.markdown:  # the README's language table

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.catalogue import (float32_split, period_complaint, period_position, unfolded,
-                                       whole_periods)
+from lrdsl.language.numerics import (float32_split, period_complaint, period_position, unfolded,
+                                      whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
