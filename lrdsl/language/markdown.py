@@ -7,6 +7,8 @@ both verbatim, and a test keeps it so, so that a new primitive reaches the docs 
 
 from __future__ import annotations
 
+import textwrap
+
 from lrdsl.language.catalogue import PRIMITIVES
 
 #: the operators, for the language table (their rules live in nodes.py and plan.py)
@@ -37,3 +39,34 @@ def markdown_table() -> str:
     for syntax, meaning, native in OPERATORS:
         rows.append(f"| `{cell(syntax)}` | {cell(meaning)} | {cell(native)} |")
     return "\n".join(rows)
+
+
+#: the width the generated prose is wrapped to (the docs' line length)
+WIDTH = 100
+
+
+def _paragraph(text: str, indent: str = "") -> str:
+    """One paragraph of a docstring, its lines joined and wrapped to WIDTH."""
+    return textwrap.fill(" ".join(text.split()), WIDTH, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def markdown_reference() -> str:
+    """docs/language.md's "Every primitive" section: one entry per primitive, from its catalogue
+    entry — signature, meaning (the entry's docstring), formula (the docstring of its ``value``),
+    parameters with their defaults and conditions, native counterpart and an example.
+
+    Printed by ``lrdsl list --reference``; a test holds docs/language.md to it.
+    """
+    out: list[str] = []
+    for primitive in PRIMITIVES.values():
+        out += [f"### {primitive.name}", "", f"`{primitive.signature()}`", ""]
+        out += [part for paragraph in primitive.doc.split("\n\n") for part in (_paragraph(paragraph), "")]
+        if primitive.value is not None and primitive.value.__doc__:
+            out += [_paragraph("Formula, as computed: " + primitive.value.__doc__), ""]
+        out += [_paragraph(f"- `{param.name}`: {param.words()}", "  ") for param in primitive.params]
+        out.append("")
+        if primitive.native:
+            out += [_paragraph(f"Native counterpart: {primitive.native}."), ""]
+        out += [f"Example: `{primitive.example}`", ""]
+    return "\n".join(out).rstrip("\n")

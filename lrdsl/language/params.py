@@ -94,6 +94,13 @@ class Param:
             return self.name
         return f"{self.name}={self.shown or format_value(self.default)}"
 
+    def words(self) -> str:
+        """Kind, default, condition and choices in a few words (``lrdsl list NAME``, the docs)."""
+        default = "required" if self.required else f"default {self.shown or format_value(self.default)}"
+        check = f", {self.check.words}" if self.check else ""
+        choices = f" — one of {', '.join(self.choices)}" if self.choices else ""
+        return f"{self.kind}, {default}{check}{choices}"
+
 
 def format_value(value) -> str:
     """A written value in canonical form: numbers shortest, names bare, strings quoted."""
