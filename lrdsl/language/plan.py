@@ -6,7 +6,7 @@ PyTorch backend, ``keras.ops`` in a Keras graph, ``jax.numpy`` for optax): one c
 no Python per tick.  The plateau's rule rides along; its state lives with whoever receives
 the reports.
 
-Planning also proves the values safe (LANGUAGE.md §5): each timed node knows the interval
+Planning also proves the values safe (docs/language.md "Values and the per-group rule"): each timed node knows the interval
 its values lie in — a call from its catalogue entry's ``range``, a combination by interval
 arithmetic over its operands — and an interval that leaves [0, ∞) anywhere is an
 :class:`ArgumentError` naming the node, as is a derived constant that is not finite.
