@@ -9,7 +9,8 @@ The core imports neither torch, TensorFlow, JAX nor matplotlib; ``lrdsl.torch``,
 ``lrdsl.keras``, ``lrdsl.optax``, ``lrdsl.lightning`` and ``lrdsl.hf`` import their framework when used.
 """
 
-from lrdsl.language.catalogue import Primitive, primitives
+from lrdsl.language.catalogue import primitives
+from lrdsl.language.params import Primitive
 from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
                           UnitError, UnknownNameError)
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,

@@ -1,4 +1,4 @@
-"""The one table of channels: what each named value a schedule drives means (LANGUAGE.md §7, §8).
+"""The one table of channels: what each named value a schedule drives means (docs/language.md "Targets and channels").
 
 A channel is a named scalar computed at every tick.  Four are **optimizer targets**, written
 into the optimizer by every backend: ``lr``, ``momentum``, ``beta2``, ``weight_decay``.  Where
@@ -79,7 +79,7 @@ class Channel:
         return next((a for a in self.keras if hasattr(optimizer, a)), None)
 
 
-#: the optimizer targets, in the order they are written and shown (LANGUAGE.md §7)
+#: the optimizer targets, in the order they are written and shown (docs/language.md "Targets and channels")
 CHANNELS: dict[str, Channel] = {c.name: c for c in (
     Channel("lr", "the learning rate", config_key="expr", torch_key="lr",
             keras=("learning_rate",), optax=("learning_rate",)),

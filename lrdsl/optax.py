@@ -9,7 +9,7 @@
 
 Both evaluate the plan's formulas (the catalogue's, written once) with ``jax.numpy`` as the
 array namespace, so they are pure and jittable and give the numbers of :func:`lrdsl.curve`:
-in float64 (``jax_enable_x64``) to 1e-12 relative, in float32 to LANGUAGE.md §5's tolerance.
+in float64 (``jax_enable_x64``) to 1e-12 relative, in float32 within docs/language.md "Tolerances".
 
 Extreme numbers: XLA rewrites a division by a constant into a product with its reciprocal
 and folds constants together, so the plan is evaluated with :data:`XLA_NUMPY`, whose
@@ -22,7 +22,7 @@ The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
 
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
 placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
-transformation's state and the step is ``-min(f(t), max(f(t)·s, min))``, LANGUAGE.md §4.
+transformation's state and the step is ``-min(f(t), max(f(t)·s, min))`` (docs/language.md "Reports and the plateau").
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     ``| plateau``, the plateau's scale, best, bad-report count and cooldown counter.
     ``update(updates, state, params, value=metric)`` reports ``metric`` (the monitor's value,
     or a mapping holding it) to the plateau *after* this update's step, so the report acts
-    from the next update on — the report at the end of an epoch in LANGUAGE.md §4; without
+    from the next update on — the report at the end of an epoch of docs/language.md "Reports and the plateau"; without
     ``value`` nothing is reported.  Inside one compiled loop, ``report=flag`` (a traced bool)
     decides at run time: ``update(..., value=loss, report=step % 100 == 99)``.  The step at
     tick t is ``-min(f(t), max(f(t)·s, min))`` (``-f(t)`` without a plateau).  Pure and

@@ -1,7 +1,7 @@
 """The one runtime: a compiled program's position, plateau state, reports and saved state.
 
 A backend writes values into its framework; everything else a running schedule needs is here,
-framework-free (LANGUAGE.md §4, §5, §8):
+framework-free (docs/language.md "Reports and the plateau", "Values and the per-group rule" and "Targets and channels"):
 
 - the **channels** (:mod:`lrdsl.channels`): name → spec, an expression (text or
   :class:`lrdsl.Expr`) or, for an optimizer target, a mapping of param-group keys to

@@ -1,5 +1,5 @@
 """PyTorch backend: one ``LRScheduler`` for any expression, driving the LR and, optionally,
-momentum (or Adam's beta1), beta2 and weight decay (LANGUAGE.md §7).
+momentum (or Adam's beta1), beta2 and weight decay (docs/language.md "Targets and channels").
 
     sched = lrdsl.torch.scheduler(optimizer, "warmup(5ep) >> cosine(0.1, 95ep) | plateau(val_loss, 0.5)",
                                   momentum="onecycle(0.85, 100ep, start=0.95, end=0.95)",

@@ -4,7 +4,7 @@
 
 Each expression goes through parse and the canonical round trip (``parse(str(e)) == e``),
 ``plan``, the reference (``lrdsl.curve``), the float path (``Plan.value_at`` /
-``explain.lr_function``) and a PyTorch scheduler stepping a real SGD; a share of them also
+``curve.lr_function``) and a PyTorch scheduler stepping a real SGD; a share of them also
 through optax jitted in float32 and in float64 and through the Keras schedule.  A bug is a
 non-LrdslError exception, a value that is NaN, inf or negative, a value off the reference
 by more than LANGUAGE.md §5 allows, or a round trip that changes the expression.
@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import lrdsl  # noqa: E402
-from lrdsl.language.explain import lr_function  # noqa: E402
+from lrdsl.language.curve import lr_function  # noqa: E402
 
 Pick = Callable[[Sequence[Any]], Any]
 

@@ -1,11 +1,11 @@
-"""The language page's table is generated from the catalogue; its recipes are expressions that plan;
+"""The language page's table and its section per primitive are generated from the catalogue; its recipes are expressions that plan;
 the README links only to pages that exist."""
 
 import re
 from pathlib import Path
 
 import lrdsl
-from lrdsl.language.catalogue import markdown_table
+from lrdsl.language.markdown import markdown_reference, markdown_table
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,6 +16,21 @@ def test_the_language_table_is_the_catalogue():
     start = LANGUAGE.index("<!-- language table")
     block = LANGUAGE[LANGUAGE.index("\n", start) + 1:LANGUAGE.index("<!-- end of language table -->")]
     assert block.strip() == markdown_table(), "regenerate it with: lrdsl list --markdown"
+
+
+def test_the_primitive_reference_is_the_catalogue():
+    start = LANGUAGE.index("<!-- primitive reference")
+    block = LANGUAGE[LANGUAGE.index("\n", start) + 1:LANGUAGE.index("<!-- end of primitive reference -->")]
+    assert block.strip() == markdown_reference(), "regenerate it with: lrdsl list --reference"
+
+
+def test_the_reference_has_a_section_per_primitive_with_its_formula():
+    reference = markdown_reference()
+    for name, primitive in lrdsl.primitives().items():
+        section = reference[reference.index(f"### {name}\n"):]
+        assert section.index(f"`{primitive.signature()}`") < section.index("Example:"), name
+        if primitive.value is not None:
+            assert "Formula, as computed:" in section[:section.index("Example:")], name
 
 
 def test_every_primitive_is_in_the_table_with_its_signature():
@@ -39,6 +54,23 @@ def test_lrdsl_list_markdown_prints_the_table(capsys):
 
     assert main(["list", "--markdown"]) == 0
     assert capsys.readouterr().out.strip() == markdown_table()
+    assert main(["list", "--reference"]) == 0
+    assert capsys.readouterr().out.strip() == markdown_reference()
+
+
+def test_the_sections_the_code_cites_exist():
+    """The code cites the project's reference by section name (docs/language.md "Tolerances"),
+    not the contract's numbers (LANGUAGE.md §5)."""
+    headings = set(re.findall(r"^#+ (.+)$", LANGUAGE, re.M))
+    cited = 0
+    for path in (ROOT / "lrdsl").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "LANGUAGE.md §" not in text, path.relative_to(ROOT)
+        for names in re.findall(r'docs/language\.md ((?:"[^"]+"(?:, | and )?)+)', text):
+            for name in re.findall(r'"([^"]+)"', names):
+                cited += 1
+                assert name in headings, f"{path.relative_to(ROOT)}: {name}"
+    assert cited >= 5
 
 
 def test_the_readme_is_a_newcomers_page_whose_links_resolve():

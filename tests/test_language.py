@@ -21,7 +21,7 @@ def test_values(case):
 @pytest.mark.parametrize("case", value_params())
 def test_the_float_path_equals_the_oracle(case):
     """lrdsl parse/eval/--plot evaluate with plain floats (lrdsl.floats), not numpy."""
-    from lrdsl.language.explain import lr_function
+    from lrdsl.language.curve import lr_function
 
     options = case.get("options", {})
     units = {k: options[k] for k in ("steps_per_epoch", "total") if k in options}

@@ -120,7 +120,8 @@ def _plot_request(args) -> tuple[list[str], str | None]:
 
 
 def cmd_parse(args) -> int:
-    from lrdsl.language.explain import default_ticks, describe, lr_function, summary
+    from lrdsl.language.curve import lr_function
+    from lrdsl.language.explain import default_ticks, describe, summary
     from lrdsl.language.plan import plan
 
     texts, plot = _plot_request(args)
@@ -172,7 +173,7 @@ def _color() -> bool:
 
 
 def cmd_eval(args) -> int:
-    from lrdsl.language.explain import lr_function
+    from lrdsl.language.curve import lr_function
     from lrdsl.language.plan import plan
 
     units = _units(args)
@@ -185,11 +186,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from lrdsl.language.catalogue import PRIMITIVES, markdown_table
+    from lrdsl.language.catalogue import PRIMITIVES
+    from lrdsl.language.markdown import markdown_reference, markdown_table
     from lrdsl.errors import UnknownNameError, did_you_mean
 
-    if args.markdown:  # the README's language table
+    if args.markdown:  # docs/language.md's table
         print(markdown_table())
+        return 0
+    if args.reference:  # docs/language.md's section per primitive
+        print(markdown_reference())
         return 0
     if args.name is None:
         for primitive in PRIMITIVES.values():
@@ -205,10 +210,7 @@ def cmd_list(args) -> int:
     print("  " + " ".join(primitive.doc.split()))
     print()
     for param in primitive.params:
-        default = "required" if param.required else f"default {param.shown or param.signature().split('=', 1)[1]}"
-        choices = f" — one of {', '.join(param.choices)}" if param.choices else ""
-        check = f", {param.check.words}" if param.check else ""
-        print(f"  {param.name:<14} {param.kind}, {default}{check}{choices}")
+        print(f"  {param.name:<14} {param.words()}")
     if primitive.native:
         print(f"\n  native counterpart: {primitive.native}")
     print(f"\n  example: lrdsl parse --plot \"{primitive.example}\"")
@@ -265,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("list", help="the primitives, or one in full")
-    p.add_argument("--markdown", action="store_true", help="the language as a Markdown table (the README's)")
+    p.add_argument("--markdown", action="store_true", help="the language as a Markdown table (docs/language.md's)")
+    p.add_argument("--reference", action="store_true",
+                   help="every primitive in full, in Markdown (docs/language.md's reference)")
     p.add_argument("name", nargs="?")
     p.set_defaults(run=cmd_list)
 

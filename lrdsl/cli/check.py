@@ -34,7 +34,7 @@ from lrdsl.errors import LrdslError, UnitError
 from lrdsl.language.plan import plan
 from lrdsl.language.units import format_number
 
-#: keys whose scalar values are expressions: the LR, and the targets of LANGUAGE.md §7
+#: keys whose scalar values are expressions: the LR, and the targets of docs/language.md "Targets and channels"
 KEYS = ("expr", "schedule", *channels.CONFIG_KEYS[1:])
 SKIPPED_KEYS = ("defaults", "hydra")
 #: keys that hold one expression, never a list or mapping (``schedule:`` may be a mapping: a

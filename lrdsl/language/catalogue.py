@@ -1,577 +1,31 @@
 """The catalogue of primitives: everything lrdsl knows about each call, in one entry.
 
-A :class:`Primitive` holds its parameters (kind, default, check), a docstring with the
-formula and a reference, and hooks that the rest of lrdsl asks instead of branching on
-names: ``value`` (the formula), ``resolve`` (constants derived in float64 once units are
-known, and checks that need ticks), ``range`` (the interval its values lie in, from its
-arguments), ``end`` (the tick from which it holds), ``bounded``, ``placement`` (warm-up
-before / cool-down after a neighbour in ``>>``), ``describe`` (words for ``lrdsl parse``),
-``span`` (a period worth plotting), ``short`` (a shorter canonical spelling) and
-``build`` (an AST node other than :class:`lrdsl.Call`).
+Each entry (a :class:`~lrdsl.language.params.Primitive`) gives the call's parameters with
+their defaults and checks, its formula with a docstring carrying the math and a reference,
+its range, and the words that describe it; the parser, ``lrdsl list``, the plan and the docs
+(:mod:`lrdsl.language.markdown`) all read this one table.
 
 A formula is ``value(xp, t, p)``: ``xp`` is an array namespace (``numpy``, ``keras.ops``,
 ``jax.numpy``, or :mod:`lrdsl.language.floats` for one plain float), ``t`` the local tick array
 (≥ 0, clamped to the call's end when bounded), ``p`` the resolved arguments, durations in
-ticks.  Each formula is written once, here, against names those namespaces share.
-
-Numerics: every formula is a non-negative combination of non-negative numbers, exact at
-its ends (a ramp is ``start·v + end·u`` with the elapsed share ``u`` and the remaining
-share ``v`` each computed from its own end, so ``linear(0.9, 0, 7)`` is exactly 0 at tick
-7 and a cosine tail keeps its digits in float32); geometric factors use ``exp(n·log r)``
-with ``log r`` folded in float64, never ``r^n`` of a rounded ``r``.  A share of a duration is
-``xp.divide(t, d)``, never ``t / d``: JAX's namespace (:mod:`lrdsl.optax`) divides so that XLA
-cannot rewrite it as ``t · (1/d)`` and fold ``1/d`` into the constants around it.
+ticks.  Each formula is written once, here, against names those namespaces share; the
+numerics they share are in :mod:`lrdsl.language.numerics`.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import re
-import struct
-import sys
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable
 
-from lrdsl.language import floats
-from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
+from lrdsl.language import floats, params
+from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, SHAPES, complement,
+                                     cos_shape, decay_exponent, exp_shape_complaint, geometric,
+                                     grows, interpolate, interval, levels_at, period_complaint,
+                                     period_left, period_position, restart_table, shares,
+                                     weighted, whole_periods)
+from lrdsl.language.params import (AT_LEAST_ONE, COUNT, INTEGER, LR, NONNEGATIVE, PEAK, POSITIVE,
+                                   UNIT_CLOSED, UNIT_OPEN, Param, Primitive, format_value)
 from lrdsl.language.units import Duration, format_number
-
-#: the AST module, lrdsl.language.nodes, bound here by nodes itself when it is imported: nodes reads
-#: this table, so Expr, const and the combinators are reached through this name, not an import back
-nodes: Any = None
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-HALF_PI = math.pi / 2
-
-
-class _Required:
-    def __repr__(self):
-        return "REQUIRED"
-
-
-REQUIRED = _Required()
-
-
-@dataclass(frozen=True)
-class Check:
-    """A condition on one numeric value and the words that say it."""
-
-    holds: Callable[[float], bool]
-    words: str
-
-
-LR = Check(lambda x: x >= 0, "must be ≥ 0 (a learning rate)")
-PEAK = Check(lambda x: x > 0, "must be > 0 (a peak learning rate)")
-POSITIVE = Check(lambda x: x > 0, "must be > 0")
-NONNEGATIVE = Check(lambda x: x >= 0, "must be ≥ 0")
-UNIT_CLOSED = Check(lambda x: 0 <= x <= 1, "must lie in [0, 1]")
-UNIT_OPEN = Check(lambda x: 0 < x < 1, "must lie in (0, 1)")
-AT_LEAST_ONE = Check(lambda x: x >= 1, "must be ≥ 1")
-INTEGER = Check(lambda x: x == int(x) and x >= 0, "must be a whole number ≥ 0")
-COUNT = Check(lambda x: x == int(x) and x >= 1, "must be a whole number ≥ 1")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter.
-
-    ``kind`` is one of number, duration, bool, choice, string, numbers, durations,
-    schedule, schedules (every positional argument from here on).  ``default`` is
-    :data:`REQUIRED`, a value, or None for "absent" (unbounded ``d``, ``exp``'s
-    rate-or-k, ``cyclic``'s down=up, ``onecycle``'s start=lr/div).
-    """
-
-    name: str
-    kind: str
-    default: Any = REQUIRED
-    check: Check | None = None
-    choices: tuple[str, ...] = ()
-    doc: str = ""
-    #: how the default reads in a signature, where it is not a plain value
-    shown: str = ""
-    #: the default is the value of this other parameter (stored as None when equal)
-    same_as: str = ""
-    #: optional, yet written positionally when given (exp's rate, whose alternative is k=)
-    positional: bool = False
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    def signature(self) -> str:
-        if self.kind == "schedules":
-            return f"{self.name}…"
-        if self.required:
-            return self.name
-        return f"{self.name}={self.shown or format_value(self.default)}"
-
-
-def format_value(value) -> str:
-    """A written value in canonical form: numbers shortest, names bare, strings quoted."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return format_number(value)
-    if isinstance(value, tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        if _IDENTIFIER.fullmatch(value) and value not in ("true", "false"):
-            return value
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)  # Duration, Expr
-
-
-def _no_range(p) -> tuple[float, float]:
-    return (0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class Primitive:
-    """A named call of the language: its parameters, formula, range and meaning."""
-
-    name: str
-    params: tuple[Param, ...]
-    doc: str
-    native: str = ""
-    example: str = ""
-    #: the formula value(xp, t, p); None for combinators (repeat, min, max, plateau)
-    value: Callable | None = None
-    #: cross-argument condition on the bound written arguments: returns a complaint or None
-    validate: Callable[[dict], str | None] | None = None
-    #: in ticks: derives constants into p (float64) and returns a complaint or None
-    resolve: Callable[[SimpleNamespace], str | None] | None = None
-    #: (lowest, highest) value from the resolved arguments; inf where it grows without bound
-    range: Callable[[SimpleNamespace], tuple[float, float]] = _no_range
-    #: the tick from which a bounded call holds its final value
-    end: Callable[[SimpleNamespace], float] = lambda p: p.d
-    #: whether the written arguments make a finite duration (so it may stand before >>)
-    bounded: Callable[[dict], bool] = lambda a: a.get("d") is not None
-    #: "before": a warm-up ramping to the next segment; "after": a cool-down from the previous
-    placement: str = ""
-    #: a few words on how the values move, for ``lrdsl parse``
-    describe: Callable[[dict], str] = lambda a: ""
-    #: the word ``lrdsl parse`` names a segment of this call by (default: its name)
-    title: str = ""
-    #: ticks worth plotting for an unbounded call (a period or the last event)
-    span: Callable[[SimpleNamespace], float] = lambda p: 0.0
-    #: a shorter canonical spelling for these arguments, or None (const(x) is x)
-    short: Callable[[dict], str | None] = lambda a: None
-    #: builds the AST node for bound values; None: a plain Call
-    build: Callable[[tuple], Any] | None = None
-
-    def signature(self) -> str:
-        return f"{self.name}({', '.join(p.signature() for p in self.params)})"
-
-    def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name and p.kind != "schedules":
-                return p
-        raise UnknownNameError(f"{self.name}: unknown keyword '{name}'"
-                               + did_you_mean(name, [p.name for p in self.params]), argument=name)
-
-    def bind(self, positional: list, keywords: list[tuple[str, Any]]) -> tuple:
-        """Match written arguments to parameters; return every value in catalogue order."""
-        params = self.params
-        if params and params[-1].kind == "schedules":  # min(a, b, …): the rest are one tuple
-            fixed = len(params) - 1
-            positional = positional[:fixed] + [tuple(positional[fixed:])]
-        if len(positional) > len(params):
-            raise ArgumentError(f"{self.name}: takes at most {len(params)} arguments, "
-                                f"got {len(positional)} — {self.signature()}",
-                                argument=len(params))
-        given: dict[str, Any] = {p.name: v for p, v in zip(params, positional)}
-        for name, value in keywords:
-            param = self.param(name)
-            if param.name in given:
-                raise ArgumentError(f"{self.name}: argument '{name}' given twice", argument=name)
-            given[param.name] = value
-        values = []
-        for param in params:
-            if param.name in given and not (given[param.name] is None and param.default is None):
-                values.append(self._convert(param, given[param.name]))
-            elif param.required and param.name not in given:
-                raise ArgumentError(f"{self.name}: missing argument '{param.name}' — {self.signature()}")
-            else:
-                values.append(param.default)
-        return self._finish(values)
-
-    def check(self, values: tuple) -> tuple:
-        """The arguments of a hand-built ``Call`` (every value, in catalogue order), checked
-        exactly as :meth:`bind` checks written ones."""
-        if not isinstance(values, tuple) or len(values) != len(self.params):
-            raise ArgumentError(f"{self.name}: needs a tuple of {len(self.params)} argument values "
-                                f"in catalogue order — {self.signature()}")
-        return self._finish([value if value is None and param.default is None
-                             else self._convert(param, value)
-                             for param, value in zip(self.params, values)])
-
-    def _convert(self, param: Param, value):
-        try:
-            return convert(self.name, param, value)
-        except ArgumentError as error:
-            error.argument = param.name if error.argument is None else error.argument
-            raise
-
-    def _finish(self, values: list) -> tuple:
-        params = self.params
-        bound = dict(zip((p.name for p in params), values))
-        for i, param in enumerate(params):
-            if param.same_as and values[i] == bound[param.same_as]:
-                values[i] = None  # one spelling for one meaning: cyclic(…, 10, down=10) is cyclic(…, 10)
-        if self.validate is not None:
-            complaint = self.validate(bound)
-            if complaint:
-                raise ArgumentError(f"{self.name}: {complaint}",
-                                    argument=_first_named(complaint, params))
-        return tuple(values)
-
-
-def _first_named(complaint: str, params) -> str | None:
-    """The parameter a cross-argument complaint names first (where its caret goes)."""
-    for word in re.findall(r"[A-Za-z_]+", complaint):
-        if any(p.name == word for p in params):
-            return word
-    return None
-
-
-class Name(str):
-    """A bare identifier written as an argument value (``val_loss``, ``triangular``, ``true``)."""
-
-
-def _describe(value) -> str:
-    Expr = nodes.Expr
-    if isinstance(value, Expr):
-        return f"the schedule {value}"
-    if isinstance(value, Duration):
-        return f"the duration {value}"
-    if isinstance(value, Name):
-        return f"the name {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return repr(value)
-
-
-def _number(call: str, param: Param, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentError(f"{call}: argument '{param.name}' must be a number, got {_describe(value)}")
-    try:
-        value = float(value)
-    except OverflowError:  # a Python int beyond float range
-        value = math.inf
-    if not math.isfinite(value):
-        raise ArgumentError(f"{call}: argument '{param.name}' must be finite, got {value}")
-    if param.check is not None and not param.check.holds(value):
-        raise ArgumentError(f"{call}: argument '{param.name}' {param.check.words}, got "
-                            f"{format_number(value)}")
-    return value
-
-
-def convert_duration(call: str, name: str, value, check: Check = POSITIVE) -> Duration:
-    """A written duration (a number counts ticks) checked finite and by ``check``."""
-    if isinstance(value, Duration):
-        number = value.value
-    else:
-        number = _number(call, Param(name, "number"), value)
-    if not math.isfinite(number):
-        raise ArgumentError(f"{call}: duration '{name}' must be finite, got {value}")
-    if not check.holds(number):
-        raise ArgumentError(f"{call}: duration '{name}' {check.words}, got {value}")
-    return value if isinstance(value, Duration) else Duration(number)
-
-
-def convert(call: str, param: Param, value):
-    """Turn one written value into the parameter's kind, or raise a one-line error."""
-    Expr, const = nodes.Expr, nodes.const
-    kind = param.kind
-    if kind == "number":
-        return _number(call, param, value)
-    if kind == "duration":
-        return convert_duration(call, param.name, value, param.check or POSITIVE)
-    if kind in ("numbers", "durations"):
-        if not isinstance(value, (list, tuple)):
-            raise ArgumentError(f"{call}: argument '{param.name}' must be a list like [1, 2], "
-                                f"got {_describe(value)}")
-        item = Param(param.name, kind[:-1], check=param.check)
-        return tuple(convert(call, item, v) for v in value)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, Name) and value in ("true", "false"):
-            return value == "true"
-        raise ArgumentError(f"{call}: argument '{param.name}' must be true or false, got {_describe(value)}")
-    if kind == "choice":
-        if isinstance(value, str) and value in param.choices:
-            return str(value)
-        if isinstance(value, str):
-            raise UnknownNameError(f"{call}: {param.name}={value} is not known"
-                                   + did_you_mean(value, param.choices), argument=param.name)
-        raise ArgumentError(f"{call}: argument '{param.name}' must be one of "
-                            f"{', '.join(param.choices)}, got {_describe(value)}")
-    if kind == "string":
-        if isinstance(value, str) and value:
-            try:  # a lone surrogate (from Python) has no UTF-8, so no canonical text to round-trip
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ArgumentError(f"{call}: argument '{param.name}' is not valid Unicode text "
-                                    f"(a lone surrogate), got {value!r}") from None
-            return str(value)
-        raise ArgumentError(f"{call}: argument '{param.name}' must be a name or a quoted string, "
-                            f"got {_describe(value)}")
-    if kind == "schedule":
-        if isinstance(value, Expr):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return const(_number(call, Param(param.name, "number", check=LR), value))
-        raise ArgumentError(f"{call}: argument '{param.name}' must be a schedule, got {_describe(value)}")
-    if kind == "schedules":
-        if len(value) < 2:
-            raise ArgumentError(f"{call}: needs at least two schedules or numbers, got {len(value)}")
-        return tuple(convert(call, Param(param.name, "schedule"), v) for v in value)
-    raise AssertionError(kind)
-
-
-# --- shared pieces of the formulas ---------------------------------------------------
-
-def float32_split(x: float) -> tuple[float, float]:
-    """(head, tail): head the float32 number nearest x, tail = x − head exactly (float64).
-
-    A float32 backend rounds a folded number such as d = 76.23 to float32 before ``d − t``,
-    and near d's end that subtraction cancels to the rounding (0.23 comes out 0.2300033);
-    ``(head − t) + tail`` keeps it: head − t is exact there, and tail adds what float32 lost.
-    In float64 it is d − t to the last bit or two.  x beyond float32 stays whole.  The tail
-    goes in through :func:`unfolded`, else XLA and TensorFlow's graph optimizer fold
-    ``(head − t) + tail`` back into ``(head + tail) − t``, which is float32(d) − t again.
-    """
-    if not (isinstance(x, float) and abs(x) < 3.4e38):
-        return x, 0.0
-    head = struct.unpack("f", struct.pack("f", x))[0]
-    return head, x - head
-
-
-def unfolded(xp, t, tail: float):
-    """``tail`` as a value a graph optimizer cannot fold into a neighbouring constant: a select
-    on t (whose condition, t ≥ 0, always holds: every backend clamps ticks at 0 first)."""
-    return xp.where(t >= 0, tail, 0.0)
-
-
-def remaining(xp, d, t):
-    """d − t, with d's float32 rounding added back (:func:`float32_split`); exactly 0 from d on
-    (t ≥ d compares with float32(d) in float32, so its callers' clamp min(t, d) gives 0)."""
-    head, tail = float32_split(d)
-    if not tail:
-        return d - t
-    ahead = head - t
-    return ahead + xp.where(t < d, tail, -ahead)  # a select on t: no optimizer folds the tail
-
-
-def shares(xp, t, d, power=1.0):
-    """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
-
-    Each is computed from its own end so that neither loses digits near 0: v from the
-    remaining ticks d − t (:func:`remaining`, exact in float32 too), and for a power,
-    1 − x^power by :func:`complement`.
-    """
-    u = xp.divide(t, d)
-    v = xp.divide(remaining(xp, d, t), d)
-    if power != 1:
-        warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
-        u, v = warped, complement(xp, warped, u, v, power)
-    return u, v
-
-
-def complement(xp, a_power, a, b, power):
-    """1 − a^power, given a^power, a and b = 1 − a, accurate at both ends.
-
-    1 − √a = b/(1 + √a) and 1 − a² = b·(1 + a) exactly; any other power takes 1 − a^power
-    as is where it is ≥ 0.5, else −expm1(power·log a), log a from the smaller of a and b
-    (log1p(−b) for a small b; a tiny power lifts a tiny a above 0.5, where b rounds to 1).
-    """
-    if power == 0.5:
-        return b / (1.0 + a_power)
-    if power == 2:
-        return b * (1.0 + a)
-    log_a = xp.where(a <= 0.5, xp.log(a), xp.log1p(-b))
-    return xp.where(a_power <= 0.5, 1.0 - a_power, -xp.expm1(power * log_a))
-
-
-def _weighted(xp, t, terms):
-    """Σ value·weight, leaving out terms whose value is a literal 0."""
-    out = None
-    for value, weight in terms:
-        if isinstance(value, float) and value == 0.0:
-            continue
-        term = value * weight
-        out = term if out is None else out + term
-    return xp.zeros_like(t) if out is None else out
-
-
-def _linear_shape(xp, t, start, end, u, v):
-    """S(u) = u: start·(1 − u) + end·u."""
-    return _weighted(xp, t, ((start, v), (end, u)))
-
-
-def _cos_shape(xp, t, start, end, u, v):
-    """S(u) = (1 − cos πu)/2 = sin²(πu/2), and 1 − S(u) = sin²(πv/2)."""
-    return _weighted(xp, t, ((start, xp.square(xp.sin(HALF_PI * v))),
-                             (end, xp.square(xp.sin(HALF_PI * u)))))
-
-
-#: ticks up to which a period's position is exact (optax counts updates in int32, so no
-#: backend sees a later tick in practice); past it positions are still clamped into [0, period]
-PERIOD_HORIZON = 2.0 ** 31
-#: the shortest period (in ticks) a periodic construct takes: 2³¹/2³⁶ = 1/32 tick, so that the
-#: position within it stays exact to float64 precision up to PERIOD_HORIZON
-PERIOD_MIN = PERIOD_HORIZON / 2.0 ** 36
-
-
-def period_complaint(what: str, period: float) -> str | None:
-    """A period too short for :func:`period_position` to place a tick within it, or None."""
-    if period < PERIOD_MIN:
-        return (f"{what} = {period:.3g} ticks is shorter than 1/32 tick: a tick's place within "
-                f"such a period cannot be computed")
-    return None
-
-
-@functools.lru_cache(maxsize=256)
-def period_parts(period: float) -> tuple[tuple[float, ...], float]:
-    """(parts, δ): the period as written (``repr``, as sgdr's restarts read it) ≈ Σ parts + δ.
-
-    The parts sum to the float exactly, each holding at most k = 53 − bitlength(⌈2³¹/period⌉)
-    significant bits, so that q·part is exact in float64 for every whole q ≤ 2³¹/period; δ is
-    the decimal minus the float (7.7 is 7.70000000000000018 as a float, and 10 of it 77 only
-    in decimal).  A whole period below 2⁵³ (or any of ≤ k bits) is its own single part, δ = 0;
-    a period below PERIOD_MIN (step's every: only ⌊t/every⌋ is read) is one part too.  At most
-    four parts (k ≥ 17), computed in Python floats (truncations of the significand: exact)."""
-    period = float(period)
-    if not PERIOD_MIN <= period < math.inf:
-        return (period,), 0.0
-    import decimal
-    with decimal.localcontext() as context:
-        context.prec = 60
-        delta = float(decimal.Decimal(repr(period)) - decimal.Decimal(period))
-    count = math.ceil(PERIOD_HORIZON / period)
-    k = max(53 - count.bit_length(), 1)
-    parts, rest = [], period
-    while rest:
-        exponent = math.frexp(rest)[1]
-        part = math.ldexp(math.floor(math.ldexp(rest, k - exponent)), exponent - k)
-        parts.append(part)
-        rest -= part  # exact: the bits below the part's
-    return tuple(parts), delta
-
-
-#: a position within this share of t of a period's boundary is on it (the decimal period's
-#: boundary: 77 ticks is 10 periods of 7.7); the position is accurate to ~t·2⁻¹⁰⁰
-PERIOD_SNAP = 2.0 ** -80
-
-
-def _position(xp, t, q, parts, delta):
-    """t − q·period summed part by part: every product exact, the first difference exact
-    (Sterbenz), each later one rounded once at the size of its result."""
-    r = t
-    for part in parts:
-        r = r - q * part
-    return r - q * delta if delta else r
-
-
-def period_position(xp, t, period):
-    """(q, τ): q = ⌊t/period⌋ whole periods and τ = t − q·period ∈ [0, period] ticks into the
-    current one — the helper every periodic construct (poly's cycle, step, staircase exp,
-    cyclic, sgdr with mult=1, repeat) places its ticks with.
-
-    t − q·period cancels: at t ~ 10⁶ a rounded product q·period leaves τ with only ~10 of its
-    digits, different on each backend (XLA fuses and reorders).  So the period is split at plan
-    time into parts of few enough bits (:func:`period_parts`) that each q·part is exact for
-    every tick up to PERIOD_HORIZON (2³¹), plus the period as written minus its float: τ comes
-    out within ~t·2⁻¹⁰⁰ of the decimal period's position on every float64 backend, and one
-    within t·2⁻⁸⁰ of a boundary is on it (0).
-
-    q is first ⌊t/period⌋ (XLA computes t·(1/period)), then settled by rounded products:
-    q·period > t, (q + 1)·period ≤ t.  A product of whole numbers below 2²⁴ is exact in float32
-    (below 2⁵³ in float64), so with whole ticks and a whole period every backend puts the
-    boundary on the same tick as exact arithmetic does; a product rounding onto t puts 77 at
-    10 periods of 7.7, as the decimal does (a period float32 does not hold is checked at plan
-    time, plan._period_complaint, with this same function in float32).  τ is then ≥ 0 up to
-    that rounding (≤ t·2⁻⁵³ below 0 where q·period rounded onto t).
-
-    τ is clamped into [0, period] so that no formula sees a share outside [0, 1] at ticks past
-    the horizon; a period too short to place a tick in (< 1/32 tick: t/period at tick 2³¹
-    beyond 2³⁶, where the parts no longer hold the position) is refused at plan time by
-    :func:`period_complaint`."""
-    q = xp.floor(xp.divide(t, period))
-    q = xp.where(q * period > t, q - 1.0, q)
-    q = xp.where((q + 1.0) * period <= t, q + 1.0, q)
-    parts, delta = period_parts(period)
-    r = _position(xp, t, q, parts, delta)
-    return q, xp.minimum(xp.where(r <= t * PERIOD_SNAP, 0.0, r), period)
-
-
-def period_left(xp, t, q, period):
-    """period − τ, the ticks left in period q at ticks t, as (q + 1)·period − t part by part
-    (:func:`period_position`'s τ for q + 1, negated), so that it keeps its digits near the
-    period's end, where period − τ would be a difference of nearly equal numbers; in [0, period].
-    """
-    parts, delta = period_parts(period)
-    left = -_position(xp, t, q + 1.0, parts, delta)
-    return xp.minimum(xp.where(left <= t * PERIOD_SNAP, 0.0, left), period)
-
-
-def whole_periods(xp, t, period):
-    """⌊t/period⌋, as :func:`period_position` settles it."""
-    return period_position(xp, t, period)[0]
-
-
-#: the widest end/start ratio shape=exp takes (e^170 ≈ 1e73): exp(ratio/2) then fits float32
-EXP_SHAPE_LOG_RATIO = 170.0
-
-
-def exp_shape_complaint(start: float, end: float) -> str | None:
-    """shape=exp is geometric: both of its ends must be > 0 (also once scaled by a neighbour),
-    and their ratio within e^170, so that no intermediate overflows, even in float32."""
-    if not (start > 0 and end > 0):
-        return f"shape=exp is geometric, so its ends must be > 0, got {start:.3g} and {end:.3g}"
-    if abs(math.log(end) - math.log(start)) > EXP_SHAPE_LOG_RATIO:
-        return f"shape=exp from {start:.3g} to {end:.3g} spans more than 1e73"
-    return None
-
-
-def _exp_shape(xp, t, start, end, u, v):
-    """Geometric: start·(end/start)^u, from whichever end is nearer (both ends > 0)."""
-    log_ratio = math.log(end) - math.log(start)
-    return xp.where(u <= v, start * xp.exp(log_ratio * u), end * xp.exp(-log_ratio * v))
-
-
-#: shape name -> shape(xp, t, start, end, u, v); S(0) = 0 and S(1) = 1 exactly
-SHAPES = {"linear": _linear_shape, "cos": _cos_shape, "exp": _exp_shape}
-
-
-def interpolate(xp, t, d, start, end, shape="linear", power=1.0):
-    """start + (end − start)·S((t/d)^power), written so that both ends are exact."""
-    u, v = shares(xp, t, d, power)
-    return SHAPES[shape](xp, t, start, end, u, v)
-
-
-def _geometric(xp, base_log, n):
-    """base^n as exp(n·log base), log folded in float64: no drift of a rounded base."""
-    return xp.exp(n * base_log)
-
-
-def _grows(p, base: float, every: float) -> float:
-    """The largest factor base^(t/every) reaches within the call's duration (inf if unbounded)."""
-    if base <= 1:
-        return 1.0
-    exponent = p.d / every * math.log(base)  # inf when d is
-    return math.exp(exponent) if exponent < 709 else math.inf
-
-
-def _span(*values: float) -> tuple[float, float]:
-    return (min(values), max(values))
-
 
 # --- the primitives -------------------------------------------------------------------
 # t: local ticks (float array, ≥ 0, clamped to the call's end when bounded); p: resolved args.
@@ -616,7 +70,7 @@ _add(Primitive(
                Param("d", "duration")),
     """Linear ramp: start + (end − start)·min(t, d)/d; exactly ``end`` from t = d on.""",
     native="LinearLR (as factors)", example="linear(0.1, 0.001, 50)", value=_linear,
-    range=lambda p: _span(p.start, p.end), describe=lambda a: "linear"))
+    range=lambda p: interval(p.start, p.end), describe=lambda a: "linear"))
 
 
 def _shape_check(ends: str):
@@ -649,7 +103,7 @@ _add(Primitive(
     native="optax/HF/timm shapes; rising cosines (DINO weight decay, EMA momentum)",
     example="anneal(0.04, 0.4, 100)", value=_anneal, validate=_anneal_check,
     resolve=lambda p: exp_shape_complaint(p.start, p.end) if p.shape == "exp" else None,
-    range=lambda p: _span(p.start, p.end),
+    range=lambda p: interval(p.start, p.end),
     describe=lambda a: a["shape"] + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
 
 
@@ -720,9 +174,9 @@ def _poly(xp, t, p):
     else:
         u, v = shares(xp, t, p.d)
     if p.power == 1:
-        return _weighted(xp, t, ((p.lr, v), (p.end, u)))
+        return weighted(xp, t, ((p.lr, v), (p.end, u)))
     w = xp.power(v, p.power)
-    return _weighted(xp, t, ((p.lr, w), (p.end, complement(xp, w, v, u, p.power))))
+    return weighted(xp, t, ((p.lr, w), (p.end, complement(xp, w, v, u, p.power))))
 
 
 def _poly_check(a):
@@ -739,14 +193,14 @@ _add(Primitive(
     native="Keras PolynomialDecay; PolynomialLR when end=0",
     example="poly(0.1, 100, power=2)", value=_poly, validate=_poly_check,
     resolve=lambda p: period_complaint("d", p.d) if p.cycle else None,
-    range=lambda p: _span(p.lr, p.end), bounded=lambda a: not a["cycle"],
+    range=lambda p: interval(p.lr, p.end), bounded=lambda a: not a["cycle"],
     end=lambda p: math.inf if p.cycle else p.d, span=lambda p: 3 * p.d,
     describe=lambda a: f"power {format_number(a['power'])}" + (", cycling" if a["cycle"] else "")))
 
 
 def _step(xp, t, p):
     """lr·factor^⌊t/every⌋.  StepLR(step_size=every, gamma=factor)."""
-    return p.lr * _geometric(xp, p.log_factor, whole_periods(xp, t, p.every))
+    return p.lr * geometric(xp, p.log_factor, whole_periods(xp, t, p.every))
 
 
 def _resolve_factor(p):
@@ -759,22 +213,14 @@ _add(Primitive(
     """Step decay: lr·factor^⌊t/every⌋.""",
     native="StepLR(step_size=every, gamma=factor)", example="step(0.1, 30, factor=0.5)",
     value=_step, resolve=_resolve_factor,
-    range=lambda p: (0.0 if p.factor < 1 else p.lr, p.lr * _grows(p, p.factor, p.every)),
+    range=lambda p: (0.0 if p.factor < 1 else p.lr, p.lr * grows(p, p.factor, p.every)),
     span=lambda p: 3 * p.every,
     describe=lambda a: f"×{format_value(a['factor'])} every {a['every']}"))
 
 
-def _levels(xp, t, marks, levels):
-    """levels[i] from marks[i−1] on (levels[0] before the first mark)."""
-    out = xp.zeros_like(t) + levels[0]
-    for mark, level in zip(marks, levels[1:]):
-        out = xp.where(t >= mark, level, out)
-    return out
-
-
 def _multistep(xp, t, p):
     """lr·factor^#{mᵢ ≤ t}, each level lr·factorᵏ computed once in float64.  MultiStepLR."""
-    return _levels(xp, t, p.milestones, p.levels)
+    return levels_at(xp, t, p.milestones, p.levels)
 
 
 def _in_order(name: str, ticks, strict: bool) -> str | None:
@@ -794,14 +240,14 @@ _add(Primitive(
                   Param("factor", "number", 0.1, POSITIVE), D),
     """Decay at milestones: lr·factor^#{mᵢ ≤ t}.""",
     native="MultiStepLR(milestones, gamma=factor)", example="multistep(0.1, [30, 60, 90])",
-    value=_multistep, resolve=_resolve_multistep, range=lambda p: _span(*p.levels),
+    value=_multistep, resolve=_resolve_multistep, range=lambda p: interval(*p.levels),
     span=lambda p: 1.5 * max(p.milestones, default=0.0),
     describe=lambda a: f"×{format_value(a['factor'])} at {format_value(a['milestones'])}"))
 
 
 def _piecewise(xp, t, p):
     """vᵢ for bᵢ ≤ t < bᵢ₊₁ (b₀ = 0).  Keras PiecewiseConstantDecay with boundaries bᵢ − 1."""
-    return _levels(xp, t, p.boundaries, p.values)
+    return levels_at(xp, t, p.boundaries, p.values)
 
 
 def _piecewise_lengths(a):
@@ -817,18 +263,14 @@ _add(Primitive(
     native="Keras PiecewiseConstantDecay with boundaries bᵢ − 1",
     example="piecewise([50%, 75%], [0.1, 0.01, 0.001])", value=_piecewise,
     validate=_piecewise_lengths, resolve=lambda p: _in_order("boundaries", p.boundaries, True),
-    range=lambda p: _span(*p.values), span=lambda p: 1.5 * max(p.boundaries, default=0.0),
+    range=lambda p: interval(*p.values), span=lambda p: 1.5 * max(p.boundaries, default=0.0),
     describe=lambda a: f"steps at {format_value(a['boundaries'])}"))
-
-
-def _decay_exponent(xp, t, p):
-    return whole_periods(xp, t, p.every) if p.staircase else xp.divide(t, p.every)
 
 
 def _exp(xp, t, p):
     """lr·rate^(t/every) (⌊t/every⌋ with staircase) = lr·exp(e·log rate); k: log rate = −k.
     Keras ExponentialDecay; ExponentialLR(gamma=rate) when every = 1."""
-    return p.lr * _geometric(xp, p.log_rate, _decay_exponent(xp, t, p))
+    return p.lr * geometric(xp, p.log_rate, decay_exponent(xp, t, p))
 
 
 def _exp_rate_or_k(a):
@@ -851,7 +293,7 @@ _add(Primitive(
     native="Keras ExponentialDecay; ExponentialLR(gamma=rate) when every=1",
     example="exp(0.1, 0.95)", value=_exp, validate=_exp_rate_or_k, resolve=_resolve_exp,
     range=lambda p: (0.0 if p.log_rate <= 0 else p.lr,
-                     p.lr * _grows(p, math.exp(p.log_rate), p.every)),
+                     p.lr * grows(p, math.exp(p.log_rate), p.every)),
     span=lambda p: 3 * p.every / max(abs(p.log_rate), 1e-9) if p.log_rate else 100.0,
     describe=lambda a: (f"×{format_value(a['rate'])}" if a["rate"] is not None else
                         f"×e^-{format_value(a['k'])}") + f" per {a['every']}"
@@ -860,7 +302,7 @@ _add(Primitive(
 
 def _invtime(xp, t, p):
     """lr / (1 + rate·t/every)^power.  Keras InverseTimeDecay (power = 1)."""
-    e = _decay_exponent(xp, t, p)
+    e = decay_exponent(xp, t, p)
     if p.power == 0:
         return xp.zeros_like(t) + p.lr
     if p.power == 1:
@@ -908,14 +350,14 @@ def _cyclic(xp, t, p):
     s = xp.where(rising, xp.divide(m, p.up), xp.divide(period_left(xp, t, cycles, size), p.down))
     rest = xp.where(rising, xp.divide(p.up - m, p.up), xp.divide(m - p.up, p.down))  # 1 − s
     if p.mode == "triangular":
-        return _weighted(xp, t, ((p.low, rest), (p.high, s)))
+        return weighted(xp, t, ((p.low, rest), (p.high, s)))
     if p.mode == "triangular2":
         a = xp.power(0.5, cycles)
         lost = 1.0 - a
     else:
-        a = _geometric(xp, p.log_gamma, t)
+        a = geometric(xp, p.log_gamma, t)
         lost = -xp.expm1(p.log_gamma * t)
-    return _weighted(xp, t, ((p.low, rest + s * lost), (p.high, s * a)))
+    return weighted(xp, t, ((p.low, rest + s * lost), (p.high, s * a)))
 
 
 def _resolve_cyclic(p):
@@ -928,10 +370,10 @@ def _resolve_cyclic(p):
 
 
 def _cyclic_range(p):
-    a = _grows(p, p.gamma, 1.0) if p.mode == "exp_range" else 1.0
+    a = grows(p, p.gamma, 1.0) if p.mode == "exp_range" else 1.0
     if not math.isfinite(a):
         return (0.0, math.inf)  # gamma > 1 without d=: the height grows without bound
-    return _span(p.low, p.low + (p.high - p.low) * a, p.high)
+    return interval(p.low, p.low + (p.high - p.low) * a, p.high)
 
 
 def _cyclic_check(a):
@@ -963,50 +405,14 @@ def _sgdr(xp, t, p):
         length = p.period
     else:
         restarts, into, left, length = _restart_of(xp, t, p)
-        peak = p.lr * _geometric(xp, p.log_decay, restarts)
-        return _cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
-    peak = p.lr * _geometric(xp, p.log_decay, restarts)
+        peak = p.lr * geometric(xp, p.log_decay, restarts)
+        return cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
+    peak = p.lr * geometric(xp, p.log_decay, restarts)
     u, v = xp.divide(into, length), xp.divide(period_left(xp, t, restarts, length), length)
-    return _cos_shape(xp, t, peak, p.min, u, v)
+    return cos_shape(xp, t, peak, p.min, u, v)
 
 
 #: restarts of a growing sgdr decided at plan time (no more than this many, none past this tick)
-RESTART_TABLE = 2 ** 15
-RESTART_HORIZON = 2.0 ** 31
-
-
-def _restart_table(period: float, mult: float):
-    """Restart i begins at Bᵢ = period·(multⁱ − 1)/(mult − 1) and is in force from the first whole
-    tick ≥ Bᵢ.  Returns, per restart: that tick kᵢ, oᵢ = kᵢ − Bᵢ ∈ [0, 1), rᵢ = Bᵢ₊₁ − (kᵢ₊₁ − 1)
-    ∈ (0, 1] and Tᵢ, from decimal arithmetic on the numbers as written (``repr``), so
-    7·(1.3 − 1)/0.3 is 7, not 7.000000000000001.  The table ends with the first restart that
-    begins at or past RESTART_HORIZON (so the last one before it has its end), or with the
-    RESTART_TABLE-th; that final entry's numbers are held within float range (only its tick
-    is read, as the end of the one before)."""
-    import decimal
-    with decimal.localcontext() as context:
-        context.prec = 60
-        m, length = decimal.Decimal(repr(mult)), decimal.Decimal(repr(period))
-        begin = decimal.Decimal(0)
-        ticks: list[float] = []
-        offsets: list[float] = []
-        tails: list[float] = []
-        lengths: list[float] = []
-        while True:
-            tick = begin.to_integral_value(rounding=decimal.ROUND_CEILING)
-            final = len(ticks) + 1 == RESTART_TABLE or begin >= RESTART_HORIZON
-            cap = sys.float_info.max if final else math.inf  # the final one only ends the table
-            if ticks:
-                tails.append(float(begin - (tick - 1)))
-            ticks.append(min(float(tick), cap))
-            offsets.append(float(tick - begin))
-            lengths.append(min(float(length), cap))
-            if final:
-                break
-            begin += length
-            length *= m
-    return tuple(ticks), tuple(offsets), tuple(tails) + (1.0,), tuple(lengths)
-
 
 def _restart_of(xp, t, p):
     """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1.
@@ -1043,7 +449,7 @@ def _resolve_sgdr(p):
     if p.mult == 1:
         return period_complaint("period", p.period)
     (p.restart_ticks, p.restart_offsets, p.restart_tails,
-     p.restart_lengths) = _restart_table(p.period, p.mult)
+     p.restart_lengths) = restart_table(p.period, p.mult)
     p.restart_index = tuple(float(i) for i in range(len(p.restart_ticks)))
     last = p.restart_ticks[-1]
     if last < RESTART_HORIZON and last <= p.d:
@@ -1072,7 +478,7 @@ _add(Primitive(
     native="CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) when decay=1; "
            "Keras CosineDecayRestarts(t_mul, m_mul) when min=0",
     example="sgdr(0.1, 10, mult=2)", value=_sgdr, validate=_min_below_lr, resolve=_resolve_sgdr,
-    range=lambda p: (p.min, p.lr * _grows(p, p.decay, p.period)),
+    range=lambda p: (p.min, p.lr * grows(p, p.decay, p.period)),
     span=lambda p: 3 * p.period * p.mult ** 2,
     describe=lambda a: f"cosine restarts every {a['period']}"
     + (f" ×{format_number(a['mult'])} longer" if a["mult"] != 1 else "")))
@@ -1141,14 +547,14 @@ _add(Primitive(
     native="OneCycleLR(max_lr=lr, total_steps=d, pct_start, div_factor, final_div_factor)",
     example="onecycle(0.1, 1000)", value=_onecycle, validate=_onecycle_written,
     resolve=_resolve_onecycle, end=lambda p: p.d - 1,
-    range=lambda p: _span(*(v for _, a, b in p.phases for v in (a, b))),
+    range=lambda p: interval(*(v for _, a, b in p.phases for v in (a, b))),
     describe=lambda a: f"one cycle, peak {format_value(a['lr'])}"
     + (", three phases" if a["three_phase"] else "")))
 
 
 def _build(kind: str):
     def build(values):
-        return getattr(nodes, kind)(*values)
+        return getattr(params.nodes, kind)(*values)
     return build
 
 
@@ -1186,32 +592,3 @@ def primitives() -> dict[str, Primitive]:
     """Every primitive of the language by name, in the catalogue's order."""
     return dict(PRIMITIVES)
 
-
-#: the operators, for the language table (their rules live in nodes.py and plan.py)
-OPERATORS = (
-    ("a >> b", "`a` for its duration, then `b` with its own clock from 0; one unbounded segment "
-               "before a bounded last one stretches to fill `total`", "SequentialLR"),
-    ("a + b, a - b", "pointwise sum and difference (a difference must provably stay ≥ 0)", "—"),
-    ("a * b, k * a", "pointwise product", "—"),
-    ("a[s:e]", "a(s + min(t, e − s)): a time slice, either end optional; holds a(e) past e",
-     "timm warmup_prefix=False; Noam's 1-based step"),
-    ("a | plateau(…)", "min(a(t), max(a(t)·s, min)), the scale s lowered on plateau (top level only)",
-     "ReduceLROnPlateau"),
-)
-
-
-def markdown_table() -> str:
-    """The README's language table: every primitive's signature, formula and native counterpart.
-
-    Printed by ``lrdsl list --markdown``; a test holds the README to it.
-    """
-    def cell(text: str) -> str:
-        return " ".join(text.split()).replace("|", "\\|")
-
-    rows = ["| expression | value at t (x = min(t, d)/d) | native counterpart |", "|---|---|---|"]
-    for primitive in PRIMITIVES.values():
-        summary = primitive.doc.split("\n\n")[0]
-        rows.append(f"| `{cell(primitive.signature())}` | {cell(summary)} | {cell(primitive.native) or '—'} |")
-    for syntax, meaning, native in OPERATORS:
-        rows.append(f"| `{cell(syntax)}` | {cell(meaning)} | {cell(native)} |")
-    return "\n".join(rows)

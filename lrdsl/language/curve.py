@@ -1,17 +1,18 @@
 """The reference evaluator: exact closed form in float64, vectorized over ticks.
 
-Every backend is tested against :func:`curve`.
+Every backend is tested against :func:`curve`; :func:`lr_function` is the same value at one
+tick in plain floats (``lrdsl parse``, ``lrdsl plot`` in the terminal, the fuzzer's oracle).
 """
 
 from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Mapping, Sequence as Seq
+from typing import Callable, Mapping, Sequence as Seq
 
 from lrdsl.errors import LrdslError
 from lrdsl.language.nodes import Expr
-from lrdsl.language.plan import plan
+from lrdsl.language.plan import Plan, plan
 from lrdsl.language.plateau import reports_in_force
 
 
@@ -74,3 +75,17 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     every = report_every or steps_per_epoch or 1
     reports = reports_in_force(t, every, len(scales) - 1, np).astype(np.int64)
     return rule.apply(f, scales[reports], np)
+
+
+def lr_function(plan: Plan, metrics: Mapping[str, Seq[float]] | None = None,
+                report_every: float = 1) -> Callable[[float], float]:
+    """tick -> LR in plain floats, with simulated plateau reports (as :func:`lrdsl.curve`)."""
+    rule = plan.plateau
+    if rule is None or not metrics:
+        return plan.value_at
+    scales = rule.scales(rule.monitored(metrics, "--metric"))
+
+    def lr(tick: float) -> float:
+        f = plan.value_at(tick)
+        return rule.apply(f, scales[int(reports_in_force(tick, report_every, len(scales) - 1))])
+    return lr

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence as Seq
 
 from lrdsl.language import floats
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
 from lrdsl.language.plan import Plan, TimedCall, TimedSequence
-from lrdsl.language.plateau import reports_in_force
+from lrdsl.language.curve import lr_function  # noqa: F401  (its home is curve; imported here before)
 from lrdsl.language.units import format_number
 
 
@@ -139,17 +138,3 @@ def default_ticks(plan: Plan) -> int:
     tail = plan.schedule.parts[-1] if isinstance(plan.schedule, TimedSequence) else plan.schedule
     period = tail.primitive.span(tail.p) if isinstance(tail, TimedCall) else 0.0
     return max(100, min(math.ceil(last_start * 1.5 + period), 10**7))
-
-
-def lr_function(plan: Plan, metrics: Mapping[str, Seq[float]] | None = None,
-                report_every: float = 1) -> Callable[[float], float]:
-    """tick -> LR in plain floats, with simulated plateau reports (as :func:`lrdsl.curve`)."""
-    rule = plan.plateau
-    if rule is None or not metrics:
-        return plan.value_at
-    scales = rule.scales(rule.monitored(metrics, "--metric"))
-
-    def lr(tick: float) -> float:
-        f = plan.value_at(tick)
-        return rule.apply(f, scales[int(reports_in_force(tick, report_every, len(scales) - 1))])
-    return lr

@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from lrdsl.language import catalogue
-from lrdsl.language.catalogue import PRIMITIVES, Primitive, convert_duration, format_value
-from lrdsl.language.catalogue import NONNEGATIVE
+from lrdsl.language import params
+from lrdsl.language.catalogue import PRIMITIVES
+from lrdsl.language.params import NONNEGATIVE, Primitive, convert_duration, format_value
 from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
 from lrdsl.language.units import Duration, parse_duration
 
@@ -508,6 +508,6 @@ class Plateau(Expr):
         return f"{self.schedule} | {self.options}"
 
 
-# the catalogue builds const, repeat, min and max nodes: it reaches them through this binding
-# (it sits below the AST, which reads its table; an import back would be a cycle)
-catalogue.nodes = sys.modules[__name__]
+# argument binding builds const nodes, and the catalogue repeat, min and max nodes: they reach
+# them through this binding (they sit below the AST, which reads them; an import back would be a cycle)
+params.nodes = sys.modules[__name__]

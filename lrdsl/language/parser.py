@@ -17,7 +17,8 @@ import functools
 import re
 from pathlib import Path
 
-from lrdsl.language.catalogue import PRIMITIVES, Name
+from lrdsl.language.catalogue import PRIMITIVES
+from lrdsl.language.params import Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
 from lrdsl.language.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
                          check_operand)

@@ -6,7 +6,7 @@ PyTorch backend, ``keras.ops`` in a Keras graph, ``jax.numpy`` for optax): one c
 no Python per tick.  The plateau's rule rides along; its state lives with whoever receives
 the reports.
 
-Planning also proves the values safe (LANGUAGE.md §5): each timed node knows the interval
+Planning also proves the values safe (docs/language.md "Values and the per-group rule"): each timed node knows the interval
 its values lie in — a call from its catalogue entry's ``range``, a combination by interval
 arithmetic over its operands — and an interval that leaves [0, ∞) anywhere is an
 :class:`ArgumentError` naming the node, as is a derived constant that is not finite.
@@ -22,8 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.catalogue import (float32_split, period_complaint, period_position, unfolded,
-                                       whole_periods)
+from lrdsl.language.numerics import (float32_split, period_complaint, period_position, unfolded,
+                                      whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
