@@ -92,8 +92,11 @@ class Schedule(TrainerCallback):
         except LrdslError as error:
             raise type(error)(f"{error} (lrdsl.hf.Schedule: total={total} optimizer steps, "
                               f"steps_per_epoch={per_epoch})") from None
-        saved = lr_scheduler.__dict__.pop(STATE_KEY, None)
-        _take_over(lr_scheduler, sched, len(optimizer.param_groups))
+        # a resumed Trainer loads scheduler.pt before this hook, into its own scheduler: torch's
+        # LambdaLR.load_state_dict puts the saved keys in the object's __dict__ (its documented
+        # behaviour), where lrdsl's state waits for us (or our load_state_dict below put it)
+        _take_over(lr_scheduler, sched, len(optimizer.param_groups))  # first: it checks the object
+        saved = vars(lr_scheduler).pop(STATE_KEY, None)
         if saved is not None:
             resume(sched, saved, "lrdsl.hf.Schedule",
                    "num_train_epochs/max_steps, gradient_accumulation_steps, the batch size")
@@ -148,9 +151,12 @@ class Schedule(TrainerCallback):
 
 def _take_over(hf_scheduler, sched: Scheduler, groups: int) -> None:
     """Make the Trainer's scheduler object a front for ``sched`` (instance attributes win over
-    its class's methods): the Trainer's calls to step, get_last_lr and state_dict reach lrdsl."""
-    hf_scheduler.step = _no_step
-    hf_scheduler.get_last_lr = sched.get_last_lr
+    its class's methods): the Trainer's calls to step, get_last_lr and state_dict reach lrdsl.
+
+    A callback is handed the Trainer's scheduler but cannot replace it (the Trainer keeps its
+    own reference), so its methods are rewritten on the instance; checked below, so that a
+    scheduler whose methods cannot be replaced is an error, not an LR silently stepped twice.
+    """
 
     def state_dict() -> dict:
         # lr_lambdas: what LambdaLR.load_state_dict pops before it updates its __dict__
@@ -163,10 +169,20 @@ def _take_over(hf_scheduler, sched: Scheduler, groups: int) -> None:
             held = ", ".join(map(repr, state)) if isinstance(state, Mapping) else repr(state)
             raise LrdslError(f"lrdsl.hf.Schedule cannot load this scheduler state: it holds {held}, "
                              f"not {STATE_KEY!r}")
-        hf_scheduler.__dict__[STATE_KEY] = state[STATE_KEY]
+        vars(hf_scheduler)[STATE_KEY] = state[STATE_KEY]  # where LambdaLR's own load puts it
 
-    hf_scheduler.state_dict = state_dict
-    hf_scheduler.load_state_dict = load_state_dict
+    fronts = {"step": _no_step, "get_last_lr": sched.get_last_lr, "state_dict": state_dict,
+              "load_state_dict": load_state_dict}
+    for name, method in fronts.items():
+        try:
+            setattr(hf_scheduler, name, method)
+        except AttributeError:  # __slots__, or a read-only property
+            pass  # named below
+    kept = [name for name, method in fronts.items() if getattr(hf_scheduler, name, None) != method]
+    if kept:
+        raise LrdslError(f"lrdsl.hf.Schedule needs to replace {', '.join(kept)} of the Trainer's "
+                         f"scheduler ({type(hf_scheduler).__name__}) on the instance, which this "
+                         f"scheduler does not allow; this transformers version is not supported")
 
 
 def _units(args, state, train_dataloader) -> tuple[float | None, float | None]:

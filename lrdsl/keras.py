@@ -102,8 +102,12 @@ class TargetVariable(keras.Variable):
 
 
 def _floats_in_config(optimizer) -> None:
-    """Saving the optimizer writes the targets' current values as floats, not variables."""
-    if getattr(optimizer, "_lrdsl_config", False):
+    """Saving the optimizer writes the targets' current values as floats, not variables.
+
+    The optimizer's own get_config would put the :class:`TargetVariable` in the config, which
+    does not serialize: the instance gets a get_config that writes its value (Keras saves
+    through the instance's method, as it does for any object's own get_config)."""
+    if getattr(optimizer.get_config, "lrdsl_floats", False):
         return
     plain = type(optimizer).get_config
 
@@ -111,8 +115,57 @@ def _floats_in_config(optimizer) -> None:
         config = plain(optimizer)
         return {k: float(ops.convert_to_numpy(v)) if isinstance(v, TargetVariable) else v
                 for k, v in config.items()}
+    get_config.lrdsl_floats = True  # type: ignore[attr-defined]
     optimizer.get_config = get_config
-    optimizer._lrdsl_config = True
+
+
+def _given_learning_rate(optimizer):
+    """What the optimizer holds as its learning rate: a variable, or the schedule object itself.
+
+    Keras's public ``learning_rate`` evaluates a schedule at the current step; the object is
+    only on the private ``_learning_rate`` (where Keras's own get_config reads it).  lrdsl needs
+    it to pick up a schedule restored by ``load_model``, plateau state included.  Guarded: a
+    Keras without it is a clear error, not a schedule silently started over.
+    """
+    try:
+        return optimizer._learning_rate
+    except AttributeError:
+        raise LrdslError(f"lrdsl needs the _learning_rate attribute of keras.optimizers.Optimizer "
+                         f"(the learning rate or schedule it was given), which this Keras version "
+                         f"({keras.__version__}) lacks; lrdsl.keras supports the Keras 3 releases "
+                         f"that hold it") from None
+
+
+def _set_learning_rate(optimizer, schedule: "Schedule") -> None:
+    """``optimizer.learning_rate = schedule`` (Keras's public setter), checked to have taken."""
+    optimizer.learning_rate = schedule
+    if _given_learning_rate(optimizer) is not schedule:
+        raise LrdslError(f"lrdsl set the learning_rate of {type(optimizer).__name__} to its schedule, "
+                         f"but the optimizer does not hold it (its _learning_rate is "
+                         f"{_given_learning_rate(optimizer)!r}); this Keras version "
+                         f"({keras.__version__}) keeps schedules elsewhere")
+
+
+def _put_untracked(optimizer, attribute: str, variable: "TargetVariable") -> None:
+    """Put ``variable`` in the optimizer's ``attribute`` without Keras tracking it.
+
+    Not through the optimizer's __setattr__, which would track it as one of its own variables:
+    a saved optimizer would then hold one more than a fresh one, and load_model would skip
+    restoring its state (the iteration count included) without a word.  Keras has no public
+    way to hold an untracked variable, so object.__setattr__ it is, guarded: the attribute
+    must then read back as the variable, and the optimizer's variables must not have grown.
+    """
+    before = len(optimizer.variables)
+    try:
+        object.__setattr__(optimizer, attribute, variable)
+    except AttributeError as error:
+        raise LrdslError(f"lrdsl needs to set {attribute} of {type(optimizer).__name__} to a variable "
+                         f"it writes each step, which this Keras version ({keras.__version__}) "
+                         f"refuses ({error})") from None
+    if getattr(optimizer, attribute, None) is not variable or len(optimizer.variables) != before:
+        raise LrdslError(f"lrdsl needs {attribute} of {type(optimizer).__name__} to be a plain "
+                         f"attribute that the update step reads, which it is not in this Keras "
+                         f"version ({keras.__version__}): scheduling it would have no effect")
 
 
 @keras.saving.register_keras_serializable(package="lrdsl")
@@ -135,25 +188,47 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
         for name in targets or {}:
             channels.target(name)  # an unknown target is refused, naming those there are
-        #: the plans, the plateau state and its reports (the position is in the graph: the
-        #: optimizer's iteration counter, or the epoch variable)
+        #: the plans, the plateau state and its reports, and for tick="epoch" the position (the
+        #: epoch; the graph reads it from a variable).  For tick="step" the position is the
+        #: optimizer's iteration counter, in the graph.
         self.runtime = Runtime({"lr": self.expr, **(targets or {})}, steps_per_epoch=steps_per_epoch,
-                               total=total)
+                               total=total, tick=0)
         self.plan = self.runtime.plan_of("lr", self.expr)
         _check_float32(self.plan)
         #: target -> its plan (momentum, beta2, weight_decay): values written each step by __call__
         self.targets = {name: _target_plan(self.runtime, name, text) for name, text in (targets or {}).items()}
         self._driven: dict[str, Any] = {}  # target -> the optimizer's variable it writes
         self.plateau = self.runtime.plateau_of(self.plan)
-        self.epoch = 0
-        if state:
-            self.epoch = _saved_epoch(state)
-            if self.plateau is not None and state.get("plateau"):
-                self.plateau.load_state_dict(state["plateau"])
+        if state:  # checked and taken by the runtime, as a torch scheduler's state is
+            self.runtime.load(self.runtime.checked(self._runtime_state(state)))
         self._scale = keras.Variable(self.plateau.scale if self.plateau else 1.0, dtype="float32",
                                      trainable=False, name="lrdsl_plateau_scale")
         self._epoch = keras.Variable(float(self.epoch), dtype="float32", trainable=False,
                                      name="lrdsl_epoch")
+
+    @property
+    def epoch(self) -> int:
+        """The epoch in force: the runtime's tick (the schedule's tick when ``tick="epoch"``)."""
+        return self.runtime.tick
+
+    def _runtime_state(self, state) -> dict[str, Any]:
+        """The saved form get_config has always written (``{"epoch", "plateau"}``, beside the
+        expressions) as the runtime's state."""
+        epoch = _saved_epoch(state)
+        plateau = state.get("plateau") if self.plateau is not None else None
+        return {**self.runtime.state_dict(), "last_epoch": epoch, "_step_count": epoch,
+                "plateau": {str(self.plan.expr): plateau} if plateau else None}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The runtime's state: expressions, units, the epoch as its tick, the plateau's state."""
+        return self.runtime.state_dict()
+
+    def load(self, loaded) -> None:
+        """Take a state checked by ``self.runtime.checked``: the epoch and the plateau state."""
+        self.runtime.load(loaded)
+        self._epoch.assign(float(self.epoch))
+        if self.plateau is not None:
+            self._scale.assign(self.plateau.scale)
 
     def __call__(self, step):
         step = ops.convert_to_tensor(step)
@@ -208,10 +283,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      f"(Keras creates them only for a nonzero momentum): build it "
                                      f"with the momentum the schedule starts at")
                 current = TargetVariable(compiled.value_at(0), built, name=f"lrdsl_{name}")
-                # not through the optimizer's __setattr__, which would track it as one of its own
-                # variables: a saved optimizer would then hold one more than a fresh one, and
-                # load_model would skip restoring its state (the iteration count included)
-                object.__setattr__(optimizer, attribute, current)
+                _put_untracked(optimizer, attribute, current)
             self._driven[name] = current
         if self.targets:
             _floats_in_config(optimizer)
@@ -227,7 +299,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return f if self.plateau is None else self.plateau.lr(f)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.runtime.tick = int(epoch)
         self._epoch.assign(float(epoch))
 
     def report(self, logs) -> None:
@@ -306,7 +378,7 @@ class Callback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
-        current = optimizer._learning_rate
+        current = _given_learning_rate(optimizer)
         if isinstance(current, Schedule) and current.same_as(self.schedule):
             self.schedule = current  # restored by load_model: keep its plateau state
         elif isinstance(current, Schedule) and current is not self.schedule:
@@ -315,28 +387,22 @@ class Callback(keras.callbacks.Callback):
                                  f"not {str(self.expr)!r}; pass rebase=True to continue it under "
                                  f"the new expression from its tick")
             self._rebase_from(current)
-            optimizer.learning_rate = self.schedule
+            _set_learning_rate(optimizer, self.schedule)
         elif isinstance(current, keras.optimizers.schedules.LearningRateSchedule) and \
                 current is not self.schedule:
             raise LrdslError(f"the optimizer already has a learning-rate schedule ({current!r}); "
                              f"build it with a float learning_rate and let lrdsl.keras.callback "
                              f"set it")
         else:
-            optimizer.learning_rate = self.schedule
+            _set_learning_rate(optimizer, self.schedule)
         self.schedule.drive(optimizer)
 
     def _rebase_from(self, saved: "Schedule") -> None:
-        """Continue ``saved``'s run under this callback's schedule: its epoch, and its plateau
-        state when the rule is the same (logged either way)."""
-        self.schedule.set_epoch(saved.epoch)
-        ours = self.schedule.plateau
-        if ours is not None and saved.plateau is not None and saved.plateau.rule == ours.rule:
-            ours.load_state_dict(saved.plateau.state_dict())
-            self.schedule._scale.assign(ours.scale)
-            log.info("lrdsl: rebased from %s; the plateau keeps its saved state", saved.expr)
-        else:
-            log.info("lrdsl: rebased from %s%s", saved.expr,
-                     "; the plateau starts fresh" if ours is not None else "")
+        """Continue ``saved``'s run under this callback's schedule, through the runtime (as a
+        torch scheduler's ``load_state_dict(rebase=True)``): its epoch, and its plateau state
+        when the rule is the same (logged either way)."""
+        self.schedule.load(self.schedule.runtime.checked(saved.state_dict(), rebase=True))
+        log.info("lrdsl: rebased from %s to %s at epoch %d", saved.expr, self.expr, self.schedule.epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._in_epoch, self._reported, self._train_logs = epoch, None, None

@@ -95,8 +95,12 @@ class Schedule(Callback):
         for config in replaced:
             rank_zero_warn(f"lrdsl.lightning.Schedule replaces the {type(config.scheduler).__name__} "
                            f"that configure_optimizers returned")
-        configs[:] = [c for c in configs if c not in replaced]
-        configs.append(LRSchedulerConfig(self.scheduler, interval="step", frequency=1))
+        ours = LRSchedulerConfig(self.scheduler, interval="step", frequency=1)
+        trainer.strategy.lr_scheduler_configs = [c for c in configs if c not in replaced] + [ours]
+        if not any(c is ours for c in trainer.lr_scheduler_configs):  # what the fit loop steps
+            raise LrdslError("lrdsl.lightning.Schedule needs the trainer to step the schedulers in "
+                             "trainer.strategy.lr_scheduler_configs, which this Lightning version "
+                             "does not; the LR would stay at its first value")
         if self._pending is not None:
             state, self._pending = self._pending, None
             resume(self.scheduler, state, "lrdsl.lightning.Schedule",

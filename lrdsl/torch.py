@@ -171,11 +171,15 @@ class Scheduler(LRScheduler):
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
         self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
-        try:
-            super().__init__(optimizer, last_epoch)
-        except KeyError as error:  # last_epoch ≥ 0 on groups that never had a scheduler
-            raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved 'initial_lr': "
-                             f"load the optimizer's state first ({error})") from None
+        # each group's slots, built before LRScheduler.__init__, whose constructor then takes
+        # tick 0 through our step(); no torch hook is overridden (its _initial_step is private)
+        self.optimizer = optimizer
+        self._slots: dict[str, list[_Slot]] = {target: [] for target in self._plans}
+        self._refs: dict[str, float | None] = {}  # per target: the reference group's initial value
+        self._add_slots(0)
+        super().__init__(optimizer, last_epoch)
+        if self.runtime.tick == last_epoch:  # a torch whose constructor takes no first step
+            self.step()
 
     # --- construction ------------------------------------------------------------------------
     def _plans_of(self, target: str, optimizer, start: int) -> list[Plan]:
@@ -194,27 +198,20 @@ class Scheduler(LRScheduler):
     def _remember_initial_values(self, groups: list[dict], start: int, last_epoch: int) -> None:
         """``initial_<target>`` in each group from ``start`` on, as torch keeps ``initial_lr``:
         the ratio rule's base."""
+        kept = []  # every value checked before any is kept
         for target in self.specs:
             key = "initial_lr" if target == "lr" else f"initial_{target}"
             for i in range(start, len(groups)):
                 group = groups[i]
                 value = _accessors(target, group)[0](group)
                 _checked(value, f"param group {_group_name(group, i)}: {target}")
-                if target == "lr" and start == 0:
-                    continue  # LRScheduler.__init__ sets initial_lr
                 if last_epoch == -1:
-                    group.setdefault(key, value.clone() if isinstance(value, torch.Tensor) else value)
+                    kept.append((group, key, value.clone() if isinstance(value, torch.Tensor) else value))
                 elif key not in group:
                     raise LrdslError(f"last_epoch={last_epoch} needs the optimizer's saved '{key}' in "
                                      f"param group {i}: load the optimizer's state first")
-
-    def _initial_step(self) -> None:
-        """Build each group's slots (LRScheduler.__init__ calls this once), then take tick 0."""
-        self._slots: dict[str, list[_Slot]] = {target: [] for target in self._plans}
-        self._refs: dict[str, float | None] = {}  # per target: the reference group's initial value
-        self._add_slots(0)
-        self.runtime.steps = 0
-        self.step()
+        for group, key, value in kept:
+            group.setdefault(key, value)
 
     def _add_slots(self, start: int) -> None:
         """Slots for the param groups from ``start`` on; nothing changes unless all are fine."""
@@ -352,7 +349,9 @@ class Scheduler(LRScheduler):
                              f"{', '.join(self._slots)}")
         return [slot.at(self.last_epoch) for slot in self._slots[target]]
 
-    # the position lives in the runtime; LRScheduler's names for it stay readable and settable
+    # the position lives in the runtime; LRScheduler's names for it stay readable and settable:
+    # its constructor writes last_epoch and (a private name, read by nothing of ours but kept for
+    # code that reads it as on torch's own schedulers) _step_count
     @property
     def last_epoch(self) -> int:  # type: ignore[override]
         return self.runtime.tick

@@ -73,14 +73,16 @@ def find_lr(model: keras.Model, x, y, *, batch_size: int = 32, start: float = 1e
         optimizer.build(model.trainable_variables)
     model_values = [v.numpy() for v in model.variables]
     optimizer_values = [v.numpy() for v in optimizer.variables]
-    learning_rate, train_function = optimizer._learning_rate, model.train_function
+    # guarded read: a Keras without _learning_rate is an LrdslError here, before the swap below
+    learning_rate, train_function = lrdsl.keras._given_learning_rate(optimizer), model.train_function
     expr = sweep(start, end, steps)
     schedule = lrdsl.keras.schedule(expr)
     recorder = Recorder(smooth, diverge)
     try:
         optimizer.iterations.assign(0)  # the schedule's tick
-        # Swapped in directly: the learning_rate setter untracks the optimizer's lr variable,
-        # which would reorder its saved variables for good.
+        # Swapped in directly, on the private attribute read above: the public learning_rate
+        # setter untracks the optimizer's lr variable, which would reorder its saved variables
+        # for good (test_find checks the variable and the order come back).
         optimizer._learning_rate = schedule
         model.train_function = None  # a train function traced before captured the old lr
         batches = _batch_indices(len(x), batch_size, seed)
