@@ -17,10 +17,12 @@ import numpy as np
 from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
-                                   resume_checkpoint)
 from lrdsl.train.checkpoint import rebase_lines
 from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
+from lrdsl.train.console import epoch_line
+from lrdsl.train.csv_files import lr_columns
+from lrdsl.train.resume import end_epoch, restore_logs, resume_checkpoint
+from lrdsl.train.run_log import RunLog, closing_run
 from lrdsl.train.data import Dataset
 
 
