@@ -149,7 +149,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
 def _start_keras(trainer, backend: str | None):
     """Keras on ``backend.keras_backend`` and ``trainer.device``, deterministic; the module."""
     _use_keras_backend(backend)
-    import lrdsl.keras  # noqa: F401  # Keras starts here, on the backend just chosen
+    import lrdsl.keras  # Keras starts here, on the backend just chosen
 
     if trainer.strategy != "single":
         raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
