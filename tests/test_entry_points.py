@@ -51,7 +51,8 @@ def _epoch_files(directory: Path) -> None:
 def test_curves_png_on_a_full_disk_is_one_error_and_no_partial_file(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from lrdsl.train.artifacts import WriteError, plot_curves
+    from lrdsl.train.plots import plot_curves
+    from lrdsl.train.write_error import WriteError
 
     _epoch_files(tmp_path)
 
@@ -66,8 +67,8 @@ def test_curves_png_on_a_full_disk_is_one_error_and_no_partial_file(tmp_path, mo
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
-    from lrdsl.train.artifacts import WriteError
     from lrdsl.train.checkpoint import write_atomically
+    from lrdsl.train.write_error import WriteError
 
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"epoch 1")
@@ -83,7 +84,8 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
 
 def test_the_logs_on_a_full_disk_are_one_error(tmp_path):
     """/dev/full: every write fails with ENOSPC, as on a full disk, for any user."""
-    from lrdsl.train.artifacts import RunLog, WriteError
+    from lrdsl.train.run_log import RunLog
+    from lrdsl.train.write_error import WriteError
 
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")

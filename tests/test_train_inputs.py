@@ -180,7 +180,7 @@ def test_a_bad_file_from_the_command_line_has_no_traceback(tmp_path):
 # -- logs: a resumed run starts from exactly the checkpoint's rows -------------------------
 
 def test_restore_logs_cuts_at_the_checkpoint_and_drops_a_torn_line(tmp_path):
-    from lrdsl.train.artifacts import restore_logs
+    from lrdsl.train.resume import restore_logs
 
     metrics = "epoch,lr,loss,val_loss,val_acc,seconds\r\n" + "".join(
         f"{e},0.1,1.{e},2.{e},0.{e},0.5\r\n" for e in range(1, 5)) + "5,0.1,1."

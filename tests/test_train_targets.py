@@ -120,7 +120,7 @@ def test_bad_target_configs_are_one_line_errors(overrides, message):
 
 
 def test_restore_logs_fills_a_newly_scheduled_target_and_drops_an_unscheduled_one(tmp_path):
-    from lrdsl.train.artifacts import restore_logs
+    from lrdsl.train.resume import restore_logs
 
     (tmp_path / "metrics.csv").write_text("epoch,lr,loss,val_loss,val_acc,seconds\r\n1,0.1,1,1,0.5,1\r\n",
                                           newline="")

@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lrdsl.errors import LrdslError
 from lrdsl.train import rundir
-from lrdsl.train.artifacts import WriteError
+from lrdsl.train.write_error import WriteError
 from lrdsl.train.config import conf_dir, validate
 
 

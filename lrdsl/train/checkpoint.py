@@ -27,7 +27,8 @@ from typing import Any, Callable
 from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.language.parser import parse
-from lrdsl.train.artifacts import fault, write_error
+from lrdsl.train.fault import fault
+from lrdsl.train.write_error import write_error
 
 FORMAT = "lrdsl.train checkpoint 1"
 MANIFEST_MEMBER = "lrdsl.json"  # inside checkpoint.keras
@@ -57,7 +58,7 @@ def _fsync(path: Path, directory: bool = False) -> None:
 def write_atomically(path: Path, write: Callable[[Path], None], epoch: int) -> None:
     """``write(temp)``, then rename ``temp`` over ``path``: ``path`` is never half-written.
 
-    A write that fails (a full disk) is a :class:`~lrdsl.train.artifacts.WriteError`; ``path``
+    A write that fails (a full disk) is a :class:`~lrdsl.train.write_error.WriteError`; ``path``
     is then still the previous checkpoint.
     """
     path = Path(path)

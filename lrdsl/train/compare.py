@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.artifacts import read_csv
+from lrdsl.train.csv_files import read_csv
 
 NEEDED = ("epoch", "lr", "loss", "val_loss", "val_acc")  # the columns the table and figure read
 

@@ -18,7 +18,7 @@ from lrdsl import channels
 from lrdsl.errors import LrdslError, did_you_mean
 from lrdsl.language.nodes import Plateau
 from lrdsl.language.parser import parse
-from lrdsl.train.artifacts import tensorboard_writer
+from lrdsl.train.tensorboard_log import tensorboard_writer
 from lrdsl.train.rundir import register_resolver
 
 UNITS = ("step", "epoch")

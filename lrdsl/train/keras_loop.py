@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,12 @@ import numpy as np
 from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
-                                   resume_checkpoint)
 from lrdsl.train.checkpoint import rebase_lines
 from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
+from lrdsl.train.console import epoch_line
+from lrdsl.train.csv_files import lr_columns
+from lrdsl.train.resume import end_epoch, restore_logs, resume_checkpoint
+from lrdsl.train.run_log import RunLog, closing_run
 from lrdsl.train.data import Dataset
 
 
@@ -103,10 +106,51 @@ def optimizer_value(keras, optimizer, target: str) -> float | None:
 
 
 def train(cfg, data: Dataset, out: Path) -> dict:
-    _use_keras_backend(cfg.backend.get("keras_backend"))
+    """Train ``cfg``'s model on ``data`` into ``out``; the last epoch's metrics row."""
+    trainer = cfg.trainer
+    keras = _start_keras(trainer, cfg.backend.get("keras_backend"))
+    steps = -(-len(data.x_train) // trainer.batch_size)
+    per_step, ticks_per_epoch, units = tick_units(cfg, steps)
+    targets = scheduled_targets(cfg)
+    checkpoint = resume_checkpoint(trainer)
+    expected = ckpt.manifest(cfg, data, backend="keras", epochs_done=0, ticks_done=0, units=units)
+    if checkpoint is None:
+        model, meta = _fresh_model(keras, cfg, data), None
+    else:
+        model, meta = _resume(keras, checkpoint, expected, trainer.rebase, steps)
+    start = 0 if meta is None else meta["epochs_done"]
+    ckpt.remove_stray_temporaries(out)
+    saved_values: dict = {}
+    if checkpoint is not None:
+        saved_values = _saved_values(keras, model.optimizer, start * ticks_per_epoch)
+        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns(targets),
+                     fill=saved_values)
     import lrdsl.keras
 
-    trainer = cfg.trainer
+    schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, momentum=targets.get("momentum"),
+                                       beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
+                                       rebase=bool(trainer.rebase and checkpoint is not None), **units)
+    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets), logger=trainer.logger,
+                 ticks_per_epoch=ticks_per_epoch)
+    recorder = _recorder(keras, schedule_cb, log)
+    rebase = _Rebase(meta, expected, saved_values) if meta is not None and trainer.rebase else None
+    ticks = _tick_logger(keras, schedule_cb, recorder, log, targets, per_step, rebase)
+    result: dict = {}
+    with closing_run(log, out, run_title(cfg, "keras")):
+        for epoch in range(start, end_epoch(trainer, start)):
+            _fit_epoch(keras, model, data, trainer, epoch, [recorder, schedule_cb, ticks])
+            result = recorder.row
+            print(epoch_line(result, trainer.epochs), flush=True)
+            ckpt.save_keras(out / "checkpoint.keras", model,
+                            {**expected, "epochs_done": epoch + 1, "ticks_done": (epoch + 1) * ticks_per_epoch})
+    return result
+
+
+def _start_keras(trainer, backend: str | None):
+    """Keras on ``backend.keras_backend`` and ``trainer.device``, deterministic; the module."""
+    _use_keras_backend(backend)
+    import lrdsl.keras  # Keras starts here, on the backend just chosen
+
     if trainer.strategy != "single":
         raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
     keras = _select_device(trainer.device)
@@ -116,53 +160,86 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()  # same seed, same run (CPU and GPU)
-    steps = -(-len(data.x_train) // trainer.batch_size)
-    per_step, ticks_per_epoch, units = tick_units(cfg, steps)
-    targets = scheduled_targets(cfg)
-    start = 0
-    checkpoint = resume_checkpoint(trainer)
-    expected = ckpt.manifest(cfg, data, backend="keras", epochs_done=0, ticks_done=0, units=units)
-    if checkpoint is not None:
-        if checkpoint.suffix != ".keras":
-            raise LrdslError(f"trainer.resume: {checkpoint} is not a .keras checkpoint; this run has "
-                             f"backend=keras")
-        model, meta = ckpt.load_keras(checkpoint, expected, keras, rebase=trainer.rebase)
-        start = meta["epochs_done"]
-        iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        if iterations != start * steps:
-            raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (optimizer at step "
-                             f"{iterations}, manifest after {start} epochs of {steps} steps)")
-    else:
-        keras.utils.set_random_seed(trainer.seed)
-        model = build_model(keras, cfg.model, data)
-        model.compile(optimizer=build_optimizer(keras, cfg.optimizer),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
-    ckpt.remove_stray_temporaries(out)
-    saved_values: dict = {}
-    if checkpoint is not None:
-        # what the checkpointed run had in force at its tick: a rebase's "before", and the
-        # constants of targets it did not schedule
-        saved_values = {t: optimizer_value(keras, model.optimizer, t) for t in channels.TARGETS}
-        loaded = getattr(model.optimizer, "_learning_rate", None)
-        if loaded is not None and hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
-            saved_values["lr"] = float(loaded.lr_at(start * ticks_per_epoch))
-        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns(targets),
-                     fill=saved_values)
-    schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, momentum=targets.get("momentum"),
-                                       beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
-                                       rebase=bool(trainer.rebase and checkpoint is not None), **units)
-    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets), logger=trainer.logger,
-                 ticks_per_epoch=ticks_per_epoch)
+    return keras
 
-    class Ticks(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras: imported above, per backend
-        """lr.csv: each tick's values, read before its batch and after the schedule callback's
-        batch and epoch starts (it is listed after it); on a rebased resume, the switch's lines,
-        once."""
 
-        def __init__(self, rebased: bool):
+def _fresh_model(keras, cfg, data: Dataset):
+    """A new model, seeded, compiled with its optimizer, loss and accuracy metric."""
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    model = build_model(keras, cfg.model, data)
+    model.compile(optimizer=build_optimizer(keras, cfg.optimizer),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    return model
+
+
+def _resume(keras, checkpoint: Path, expected: dict, rebase: bool, steps: int) -> tuple:
+    """(model, manifest) from ``checkpoint``, its optimizer's step checked against the manifest."""
+    if checkpoint.suffix != ".keras":
+        raise LrdslError(f"trainer.resume: {checkpoint} is not a .keras checkpoint; this run has "
+                         f"backend=keras")
+    model, meta = ckpt.load_keras(checkpoint, expected, keras, rebase=rebase)
+    start = meta["epochs_done"]
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if iterations != start * steps:
+        raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (optimizer at step "
+                         f"{iterations}, manifest after {start} epochs of {steps} steps)")
+    return model, meta
+
+
+def _saved_values(keras, optimizer, tick: int) -> dict:
+    """What the checkpointed run had in force at its tick: a rebase's "before", and the
+    constants of targets it did not schedule."""
+    values = {t: optimizer_value(keras, optimizer, t) for t in channels.TARGETS}
+    loaded = getattr(optimizer, "_learning_rate", None)
+    if loaded is not None and hasattr(loaded, "lr_at"):  # an lrdsl schedule: its LR at the tick, plateau included
+        values["lr"] = float(loaded.lr_at(tick))
+    return values
+
+
+def _recorder(keras, schedule_cb, log: RunLog):
+    """A callback that writes the epoch row, listed before the schedule callback so that the
+    row is written before the schedule's report can fail; ``.row`` is the last one."""
+
+    class Recorder(keras.callbacks.Callback):  # keras: imported per backend, passed in
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.began = epoch, time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.row = dict(epoch=epoch + 1, lr=schedule_cb.last_lr(epoch), loss=float(logs["loss"]),
+                            val_loss=float(logs["val_loss"]), val_acc=float(logs["val_acc"]),
+                            seconds=round(time.perf_counter() - self.began, 3))
+            log.epoch(**self.row)
+
+    return Recorder()
+
+
+@dataclass
+class _Rebase:
+    """A rebased resume: the checkpoint's manifest, this run's, and the values in force at the
+    checkpoint's tick, for :func:`rebase_lines`."""
+
+    meta: dict
+    expected: dict
+    saved_values: dict
+
+    def print_lines(self, now: dict) -> None:
+        """The switch's lines, ``now`` being this run's values at its first tick."""
+        now = {**now, **{t: self.saved_values[t] for t in channels.OTHER_TARGETS if t not in now}}
+        for line in rebase_lines(self.meta, self.expected, self.saved_values, _Fixed(now)):
+            print(line, flush=True)
+
+
+def _tick_logger(keras, schedule_cb, recorder, log: RunLog, targets: dict, per_step: bool,
+                 rebase: _Rebase | None):
+    """A callback for lr.csv: each tick's values, read before its batch and after the schedule
+    callback's batch and epoch starts (it is listed after it); on a rebased resume, the
+    switch's lines, once."""
+
+    class Ticks(keras.callbacks.Callback):  # keras: imported per backend, passed in
+        def __init__(self, rebase: _Rebase | None):
             super().__init__()
-            self.rebased = rebased
+            self.rebase = rebase
 
         def on_train_batch_begin(self, batch, logs=None):
             if per_step or batch == 0:
@@ -175,45 +252,22 @@ def train(cfg, data: Dataset, out: Path) -> dict:
                     float(schedule.target_at(t, tick)) if hasattr(schedule, "target_at")
                     else optimizer_value(keras, optimizer, t) for t in targets]
                 log.tick(tick, *values)
-                if self.rebased:
-                    self.rebased = False
-                    now = dict(zip(("lr", *targets), values))
-                    now.update({t: saved_values[t] for t in channels.OTHER_TARGETS if t not in now})
-                    for line in rebase_lines(meta, expected, saved_values, _Fixed(now)):
-                        print(line, flush=True)
+                rebase, self.rebase = self.rebase, None  # its lines, once
+                if rebase is not None:
+                    rebase.print_lines(dict(zip(("lr", *targets), values)))
 
-    class Recorder(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras: imported above
-        """The epoch row, written before the schedule callback's report can fail."""
+    return Ticks(rebase)
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch, self.began = epoch, time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):  # runs before the schedule's report can fail
-            self.row = dict(epoch=epoch + 1, lr=schedule_cb.last_lr(epoch), loss=float(logs["loss"]),
-                            val_loss=float(logs["val_loss"]), val_acc=float(logs["val_acc"]),
-                            seconds=round(time.perf_counter() - self.began, 3))
-            log.epoch(**self.row)
-
-    recorder = Recorder()
-    ticks = Ticks(rebased=checkpoint is not None and trainer.rebase)
-    last_epoch = end_epoch(trainer, start)
-    rng_order = np.random.RandomState
-    result: dict = {}
-    with closing_run(log, out, run_title(cfg, "keras")):
-        for epoch in range(start, last_epoch):
-            keras.utils.set_random_seed(trainer.seed + epoch)
-            _reseed_layers(keras, model, trainer.seed + epoch)  # dropout: the same in a resumed run
-            order = rng_order(trainer.seed + epoch).permutation(len(data.x_train))
-            model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
-                      initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                      validation_data=(data.x_val, data.y_val), callbacks=[recorder, schedule_cb, ticks],
-                      verbose=1 if trainer.progress else 0)
-            row = recorder.row
-            result = row
-            print(epoch_line(row, trainer.epochs), flush=True)
-            ckpt.save_keras(out / "checkpoint.keras", model,
-                            {**expected, "epochs_done": epoch + 1, "ticks_done": (epoch + 1) * ticks_per_epoch})
-    return result
+def _fit_epoch(keras, model, data: Dataset, trainer, epoch: int, callbacks: list) -> None:
+    """One ``fit`` call over the data shuffled for ``epoch``, every RNG reseeded from it."""
+    keras.utils.set_random_seed(trainer.seed + epoch)
+    _reseed_layers(keras, model, trainer.seed + epoch)  # dropout: the same in a resumed run
+    order = np.random.RandomState(trainer.seed + epoch).permutation(len(data.x_train))
+    model.fit(data.x_train[order], data.y_train[order], batch_size=trainer.batch_size,
+              initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+              validation_data=(data.x_val, data.y_val), callbacks=callbacks,
+              verbose=1 if trainer.progress else 0)
 
 
 class _Fixed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,10 +20,12 @@ import lrdsl.torch
 from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
-from lrdsl.train.artifacts import (RunLog, closing_run, end_epoch, epoch_line, lr_columns, restore_logs,
-                                   resume_checkpoint)
 from lrdsl.train.checkpoint import rebase_lines
 from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
+from lrdsl.train.console import epoch_line
+from lrdsl.train.csv_files import lr_columns
+from lrdsl.train.resume import end_epoch, restore_logs, resume_checkpoint
+from lrdsl.train.run_log import RunLog, closing_run
 from lrdsl.train.data import Dataset
 
 
@@ -96,6 +99,12 @@ class _Distributed:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def finish(self) -> None:
+        """Wait for every rank, then leave the process group (however the epochs ended)."""
+        if self.active:
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def _loader(x, y, batch_size, seed, epoch, distributed: _Distributed, shuffle: bool):
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -127,6 +136,46 @@ def _evaluate(model, loader, device, distributed) -> tuple[float, float]:
 
 
 def train(cfg, data: Dataset, out: Path) -> dict:
+    """Train ``cfg``'s model on ``data`` into ``out``; the last epoch's metrics row."""
+    trainer = cfg.trainer
+    run = _set_up(cfg, data)
+    checkpoint = resume_checkpoint(trainer)
+    expected = ckpt.manifest(cfg, data, backend="torch", epochs_done=0, ticks_done=0, units=run.units)
+    resumed = None if checkpoint is None else _resume(run, checkpoint, expected, trainer.rebase)
+    if run.distributed.rank == 0:
+        _take_directory(out, run, checkpoint, resumed, expected)
+    start = 0 if resumed is None else resumed.epochs_done
+    log = RunLog(out, enabled=run.distributed.rank == 0, append=checkpoint is not None,
+                 targets=tuple(run.targets), logger=trainer.logger, ticks_per_epoch=run.ticks_per_epoch)
+    val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, run.distributed, False)
+    result: dict = {}
+    try:
+        with closing_run(log, out, run_title(cfg, "torch"), plot=run.distributed.rank == 0):
+            for epoch in range(start, end_epoch(trainer, start)):
+                result = _epoch(run, epoch, data, val_loader, trainer, log, out, expected)
+    finally:
+        run.distributed.finish()
+    return result
+
+
+@dataclass
+class _Run:
+    """What the epochs work on: the model, its optimizer and scheduler, where they run, and the
+    schedule's units (``tick_units``) and scheduled targets."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: lrdsl.torch.Scheduler
+    device: torch.device
+    distributed: _Distributed
+    per_step: bool
+    ticks_per_epoch: int
+    units: dict
+    targets: dict
+
+
+def _set_up(cfg, data: Dataset) -> _Run:
+    """The processes and device, then a fresh model, optimizer and scheduler, seeded."""
     trainer = cfg.trainer
     cuda = _wants_cuda(trainer.device)
     distributed = _Distributed(trainer.strategy, "cuda" if cuda else "cpu")
@@ -148,87 +197,99 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, momentum=targets.get("momentum"),
                                       beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
                                       **units)
-    start = 0
-    checkpoint = resume_checkpoint(trainer)
-    expected = ckpt.manifest(cfg, data, backend="torch", epochs_done=0, ticks_done=0, units=units)
-    if checkpoint is not None:
-        if checkpoint.suffix == ".keras":
-            raise LrdslError(f"trainer.resume: {checkpoint} is a Keras checkpoint; this run has backend=torch")
-        state = ckpt.load_torch(checkpoint, expected, device, rebase=trainer.rebase)
-        try:
-            plain: nn.Module = model.module if distributed.active else model  # type: ignore[assignment]
-            plain.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            # the values the checkpointed run had in force at its tick (plateau included): what a
-            # rebase switches from, and the constants of targets it did not schedule
-            saved_values = {t: group_value(optimizer.param_groups[0], t) for t in channels.TARGETS}
-            scheduler.load_state_dict(state["scheduler"], rebase=trainer.rebase)
-        except LrdslError as error:
-            raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise LrdslError(f"trainer.resume: {checkpoint} does not fit this run's model or optimizer "
-                             f"({str(error).strip().splitlines()[0][:160]})") from None
-        start = state["lrdsl"]["epochs_done"]
-        if scheduler.last_epoch != state["lrdsl"]["ticks_done"]:
-            raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (scheduler at tick "
-                             f"{scheduler.last_epoch}, manifest at {state['lrdsl']['ticks_done']})")
-    if distributed.rank == 0:
-        ckpt.remove_stray_temporaries(out)
-        if checkpoint is not None:
-            restore_logs(checkpoint.parent, out, start, scheduler.last_epoch, lr_columns(targets),
-                         fill=saved_values)
-            for line in rebase_lines(state["lrdsl"], expected, saved_values, scheduler):
-                print(line, flush=True)
-    log = RunLog(out, enabled=distributed.rank == 0, append=checkpoint is not None, targets=tuple(targets),
-                 logger=trainer.logger, ticks_per_epoch=ticks_per_epoch)
-    last_epoch = end_epoch(trainer, start)
-    val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, distributed, False)
-    result: dict = {}
+    return _Run(model, optimizer, scheduler, device, distributed, per_step, ticks_per_epoch, units, targets)
+
+
+@dataclass
+class _Resumed:
+    """Where a checkpoint left its run: its manifest, its epochs, and the values it had in force
+    at its tick (plateau included): what a rebase switches from, and the constants of targets it
+    did not schedule."""
+
+    meta: dict
+    epochs_done: int
+    saved_values: dict
+
+
+def _resume(run: _Run, checkpoint: Path, expected: dict, rebase: bool) -> _Resumed:
+    """Load ``checkpoint`` into the run's model, optimizer and scheduler."""
+    if checkpoint.suffix == ".keras":
+        raise LrdslError(f"trainer.resume: {checkpoint} is a Keras checkpoint; this run has backend=torch")
+    state = ckpt.load_torch(checkpoint, expected, run.device, rebase=rebase)
     try:
-        with closing_run(log, out, run_title(cfg, "torch"), plot=distributed.rank == 0):
-            for epoch in range(start, last_epoch):
-                began = time.perf_counter()
-                torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
-                loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch,
-                                 distributed, True)
-                model.train()
-                loss_sum = seen = 0.0
-                bar = _progress(loader, epoch, trainer, distributed.rank)
-                for x, y in bar:
-                    x, y = x.to(device), y.to(device)
-                    lr_used = scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
-                    if per_step or seen == 0:
-                        log.tick(scheduler.last_epoch, lr_used,
-                                 *(scheduler.get_last(t)[0] for t in targets))
-                    loss = nn.functional.cross_entropy(model(x), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if per_step:
-                        scheduler.step()
-                    loss_sum += float(loss.detach()) * len(y)
-                    seen += len(y)
-                loss_sum, seen = distributed.sum([loss_sum, seen], device)
-                val_loss, val_acc = _evaluate(model, val_loader, device, distributed)
-                metrics = {"loss": loss_sum / seen, "val_loss": val_loss, "val_acc": val_acc}
-                row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
-                log.epoch(**row)  # written before anything below can fail
-                result = row
-                if distributed.rank == 0:
-                    print(epoch_line(row, trainer.epochs), flush=True)
-                if per_step:
-                    scheduler.report(metrics)  # acts from the next step on
-                else:
-                    scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
-                if distributed.rank == 0:
-                    _save(out / "checkpoint.pt", model, optimizer, scheduler,
-                          {**expected, "epochs_done": epoch + 1, "ticks_done": scheduler.last_epoch},
-                          distributed)
-    finally:
-        if distributed.active:
-            dist.barrier()
-            dist.destroy_process_group()
-    return result
+        plain: nn.Module = run.model.module if run.distributed.active else run.model  # type: ignore[assignment]
+        plain.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        saved_values = {t: group_value(run.optimizer.param_groups[0], t) for t in channels.TARGETS}
+        run.scheduler.load_state_dict(state["scheduler"], rebase=rebase)
+    except LrdslError as error:
+        raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise LrdslError(f"trainer.resume: {checkpoint} does not fit this run's model or optimizer "
+                         f"({str(error).strip().splitlines()[0][:160]})") from None
+    meta = state["lrdsl"]
+    if run.scheduler.last_epoch != meta["ticks_done"]:
+        raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (scheduler at tick "
+                         f"{run.scheduler.last_epoch}, manifest at {meta['ticks_done']})")
+    return _Resumed(meta, meta["epochs_done"], saved_values)
+
+
+def _take_directory(out: Path, run: _Run, checkpoint: Path | None, resumed: _Resumed | None,
+                    expected: dict) -> None:
+    """Rank 0: clear a killed run's temporaries; on a resume, the logs cut at the checkpoint and
+    a rebase's lines."""
+    ckpt.remove_stray_temporaries(out)
+    if checkpoint is None or resumed is None:
+        return
+    restore_logs(checkpoint.parent, out, resumed.epochs_done, run.scheduler.last_epoch,
+                 lr_columns(run.targets), fill=resumed.saved_values)
+    for line in rebase_lines(resumed.meta, expected, resumed.saved_values, run.scheduler):
+        print(line, flush=True)
+
+
+def _epoch(run: _Run, epoch: int, data: Dataset, val_loader, trainer, log: RunLog, out: Path,
+           expected: dict) -> dict:
+    """Train one epoch, validate, log and print its row, step the schedule, checkpoint."""
+    began = time.perf_counter()
+    loss, lr_used = _train_epoch(run, epoch, data, trainer, log)
+    val_loss, val_acc = _evaluate(run.model, val_loader, run.device, run.distributed)
+    metrics = {"loss": loss, "val_loss": val_loss, "val_acc": val_acc}
+    row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
+    log.epoch(**row)  # written before anything below can fail
+    if run.distributed.rank == 0:
+        print(epoch_line(row, trainer.epochs), flush=True)
+    if run.per_step:
+        run.scheduler.report(metrics)  # acts from the next step on
+    else:
+        run.scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
+    if run.distributed.rank == 0:
+        _save(out / "checkpoint.pt", run.model, run.optimizer, run.scheduler,
+              {**expected, "epochs_done": epoch + 1, "ticks_done": run.scheduler.last_epoch},
+              run.distributed)
+    return row
+
+
+def _train_epoch(run: _Run, epoch: int, data: Dataset, trainer, log: RunLog) -> tuple[float, float]:
+    """One pass over the shuffled training data: (mean loss, the LR of its last batch)."""
+    torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
+    loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch, run.distributed, True)
+    run.model.train()
+    loss_sum = seen = 0.0
+    for x, y in _progress(loader, epoch, trainer, run.distributed.rank):
+        x, y = x.to(run.device), y.to(run.device)
+        lr_used = run.scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
+        if run.per_step or seen == 0:
+            log.tick(run.scheduler.last_epoch, lr_used, *(run.scheduler.get_last(t)[0] for t in run.targets))
+        loss = nn.functional.cross_entropy(run.model(x), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        if run.per_step:
+            run.scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        seen += len(y)
+    loss_sum, seen = run.distributed.sum([loss_sum, seen], run.device)
+    return loss_sum / seen, lr_used
 
 
 def group_value(group: dict, target: str) -> float | None:
