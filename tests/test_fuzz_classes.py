@@ -124,3 +124,24 @@ def test_float32_refuses_a_product_that_overflows_on_the_way():
     complaint = lrdsl.plan("10 * 1e38 * 0").float32_complaint
     assert complaint is not None and "1e+39" in complaint
     assert lrdsl.plan("10 * 1e37 * 0").float32_complaint is None
+
+
+# --- a bounded call holds its float64-decided end value --------------------------------------------
+
+@pytest.mark.parametrize("backend", ["keras", "optax"])
+def test_a_staircase_held_past_an_end_float32_rounds_keeps_its_last_level(backend):
+    # d = 999.9999999 ticks rounds to 1000.0 in float32; the staircase's last level is
+    # ⌊999.9999999⌋ = 999: 3e-4 / (1 + 2·999) from tick 1000 on, not level 1000
+    pytest.importorskip("keras" if backend == "keras" else "jax")
+    expr, options = "invtime(3e-4, 2, staircase=true, d=9.999999999 epochs)", {"steps_per_epoch": 100}
+    ticks = np.array([998.0, 999.0, 1000.0, 5000.0])
+    want = 3e-4 / (1 + 2 * np.array([998.0, 999.0, 999.0, 999.0]))
+    np.testing.assert_allclose(lrdsl.curve(expr, ticks, **options), want, rtol=1e-12)
+    module = importlib.import_module(f"lrdsl.{backend}")
+    if backend == "keras":
+        got = np.asarray(module.schedule(expr, **options)(ticks))
+    else:
+        import jax
+        fn = jax.jit(module.schedule(expr, **options))
+        got = np.array([float(fn(int(t))) for t in ticks])
+    np.testing.assert_allclose(got, want, rtol=4e-6)

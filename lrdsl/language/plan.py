@@ -88,6 +88,10 @@ class TimedCall:
         self.duration = p.d if node.bounded else math.inf
         self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
         self.range = _checked_range(node, *primitive.range(p))
+        # the value held from the end on, decided once in float64: a float32 backend rounds the
+        # end tick itself (999.9999999 → 1000.0), and a staircase read there would flip a level
+        value = primitive.value  # every catalogue entry sets it
+        self.held = float(value(floats, self.end, p)) if self.holds and value is not None else math.nan
 
     @property
     def holds(self) -> bool:
@@ -95,9 +99,9 @@ class TimedCall:
         return math.isfinite(self.end)
 
     def values(self, t, xp):
-        if math.isfinite(self.end):
-            t = xp.minimum(t, self.end)
-        return self.primitive.value(xp, t, self.p)
+        if not self.holds:
+            return self.primitive.value(xp, t, self.p)
+        return xp.where(t >= self.end, self.held, self.primitive.value(xp, xp.minimum(t, self.end), self.p))
 
 
 class TimedSequence:
