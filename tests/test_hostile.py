@@ -124,11 +124,6 @@ def test_generated_expressions_are_parsed_planned_and_evaluated_safely(data):
     assert not tally.bug_count(), _bugs(tally)
 
 
-# xfail only while the fixed sample's last known case is being fixed (branch f-periods): the
-# sub-tick period sgdr(1e300, 1e-46 epochs, d=0.5steps) in JAX float64; remove it then
-KNOWN_BUGS = pytest.mark.xfail(strict=False, reason="sgdr with a sub-tick period in JAX float64")
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_generated_expressions_agree_on_the_float32_and_jax_backends(data):
@@ -144,7 +139,6 @@ def test_generated_expressions_agree_on_the_float32_and_jax_backends(data):
     assert not tally.bug_count(), _bugs(tally)
 
 
-@KNOWN_BUGS
 @pytest.mark.slow
 def test_the_fuzz_driver_finds_no_bug_in_a_fixed_sample():
     pytest.importorskip("jax")
