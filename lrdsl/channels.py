@@ -26,7 +26,7 @@ class Channel:
 
     name: str
     description: str
-    #: values must stay below this (exclusive); None: any finite value ≥ 0 (§5)
+    #: values must stay below this (exclusive); None: any finite value ≥ 0 (docs/language.md)
     below: float | None = None
     #: the key of its expression in a schedule config (``schedule.<key>``, a Hydra config)
     config_key: str = ""
@@ -42,7 +42,7 @@ class Channel:
 
     @property
     def optimizer_target(self) -> bool:
-        """Whether backends write it into the optimizer (else it is a free value, §8)."""
+        """Whether backends write it into the optimizer (else it is a free value, docs/language.md)."""
         return bool(self.torch_key or self.torch_beta is not None or self.keras or self.optax)
 
     @property
@@ -103,7 +103,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def channel(name: str) -> Channel:
-    """The channel called ``name``: an optimizer target, or a free value (§8: an identifier,
+    """The channel called ``name``: an optimizer target, or a free value (docs/language.md: an identifier,
     dots allowed, e.g. ``ema`` or ``loss.kl``) that no backend writes."""
     found = CHANNELS.get(name)
     if found is not None:

@@ -5,10 +5,10 @@ framework-free (docs/language.md "Reports and the plateau", "Values and the per-
 
 - the **channels** (:mod:`lrdsl.channels`): name → spec, an expression (text or
   :class:`lrdsl.Expr`) or, for an optimizer target, a mapping of param-group keys to
-  expressions (§7);
+  expressions (docs/language.md);
 - their **plans**, compiled once per canonical text and shared (:meth:`Runtime.plan_of`);
 - the **position**: ``tick``, the ticks taken (−1 before the first), and ``steps``, the
-  calls that advanced it.  §9's clocks add their counters (samples, tokens) beside ``tick``
+  calls that advanced it.  Clocks (LANGUAGE.md v3 §9) add their counters (samples, tokens) beside ``tick``
   in :attr:`Runtime.counters`; the schedule's position is then the clock's counter;
 - the **plateau** states, one per ``| plateau`` expression, and :meth:`Runtime.report`;
 - :meth:`Runtime.state_dict` / :meth:`Runtime.load_state_dict` (``rebase=``), every field
@@ -16,7 +16,7 @@ framework-free (docs/language.md "Reports and the plateau", "Values and the per-
 - the value of each channel at the position: :meth:`Runtime.value`, :meth:`Runtime.values`.
 
 :class:`Curve` is one plan's values, evaluated CHUNK ticks at a time in float64, lowered by
-its plateau and times a ratio (§5's per-group rule): what a backend writes into one place.
+its plateau and times a ratio (the per-group rule, docs/language.md): what a backend writes into one place.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ log = logging.getLogger("lrdsl")
 
 class Curve:
     """One plan's values: f(tick) in closed form, lowered by the plateau, times ``scale`` (a
-    param group's ratio, §5).  Values are computed CHUNK ticks at a time and kept, so a step
+    param group's ratio, docs/language.md).  Values are computed CHUNK ticks at a time and kept, so a step
     costs a list lookup."""
 
     __slots__ = ("plan", "scale", "plateau", "start", "values")
@@ -97,8 +97,8 @@ class FarCurve(Curve):
 
 
 def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
-    """§5: a group's values are value · initial_g / initial_ref (ref: the first group whose
-    initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
+    """The per-group rule (docs/language.md): a group's values are value · initial_g /
+    initial_ref (ref: the first group whose initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
     ref), it is given as (m, e) with ratio = m·2**e, for :class:`FarCurve`."""
     if ref is None:
         return 1.0
@@ -171,7 +171,7 @@ class Runtime:
         self.steps_per_epoch, self.total = steps_per_epoch, total
         #: the position: ticks taken (−1 before the first) and calls that advanced them
         self.tick, self.steps = tick, 0
-        #: §9: the clocks' counters besides ``tick`` (samples, tokens), saved with the state
+        #: the clocks' counters (LANGUAGE.md v3 §9) besides ``tick`` (samples, tokens), saved with the state
         self.counters: dict[str, int] = {}
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state

@@ -12,7 +12,7 @@ momentum (or Adam's beta1), beta2 and weight decay (docs/language.md "Targets an
 Each value at tick t is the reference :func:`lrdsl.curve` value, computed in closed form from
 the tick (each plan is evaluated in vectorized float64 chunks of ticks), never by multiplying
 the previous value: nothing drifts, resume is exact, and an outside edit to a group's value
-does not persist.  Groups keep their ratios (§5): group g gets value · initial_g / initial_ref,
+does not persist.  Groups keep their ratios (docs/language.md): group g gets value · initial_g / initial_ref,
 ref the first group whose initial value is nonzero; a group whose initial value is 0 stays 0;
 a group added later is scheduled by the same rule from the next step (see :class:`Scheduler`).
 A target may instead map group names or indices to expressions (``*`` for the rest): then
@@ -143,7 +143,7 @@ class Scheduler(LRScheduler):
     is checked when the scheduler is built — a finite number ≥ 0, or a one-element floating
     tensor without grad — and an offending group is an :class:`LrdslError` naming it.  A group
     added later (``optimizer.add_param_group``, as when a backbone is unfrozen) is scheduled
-    from the next ``step()`` on, by §5's ratio rule from its own initial value (its value when
+    from the next ``step()`` on, by the per-group rule (docs/language.md) from its own initial value (its value when
     the scheduler first sees it, kept as ``initial_lr`` like the others) against the same
     reference group; a run resumed with the group already present then continues exactly as
     the uninterrupted one (its ``initial_lr`` is in the optimizer's state).
