@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,7 +30,15 @@ def resume_hint(out: Path, backend: str) -> str:
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base=None)
 def _app(cfg) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
+
+    def failed_write(error: LrdslError | OSError) -> str:
+        if isinstance(error, WriteError):
+            return f"{error}{resume_hint(out, cfg.backend.name)}"
+        # an OSError: a write the run's own files do not go through (a framework's cache)
+        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+        return f"{where}{(getattr(error, 'strerror', None) or str(error)).lower()}"
+
+    with one_line_errors("lrdsl train", failed_write):
         validate(cfg)
         if rundir.is_rank_zero():
             rundir.lock(out)  # a multirun job's own directory; in a run, already held
@@ -42,22 +52,29 @@ def _app(cfg) -> float:
         else:
             from lrdsl.train.keras_loop import train
         result = train(cfg, data, out)
-    except WriteError as error:
-        print(f"lrdsl train: error: {error}{resume_hint(out, cfg.backend.name)}", file=sys.stderr)
-        sys.exit(2)
-    except LrdslError as error:
-        print(f"lrdsl train: {error.pointed()}", file=sys.stderr)
-        sys.exit(2)
-    except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
-        print(f"lrdsl train: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:  # a write the run's own files do not go through (a framework's cache)
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"lrdsl train: error: {where}{(error.strerror or str(error)).lower()}", file=sys.stderr)
-        sys.exit(2)
     if rundir.is_rank_zero():
         print(f"artifacts: {out}  (metrics.csv, lr.csv, curves.png, checkpoint)")
     return result.get("val_loss", float("nan"))
+
+
+@contextlib.contextmanager
+def one_line_errors(program: str, failed_write: Callable[[LrdslError | OSError], str]) -> Iterator[None]:
+    """Bad input and failed writes end the job as one line on stderr and exit 2 (a bug still
+    shows its traceback). ``failed_write`` words a :class:`WriteError` or an ``OSError``."""
+    try:
+        yield
+    except WriteError as error:
+        print(f"{program}: error: {failed_write(error)}", file=sys.stderr)
+        sys.exit(2)
+    except LrdslError as error:
+        print(f"{program}: {error.pointed()}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
+        print(f"{program}: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        print(f"{program}: error: {failed_write(error)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def config_key(error: BaseException) -> str:

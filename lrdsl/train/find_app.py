@@ -18,11 +18,11 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from lrdsl.errors import LrdslError
 from lrdsl.find.sweep import FindResult, check_sweep
-from lrdsl.train.app import config_key, hydra_message, run_hydra
+from lrdsl.train.app import one_line_errors, run_hydra
+from lrdsl.train.write_error import WriteError
 from lrdsl.train.config import TrainConfig, conf_dir, validate
 
 
@@ -112,7 +112,15 @@ def report(result: FindResult, out: Path, overrides: list[str], title: str) -> N
 @hydra.main(config_path=str(conf_dir()), config_name="find", version_base=None)
 def _app(cfg) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
+
+    def failed_write(error: LrdslError | OSError) -> str:  # find.csv or find.png: a full disk…
+        if isinstance(error, WriteError):
+            return str(error)
+        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+        reason = getattr(error, "strerror", None) or str(error)
+        return f"cannot write the results in {out}: {where}{reason[:1].lower()}{reason[1:]}"
+
+    with one_line_errors("lrdsl find", failed_write):
         validate_find(cfg)
         from lrdsl.train.data import load
 
@@ -122,18 +130,6 @@ def _app(cfg) -> None:
         result = (_torch if cfg.backend.name == "torch" else _keras)(cfg, data)
         title = f"{result.expr}  ({cfg.model.name}, {cfg.optimizer.name}, {cfg.backend.name})"
         report(result, out, list(HydraConfig.get().overrides.task), title)
-    except LrdslError as error:
-        print(f"lrdsl find: {error.pointed()}", file=sys.stderr)
-        sys.exit(2)
-    except OmegaConfBaseException as error:  # ${…} that fails to resolve once the job reads it
-        print(f"lrdsl find: error: {config_key(error)}{hydra_message(error)}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:  # find.csv or find.png: a full disk, a directory gone read-only
-        where = f"{error.filename}: " if error.filename else ""
-        reason = error.strerror or str(error)
-        print(f"lrdsl find: error: cannot write the results in {out}: {where}{reason[:1].lower()}{reason[1:]}",
-              file=sys.stderr)
-        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
