@@ -88,10 +88,12 @@ class TimedCall:
         self.duration = p.d if node.bounded else math.inf
         self.end = primitive.end(p) if math.isfinite(self.duration) else math.inf
         self.range = _checked_range(node, *primitive.range(p))
-        # the value held from the end on, decided once in float64: a float32 backend rounds the
-        # end tick itself (999.9999999 → 1000.0), and a staircase read there would flip a level
+        # where float32 rounds the end tick itself (999.9999999 → 1000.0), the value held from
+        # there on is decided once in float64: a staircase read at the rounded end would flip
+        # a level.  An end float32 holds costs nothing more than min(t, end).
         value = primitive.value  # every catalogue entry sets it
-        self.held = float(value(floats, self.end, p)) if self.holds and value is not None else math.nan
+        rounded = self.holds and float32_split(float(self.end))[1] != 0
+        self.held = float(value(floats, self.end, p)) if rounded and value is not None else None
 
     @property
     def holds(self) -> bool:
@@ -101,7 +103,8 @@ class TimedCall:
     def values(self, t, xp):
         if not self.holds:
             return self.primitive.value(xp, t, self.p)
-        return xp.where(t >= self.end, self.held, self.primitive.value(xp, xp.minimum(t, self.end), self.p))
+        f = self.primitive.value(xp, xp.minimum(t, self.end), self.p)
+        return f if self.held is None else xp.where(t >= self.end, self.held, f)
 
 
 class TimedSequence:
