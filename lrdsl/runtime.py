@@ -98,8 +98,9 @@ class FarCurve(Curve):
 
 def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
     """The per-group rule (docs/language.md): a group's values are value · initial_g /
-    initial_ref (ref: the first group whose initial value is nonzero; none: the value itself).  Where the ratio overflows (a subnormal
-    ref), it is given as (m, e) with ratio = m·2**e, for :class:`FarCurve`."""
+    initial_ref (ref: the first group whose initial value is nonzero; none: the value itself).
+    Where the ratio overflows (a subnormal ref), it is given as (m, e) with ratio = m·2**e,
+    for :class:`FarCurve`."""
     if ref is None:
         return 1.0
     quotient = initial / ref
