@@ -176,6 +176,7 @@ class Runtime:
         self.counters: dict[str, int] = {}
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
+        self._only: PlateauState | None = None  # the plateau, when there is exactly one
         self.reduce: Callable[[float], float] | None = None
         self._curves: dict[tuple, Curve] = {}  # (name, group key) -> its unscaled curve, for value()
 
@@ -198,7 +199,9 @@ class Runtime:
         """The plateau state of a plan (one per plateau expression, shared), or None."""
         if compiled.plateau is None:
             return None
-        return self.plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
+        state = self.plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
+        self._only = state if len(self.plateaus) == 1 else None
+        return state
 
     # --- values -------------------------------------------------------------------------------
     def value(self, name: str, key: str | int | None = None) -> float:
@@ -233,14 +236,12 @@ class Runtime:
 
         ``metrics``: the monitored value, or a mapping holding each plateau's monitor.
         """
-        plateaus = self.plateaus
-        reduce = self.reduce
-        if len(plateaus) == 1:  # the common case: one plateau, a float reported
-            plateau = next(iter(plateaus.values()))
+        plateau, reduce = self._only, self.reduce
+        if plateau is not None:  # the common case, one plateau and a float: step(metric) is hot
             value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
             plateau.report_value(value if reduce is None else reduce(value))
             return
-        values = [(state, state.rule.value_in(metrics)) for state in plateaus.values()]
+        values = [(state, state.rule.value_in(metrics)) for state in self.plateaus.values()]
         for state, value in values:
             state.report_value(value if reduce is None else reduce(value))
 
