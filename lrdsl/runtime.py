@@ -199,9 +199,16 @@ class Runtime:
         """The plateau state of a plan (one per plateau expression, shared), or None."""
         if compiled.plateau is None:
             return None
-        state = self.plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
-        self._only = state if len(self.plateaus) == 1 else None
+        state = self.plateaus.get(str(compiled.expr))
+        if state is None:
+            state = PlateauState(compiled.plateau)
+            self.adopt_plateaus({**self.plateaus, str(compiled.expr): state})
         return state
+
+    def adopt_plateaus(self, plateaus: dict[str, PlateauState]) -> None:
+        """Take these plateau states (a backend builds them aside, then commits them whole)."""
+        self.plateaus = plateaus
+        self._only = next(iter(plateaus.values())) if len(plateaus) == 1 else None
 
     # --- values -------------------------------------------------------------------------------
     def value(self, name: str, key: str | int | None = None) -> float:

@@ -248,7 +248,8 @@ class Scheduler(LRScheduler):
                 slots[target].append(slot)
         for target, new in slots.items():
             self._slots[target].extend(new)
-        self.runtime.plateaus, self._refs = plateaus, refs
+        self.runtime.adopt_plateaus(plateaus)
+        self._refs = refs
         self._lr_slots = self._slots["lr"]
         self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
                              for slot in slots_]
