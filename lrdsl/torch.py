@@ -284,9 +284,8 @@ class Scheduler(LRScheduler):
         runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
             runtime.report(metrics)
-        tick = runtime.tick + 1
-        self._apply(tick)  # first: a group it refuses leaves the tick as it was
-        runtime.tick, runtime.steps = tick, runtime.steps + 1  # runtime.advance(), on the hot path
+        self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
+        runtime.advance()
 
     def _apply(self, tick: int) -> None:
         """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""

@@ -12,7 +12,6 @@ from lrdsl.language import floats
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
 from lrdsl.language.plan import Plan, TimedCall, TimedSequence
-from lrdsl.language.curve import lr_function  # noqa: F401  (its home is curve; imported here before)
 from lrdsl.language.units import format_number
 
 
