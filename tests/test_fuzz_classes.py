@@ -145,3 +145,28 @@ def test_a_staircase_held_past_an_end_float32_rounds_keeps_its_last_level(backen
         fn = jax.jit(module.schedule(expr, **options))
         got = np.array([float(fn(int(t))) for t in ticks])
     np.testing.assert_allclose(got, want, rtol=4e-6)
+
+
+# --- a segment whose start float32 does not hold keeps its last ticks' digits ---------------------
+
+@pytest.mark.parametrize("backend", ["keras", "optax"])
+def test_a_segment_after_a_fractional_start_keeps_its_tail(backend):
+    # 1% of 77 ticks = 0.77: the cool-down starts at tick 0.77, lasts 50 epochs = 5000 ticks and
+    # cools P = 0.5 (the cosine's min) as P·(1 − x^0.25); at tick 4999 it has 5000.77 − 4999 =
+    # 1.77 ticks left, and 1 − x^0.25 = −expm1(0.25·log1p(−left/5000)).  float32 rounds the local
+    # tick 4998.23 by up to 2.4e-4: computed from it, the tail would be off by 1e-4 relative.
+    pytest.importorskip("keras" if backend == "keras" else "jax")
+    expr = "2 * (cosine(1, 1%, min=0.5) >> cooldown(50 epochs, power=0.25))"
+    options = {"steps_per_epoch": 100, "total": 77}
+    ticks = np.array([4990.0, 4998.0, 4999.0, 5000.0])
+    left = 5000.77 - ticks
+    want = 2 * 0.5 * (-np.expm1(0.25 * np.log1p(-left / 5000)))
+    np.testing.assert_allclose(lrdsl.curve(expr, ticks, **options), want, rtol=1e-12)
+    module = importlib.import_module(f"lrdsl.{backend}")
+    if backend == "keras":
+        got = np.asarray(module.schedule(expr, **options)(ticks))
+    else:
+        import jax
+        fn = jax.jit(module.schedule(expr, **options))
+        got = np.array([float(fn(int(t))) for t in ticks])
+    np.testing.assert_allclose(got, want, rtol=4e-6)

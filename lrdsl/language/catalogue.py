@@ -8,7 +8,8 @@ its range, and the words that describe it; the parser, ``lrdsl list``, the plan 
 A formula is ``value(xp, t, p)``: ``xp`` is an array namespace (``numpy``, ``keras.ops``,
 ``jax.numpy``, or :mod:`lrdsl.language.floats` for one plain float), ``t`` the local tick array
 (≥ 0, clamped to the call's end when bounded), ``p`` the resolved arguments, durations in
-ticks.  Each formula is written once, here, against names those namespaces share; the
+ticks, and ``p.left``: None, or d − t computed by the caller from the global tick (a bounded
+formula passes it to :func:`~lrdsl.language.numerics.shares`; see ``TimedSequence``).  Each formula is written once, here, against names those namespaces share; the
 numerics they share are in :mod:`lrdsl.language.numerics`.
 """
 
@@ -62,7 +63,7 @@ _add(Primitive(
 
 def _linear(xp, t, p):
     """start + (end − start)·x, x = min(t, d)/d — exactly ``end`` from t = d on."""
-    return interpolate(xp, t, p.d, p.start, p.end)
+    return interpolate(xp, t, p.d, p.start, p.end, left=p.left)
 
 
 _add(Primitive(
@@ -85,7 +86,7 @@ def _anneal(xp, t, p):
     """start + (end − start)·S((min(t, d)/d)^power); S linear, cos (1 − cos πu)/2 or exp
     (geometric).  optax ``cosine_decay_schedule`` / timm's k-decay (power) / Smith's range
     test sweep (shape=exp)."""
-    return interpolate(xp, t, p.d, p.start, p.end, p.shape, p.power)
+    return interpolate(xp, t, p.d, p.start, p.end, p.shape, p.power, left=p.left)
 
 
 def _anneal_check(a):
@@ -110,7 +111,7 @@ _add(Primitive(
 def _warmup(xp, t, p):
     """L·(start + (1 − start)·S(x^power)), L = ``p.anchor`` = the next segment's value at its
     t = 0.  LinearLR(start_factor=start, total_iters=d) in front of a schedule."""
-    return interpolate(xp, t, p.d, p.anchor * p.start, p.anchor, p.shape, p.power)
+    return interpolate(xp, t, p.d, p.anchor * p.start, p.anchor, p.shape, p.power, left=p.left)
 
 
 _add(Primitive(
@@ -127,7 +128,7 @@ _add(Primitive(
 def _cooldown(xp, t, p):
     """P·(1 + (end − 1)·S(x^power)), P = ``p.anchor`` = the previous segment's final value.
     WSD's decay phase (Hägele et al. 2024: power=0.5 is 1 − √x)."""
-    return interpolate(xp, t, p.d, p.anchor, p.anchor * p.end, p.shape, p.power)
+    return interpolate(xp, t, p.d, p.anchor, p.anchor * p.end, p.shape, p.power, left=p.left)
 
 
 _add(Primitive(
@@ -144,7 +145,7 @@ _add(Primitive(
 def _cosine(xp, t, p):
     """min + (lr − min)·(1 + cos(π·x))/2 = lr·sin²(π(1 − x)/2) + min·sin²(πx/2).
     CosineAnnealingLR (Loshchilov & Hutter 2017) for t ≤ d; Keras CosineDecay."""
-    return interpolate(xp, t, p.d, p.lr, p.min, "cos")
+    return interpolate(xp, t, p.d, p.lr, p.min, "cos", left=p.left)
 
 
 def _min_below_lr(a):
@@ -172,7 +173,7 @@ def _poly(xp, t, p):
         left = xp.where(into > 0, period_left(xp, t, q, p.d), xp.where(t > 0, 0.0, p.d))
         u, v = xp.minimum(xp.divide(t, span), 1.0), xp.divide(left, span)
     else:
-        u, v = shares(xp, t, p.d)
+        u, v = shares(xp, t, p.d, left=p.left)
     if p.power == 1:
         return weighted(xp, t, ((p.lr, v), (p.end, u)))
     w = xp.power(v, p.power)

@@ -54,15 +54,17 @@ def remaining(xp, d, t):
     return ahead + xp.where(t < d, tail, -ahead)  # a select on t: no optimizer folds the tail
 
 
-def shares(xp, t, d, power=1.0):
+def shares(xp, t, d, power=1.0, left=None):
     """(u, v): the elapsed share x = t/d warped to x^power, and 1 − u.
 
     Each is computed from its own end so that neither loses digits near 0: v from the
     remaining ticks d − t (:func:`remaining`, exact in float32 too), and for a power,
-    1 − x^power by :func:`complement`.
+    1 − x^power by :func:`complement`.  ``left``, when the caller has it, is d − t computed
+    from the global tick (a sequence segment whose start float32 does not hold: its local t
+    is already rounded, and d − t would keep only what that rounding left).
     """
     u = xp.divide(t, d)
-    v = xp.divide(remaining(xp, d, t), d)
+    v = xp.divide(remaining(xp, d, t) if left is None else left, d)
     if power != 1:
         warped = xp.sqrt(u) if power == 0.5 else xp.power(u, power)
         u, v = warped, complement(xp, warped, u, v, power)
@@ -235,9 +237,10 @@ def exp_shape(xp, t, start, end, u, v):
 SHAPES = {"linear": linear_shape, "cos": cos_shape, "exp": exp_shape}
 
 
-def interpolate(xp, t, d, start, end, shape="linear", power=1.0):
-    """start + (end − start)·S((t/d)^power), written so that both ends are exact."""
-    u, v = shares(xp, t, d, power)
+def interpolate(xp, t, d, start, end, shape="linear", power=1.0, left=None):
+    """start + (end − start)·S((t/d)^power), written so that both ends are exact (``left``:
+    d − t from the caller, as for :func:`shares`)."""
+    u, v = shares(xp, t, d, power, left)
     return SHAPES[shape](xp, t, start, end, u, v)
 
 

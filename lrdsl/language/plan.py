@@ -22,8 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, unfolded,
-                                      whole_periods)
+from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
+                                     unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -33,12 +33,17 @@ from lrdsl.language.units import Duration, Units
 
 
 class Timed(Protocol):
-    """A node of the plan: a duration in ticks, a proven value range, and its values."""
+    """A node of the plan: a duration in ticks, a proven value range, and its values.
+
+    ``values(t, xp, left)``: ``left`` is None or the ticks left to the node's duration, d − t,
+    computed by the caller from a tick it holds exactly (:class:`TimedSequence`); a node hands
+    it on to what ends where it ends, and a bounded formula reads its tail from it.
+    """
 
     duration: float
     range: tuple[float, float]
 
-    def values(self, t, xp) -> Any: ...
+    def values(self, t, xp, left=None) -> Any: ...
 
 
 def _numbers(value):
@@ -91,6 +96,7 @@ class TimedCall:
         # where float32 rounds the end tick itself (999.9999999 → 1000.0), the value held from
         # there on is decided once in float64: a staircase read at the rounded end would flip
         # a level.  An end float32 holds costs nothing more than min(t, end).
+        p.left = None  # d − t, when a caller hands it in (values)
         value = primitive.value  # every catalogue entry sets it
         rounded = self.holds and float32_split(float(self.end))[1] != 0
         self.held = float(value(floats, self.end, p)) if rounded and value is not None else None
@@ -100,10 +106,11 @@ class TimedCall:
         """Whether the value stays put after the node's duration (a combination may not)."""
         return math.isfinite(self.end)
 
-    def values(self, t, xp):
+    def values(self, t, xp, left=None):
+        p = self.p if left is None else SimpleNamespace(**{**vars(self.p), "left": left})
         if not self.holds:
-            return self.primitive.value(xp, t, self.p)
-        f = self.primitive.value(xp, xp.minimum(t, self.end), self.p)
+            return self.primitive.value(xp, t, p)
+        f = self.primitive.value(xp, xp.minimum(t, self.end), p)
         return f if self.held is None else xp.where(t >= self.end, self.held, f)
 
 
@@ -121,16 +128,31 @@ class TimedSequence:
         self.range = (min(p.range[0] for p in parts), max(p.range[1] for p in parts))
         self.holds = parts[-1].holds
 
-    def values(self, t, xp):
-        out = self.parts[0].values(t, xp)
+    def values(self, t, xp, left=None):
         last = len(self.parts) - 1
+        out = self.parts[0].values(t, xp, left if last == 0 else None)
         for i, (start, part) in enumerate(zip(self.starts[1:], self.parts[1:]), 1):
             head, tail = float32_split(start)  # t − start exact in float32 near the start too
             local = xp.maximum((t - head) - unfolded(xp, t, tail) if tail else t - start, 0.0)
             if i == last and math.isfinite(self.duration):
                 local = xp.where(t >= self.duration, part.duration, local)
-            out = xp.where(t >= start, part.values(local, xp), out)
+            out = xp.where(t >= start, part.values(local, xp, self._left(i, t, xp, left)), out)
         return out
+
+    def _left(self, i, t, xp, left):
+        """Ticks left in segment i, from the sequence's own tick where its start float32 does
+        not hold: the local tick is then rounded to half a float32 ulp of t, and the segment's
+        d − local near its end would be mostly that rounding (a cool-down's last ticks)."""
+        end = self.starts[i] + self.parts[i].duration
+        if i == len(self.parts) - 1 and math.isfinite(self.duration):
+            end = self.duration
+        if not math.isfinite(end):
+            return None
+        if left is not None and end == self.duration:
+            return left
+        if not float32_split(self.starts[i])[1]:
+            return None  # t − start exact: the segment's own d − t keeps its digits
+        return remaining(xp, end, t)
 
 
 def _longest(operands) -> float:
@@ -159,10 +181,12 @@ class TimedPointwise:
         self.holds = all(o.holds for o in operands)
         self.range = _checked_range(node, *bounds([o.range for o in operands]))
 
-    def values(self, t, xp):
-        out = self.operands[0].values(t, xp)
+    def values(self, t, xp, left=None):
+        def of(operand):  # d − t is the operand's too where it ends with the combination
+            return operand.values(t, xp, left if operand.duration == self.duration else None)
+        out = of(self.operands[0])
         for operand in self.operands[1:]:
-            out = self.combine(xp, out, operand.values(t, xp))
+            out = self.combine(xp, out, of(operand))
         return out
 
 
@@ -180,8 +204,10 @@ class TimedDifference:
         self.holds = a.holds and b.holds
         self.range = _checked_range(node, a.range[0] - b.range[1], a.range[1] - b.range[0])
 
-    def values(self, t, xp):
-        return xp.maximum(self.a.values(t, xp) - self.b.values(t, xp), 0.0)
+    def values(self, t, xp, left=None):
+        a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
+        b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
+        return xp.maximum(a - b, 0.0)
 
 
 class TimedSlice:
@@ -194,10 +220,12 @@ class TimedSlice:
         self.holds = stop is not None or inner.holds
         self.range = inner.range
 
-    def values(self, t, xp):
+    def values(self, t, xp, left=None):
         if math.isfinite(self.length):
             t = xp.minimum(t, self.length)
-        return self.inner.values(t + self.start if self.start else t, xp)
+        ends_with = self.start + self.duration == self.inner.duration  # a slice to a's end
+        return self.inner.values(t + self.start if self.start else t, xp,
+                                 left if ends_with else None)
 
 
 class TimedRepeat:
@@ -213,7 +241,7 @@ class TimedRepeat:
         self.holds = n is not None
         self.range = body.range
 
-    def values(self, t, xp):
+    def values(self, t, xp, left=None):
         local = period_position(xp, t, self.period)[1]
         if self.n is not None:  # after the last round, hold its final value
             local = xp.where(t >= self.duration, self.period, local)
