@@ -170,3 +170,13 @@ def test_a_segment_after_a_fractional_start_keeps_its_tail(backend):
         fn = jax.jit(module.schedule(expr, **options))
         got = np.array([float(fn(int(t))) for t in ticks])
     np.testing.assert_allclose(got, want, rtol=4e-6)
+
+
+def test_a_segment_handed_its_ticks_left_holds_its_end_past_it():
+    # the cool-down starts at 27 (0.077 + the stretched 26.923) and ends at total = 77: from there
+    # on it is P·end = 0, never the −0.2 that an unclamped d − t past the end would give
+    expr, options = "warmup(0.1%) >> 10 >> cooldown(0.5ep)", {"steps_per_epoch": 100, "total": 77}
+    ticks = np.array([76.0, 77.0, 78.0, 1000.0])
+    want = [10 * 1 / 50, 0.0, 0.0, 0.0]  # P·(1 − x), one tick left of 50 at tick 76
+    np.testing.assert_allclose(lrdsl.curve(expr, ticks, **options), want, rtol=1e-12, atol=0)
+    assert [lrdsl.plan(expr, **options).value_at(t) for t in ticks[1:]] == [0.0] * 3

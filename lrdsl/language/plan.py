@@ -152,7 +152,7 @@ class TimedSequence:
             return left
         if not float32_split(self.starts[i])[1]:
             return None  # t − start exact: the segment's own d − t keeps its digits
-        return remaining(xp, end, t)
+        return xp.maximum(remaining(xp, end, t), 0.0)  # 0 past the end, as min(t, d) makes it
 
 
 def _longest(operands) -> float:
