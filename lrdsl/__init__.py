@@ -27,9 +27,9 @@ __all__ = [
 __version__ = "0.2.0"
 
 from lrdsl.language.plan import Plan, plan  # noqa: E402  (after parse: plan imports the parser)
-from lrdsl.language.curve import curve  # noqa: E402
+from lrdsl.programs import Program, ProgramError, curve, program  # noqa: E402
 
-__all__ += ["Plan", "plan"]
+__all__ += ["Plan", "plan", "Program", "ProgramError", "program"]
 
 
 def __getattr__(name):

@@ -13,6 +13,7 @@ Imports no framework: a torch param group is read as the dict it is.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,10 @@ class Channel:
     keras: tuple[str, ...] = ()
     #: optax: the hyperparameter names (``optax.inject_hyperparams``) that may hold it, in order
     optax: tuple[str, ...] = ()
+    #: values must not exceed this (inclusive: an EMA decay may reach 1), or None
+    at_most: float | None = None
+    #: read rounded to the nearest integer (halves up), and then at least 1 (a batch size)
+    integer: bool = False
 
     @property
     def optimizer_target(self) -> bool:
@@ -47,12 +52,32 @@ class Channel:
 
     @property
     def range_words(self) -> str:
-        return f"in [0, {self.below:g})" if self.below is not None else "≥ 0"
+        if self.integer:
+            return "an integer ≥ 1 (read rounded, halves up)"
+        if self.below is not None:
+            return f"in [0, {self.below:g})"
+        return f"in [0, {self.at_most:g}]" if self.at_most is not None else "≥ 0"
 
     def check_peak(self, peak: float, where: str) -> None:
         """Refuse a largest value outside the channel's range: ``where`` names the expression."""
         if self.below is not None and peak >= self.below:
             raise LrdslError(f"{where} reaches {peak:.4g}; {self.name} must stay below {self.below:g}")
+        if self.at_most is not None and peak > self.at_most:
+            raise LrdslError(f"{where} reaches {peak:.4g}; {self.name} must stay at most {self.at_most:g}")
+
+    def check_range(self, low: float, high: float, where: str) -> None:
+        """Refuse a proven range (low, high) outside the channel's declared one."""
+        self.check_peak(high, where)
+        if self.integer and not low >= 0.5:
+            raise LrdslError(f"{where} may fall to {low:.4g}, which reads as "
+                             f"{math.floor(low + 0.5):g}; {self.name} is an integer ≥ 1")
+
+    def read(self, value):
+        """The value as its user reads it: rounded to the nearest integer, halves up, for an
+        integer channel (a float, or a numpy array), else as it is."""
+        if not self.integer:
+            return value
+        return float(math.floor(value + 0.5)) if isinstance(value, float) else (value + 0.5) // 1
 
     # --- torch: a param group is a dict ------------------------------------------------------
     def torch_place(self, group: dict) -> tuple[str, int | None] | None:
@@ -92,6 +117,18 @@ CHANNELS: dict[str, Channel] = {c.name: c for c in (
             keras=("weight_decay",), optax=("weight_decay",)),
 )}
 
+#: free values whose range lrdsl knows (docs/language.md "Programs"): never written anywhere
+FREE: dict[str, Channel] = {c.name: c for c in (
+    Channel("ema", "the decay of an exponential moving average of the weights", at_most=1.0,
+            config_key="ema"),
+    Channel("dropout", "the dropout rate of the model's dropout layers", below=1.0,
+            config_key="dropout"),
+    Channel("batch_size", "the samples per step the data loader draws", integer=True,
+            config_key="batch_size"),
+    Channel("seq_len", "the tokens per sample (sequence length)", integer=True,
+            config_key="seq_len"),
+)}
+
 #: the names of the optimizer targets, ``lr`` first
 TARGETS: tuple[str, ...] = tuple(CHANNELS)
 #: the targets besides the LR
@@ -105,7 +142,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 def channel(name: str) -> Channel:
     """The channel called ``name``: an optimizer target, or a free value (docs/language.md: an identifier,
     dots allowed, e.g. ``ema`` or ``loss.kl``) that no backend writes."""
-    found = CHANNELS.get(name)
+    found = CHANNELS.get(name) or FREE.get(name)
     if found is not None:
         return found
     if not isinstance(name, str) or not _NAME.match(name):

@@ -12,7 +12,7 @@ from lrdsl.language.units import Duration
 
 lrs = st.floats(1e-6, 10, allow_nan=False).map(lambda x: float(f"{x:.4g}"))
 fractions = st.floats(0.01, 0.99).map(lambda x: round(x, 3))
-units = st.sampled_from(["", "ep", "st", "%"])
+units = st.sampled_from(["", "ep", "st", "%", "sp", "tok"])
 durations = st.builds(lambda v, u: Duration(float(v), u), st.integers(1, 500), units)
 ticks_only = st.integers(2, 500).map(float)
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
@@ -111,21 +111,46 @@ def test_generated_expressions_round_trip(expr):
     assert hash(again) == hash(expr)
 
 
+channel_names = st.one_of(st.sampled_from(["lr", "momentum", "beta2", "weight_decay", "kl", "ema",
+                                            "loss.kl", "mix.web"]), names.filter(
+    lambda n: n not in ("momentum", "beta2", "weight_decay") and not n.startswith(("mom", "beta", "weight"))))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(channel_names, expressions, min_size=1, max_size=4))
+def test_generated_programs_round_trip(channels):
+    channels = {name: expr.schedule if name != "lr" and isinstance(expr, lrdsl.Plateau) else expr
+                for name, expr in channels.items()}
+    try:
+        program = lrdsl.program(channels)
+    except lrdsl.ProgramError as error:  # a generated name close to a target's
+        assert "misspelt" in str(error)
+        return
+    text = str(program)
+    assert lrdsl.program(text) == program
+    assert str(lrdsl.program(text)) == text
+    assert dict(program) == channels
+
+
 #: plan-time refusals a generated expression may meet (its numbers, not its shape, are at fault)
 REFUSALS = ("may go negative", "already ended", "not before its end", "no room to stretch",
             "cool-down from 0", "warm-up to 0")
+
+
+#: the units generated expressions are evaluated with: sp and tok convert through the batch
+UNITS = {"steps_per_epoch": 10, "total": 1000, "samples_per_step": 4, "tokens_per_sample": 8}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions)
 def test_generated_expressions_evaluate_finite_and_nonnegative(expr):
     try:
-        values = lrdsl.curve(expr, np.arange(0, 2000, 7), steps_per_epoch=10, total=1000)
+        values = lrdsl.curve(expr, np.arange(0, 2000, 7), **UNITS)
     except lrdsl.LrdslError as error:
         assert any(words in str(error) for words in REFUSALS), str(error)
         return
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
-    compiled = lrdsl.plan(expr, steps_per_epoch=10, total=1000)
+    compiled = lrdsl.plan(expr, **UNITS)
     low, high = compiled.range
     assert np.all(values >= low * (1 - 1e-12)) and np.all(values <= high * (1 + 1e-12) + 1e-300)
 

@@ -43,14 +43,16 @@ def _tick_array(ticks):
 
 def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
           total: float | None = None, metrics: Mapping[str, Seq[float]] | None = None,
-          report_every: float | None = None):
+          report_every: float | None = None, clock: str = "ticks", **constants: float):
     """The learning rate at each tick, as a numpy float64 array.
 
     Args:
         expr: expression text or :class:`lrdsl.Expr`.
-        ticks: ``n`` for ticks ``0..n-1`` (at most ``MAX_TICKS`` = 2²⁷), or an array of ticks.
+        ticks: ``n`` for ticks ``0..n-1`` (at most ``MAX_TICKS`` = 2²⁷), or an array of ticks;
+            on a ``samples`` or ``tokens`` clock, positions in that unit.
         steps_per_epoch: converts ``ep`` durations (pass it when a tick is a batch).
-        total: the run's length in ticks, for ``%`` durations.
+        total: the run's length in ticks (in the clock's unit), for ``%`` durations.
+        clock, constants: the clock and its fixed conversions (docs/language.md "Clocks").
         metrics: for ``| plateau``: monitor name -> one value per report; report ``i`` is
             made at the end of epoch ``i`` and affects ticks from ``(i+1)·report_every`` on.
         report_every: ticks between reports (default ``steps_per_epoch`` or 1).
@@ -62,7 +64,7 @@ def curve(expr: str | Expr, ticks, *, steps_per_epoch: float | None = None,
     """
     import numpy as np
 
-    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
     t = _tick_array(ticks)
     f = compiled.values(t)
     rule = compiled.plateau

@@ -22,7 +22,7 @@ from lrdsl.language.params import Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
 from lrdsl.language.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
                          check_operand)
-from lrdsl.language.units import UNIT_SPELLINGS, Duration
+from lrdsl.language.units import UNIT_SPELLINGS, Duration, parse_duration
 
 #: deeper nesting than this is refused (no real schedule comes close)
 MAX_DEPTH = 64
@@ -79,9 +79,6 @@ def _finite(value: float, token) -> float:
     return value
 
 
-def _duration(text: str) -> Duration:
-    number = text.rstrip("%abcdefghijklmnopqrstuvwxyz")
-    return Duration(float(number), UNIT_SPELLINGS[text[len(number):]])
 
 
 def _build_transformer():
@@ -95,7 +92,7 @@ def _build_transformer():
             return _finite(float(token), token)
 
         def duration(self, token):
-            duration = _duration(re.sub(r"[ \t]+", "", str(token)))
+            duration = parse_duration(str(token))
             _finite(duration.value, token)
             return duration
 

@@ -29,7 +29,7 @@ from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plat
                          Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
-from lrdsl.language.units import Duration, Units
+from lrdsl.language.units import CONSTANTS, Duration, Units
 
 
 class Timed(Protocol):
@@ -543,8 +543,7 @@ def _timed(node: Expr, units: Units):
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(expr: Expr, steps_per_epoch, total) -> Plan:
-    units = Units(steps_per_epoch, total)
+def _plan(expr: Expr, units: Units) -> Plan:
     units.check(expr.durations())
     if isinstance(expr, Plateau):
         return Plan(expr, _timed(expr.schedule, units), PlateauRule.from_call(expr.options), units)
@@ -552,18 +551,31 @@ def _plan(expr: Expr, steps_per_epoch, total) -> Plan:
 
 
 def plan(expr: str | Expr, *, steps_per_epoch: float | None = None,
-         total: float | None = None) -> Plan:
+         total: float | None = None, clock: str = "ticks", **constants: float | None) -> Plan:
     """Compile an expression for given units.  Cached on (expression, units).
 
     ``steps_per_epoch`` converts ``ep`` to ticks (pass it when you step per batch);
-    ``total`` (in ticks) resolves ``%`` and stretches an unbounded middle segment.
+    ``total`` (in the clock's unit) resolves ``%`` and stretches an unbounded middle segment.
+    ``clock`` (``ticks``, ``samples`` or ``tokens``, docs/language.md "Clocks") is what a
+    position counts; ``constants`` are the fixed conversions of
+    :data:`lrdsl.language.units.CONSTANTS` (``samples_per_step``, ``tokens_per_sample``, …).
     """
     expr = parse(expr)
+    unknown = sorted(set(constants) - set(CONSTANTS))
+    if unknown:
+        raise UnitError(f"unknown conversion constant {unknown[0]!r}; lrdsl takes steps_per_epoch, "
+                        f"total, {', '.join(CONSTANTS)}")
     try:
-        return _plan(expr, steps_per_epoch, total)
+        units = Units(steps_per_epoch, total, clock, **constants)
+        hash(units)
     except LrdslError as error:
         error.expr = str(expr)
         raise
     except TypeError:  # unhashable units
-        raise LrdslError(f"steps_per_epoch and total must be numbers, got "
-                         f"{steps_per_epoch!r} and {total!r}") from None
+        raise LrdslError(f"steps_per_epoch, total and the conversion constants must be numbers, "
+                         f"got {steps_per_epoch!r}, {total!r}, {constants!r}") from None
+    try:
+        return _plan(expr, units)
+    except LrdslError as error:
+        error.expr = str(expr)
+        raise
