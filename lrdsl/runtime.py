@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
@@ -34,7 +35,8 @@ from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
 from lrdsl.language.plan import Plan, plan
 from lrdsl.language.plateau import PlateauRule, PlateauState
-from lrdsl.language.units import checked_tick
+from lrdsl.language.units import Units, checked_tick
+from lrdsl.programs import Program, is_program, program
 
 #: ticks evaluated per vectorized batch
 CHUNK = 4096
@@ -96,6 +98,37 @@ class FarCurve(Curve):
             return math.inf
 
 
+class CountCurve(Curve):
+    """A curve on a samples or tokens clock: positions are counts that advance by what each
+    step consumed.  Values are computed CHUNK positions at a time along the stride of the last
+    two positions asked (a fixed batch size), so a step costs a lookup until the stride changes
+    (a batch-size ramp moves it once per stage)."""
+
+    __slots__ = ("stride", "last")
+
+    def __init__(self, compiled: Plan, scale: float = 1.0, plateau: PlateauState | None = None):
+        super().__init__(compiled, scale, plateau)
+        self.stride, self.last = 1, None
+
+    def at(self, position: int) -> float:  # type: ignore[override]
+        i, off = divmod(position - self.start, self.stride)
+        if off == 0 and 0 <= i < CHUNK:
+            f = self.values[i]
+        else:
+            last = self.last
+            if last is not None and position > last:
+                self.stride = position - last
+            self.start = position
+            grid = position + self.stride * np.arange(CHUNK, dtype=np.float64)
+            self.values = self.plan.values(grid).tolist()
+            f = self.values[0]
+        self.last = position
+        plateau = self.plateau
+        if plateau is not None:
+            f = plateau.rule.apply(f, plateau.scale)
+        return f * self.scale
+
+
 def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
     """The per-group rule (docs/language.md): a group's values are value · initial_g /
     initial_ref (ref: the first group whose initial value is nonzero; none: the value itself).
@@ -112,8 +145,13 @@ def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
 
 def curve(compiled: Plan, scale: float | tuple[float, int] = 1.0,
           plateau: PlateauState | None = None) -> Curve:
-    """A :class:`Curve`, or a :class:`FarCurve` for a ratio given as (m, e)."""
-    return FarCurve(compiled, scale, plateau) if isinstance(scale, tuple) else Curve(compiled, scale, plateau)
+    """A :class:`Curve` (a :class:`CountCurve` on a samples or tokens clock), or a
+    :class:`FarCurve` for a ratio given as (m, e)."""
+    if isinstance(scale, tuple):
+        return FarCurve(compiled, scale, plateau)
+    if compiled.units.clock != "ticks":
+        return CountCurve(compiled, scale, plateau)
+    return Curve(compiled, scale, plateau)
 
 
 def plateau_step(rule: PlateauRule, scale, best, bad, cooldown_left, value, where):
@@ -138,6 +176,20 @@ def plateau_step(rule: PlateauRule, scale, best, bad, cooldown_left, value, wher
             where(cut, rule.cooldown, cooldown_left))
 
 
+def program_specs(source, targets: Mapping[str, Spec | None]) -> dict[str, Spec]:
+    """The channels of a backend's arguments: an expression (the LR) or a program
+    (:func:`lrdsl.program`, its text, a :class:`~lrdsl.Program`), plus the targets given by
+    keyword (``momentum=…``); a channel given both ways is an error."""
+    given = {name: spec for name, spec in targets.items() if spec is not None}
+    if not is_program(source) or (isinstance(source, Mapping) and not isinstance(source, Program)):
+        return {"lr": source, **given}  # a mapping here is the LR per param group
+    compiled = program(source)
+    twice = sorted(set(compiled) & set(given))
+    if twice:
+        raise LrdslError(f"{twice[0]} is given twice: in the program and as {twice[0]}=")
+    return {**dict(compiled), **given}
+
+
 def canonical(spec: Spec) -> str | dict:
     """The saved form of a channel's spec: canonical text, or a mapping of it."""
     if isinstance(spec, Mapping):
@@ -154,6 +206,7 @@ class LoadedState:
     plateaus: dict
     saved: dict
     rebased: bool
+    counters: dict = None  # type: ignore[assignment]  # what the steps consumed (samples, tokens)
 
 
 class Runtime:
@@ -165,15 +218,21 @@ class Runtime:
     """
 
     def __init__(self, specs: Mapping[str, Spec], *, steps_per_epoch: float | None = None,
-                 total: float | None = None, tick: int = -1):
+                 total: float | None = None, tick: int = -1, clock: str = "ticks",
+                 **constants: float | None):
         for name in specs:
             channels.channel(name)  # a bad name fails here, naming it
         self.specs: dict[str, Spec] = dict(specs)
         self.steps_per_epoch, self.total = steps_per_epoch, total
+        #: the clock and its fixed conversions (docs/language.md "Clocks"): every plan's units
+        self.clock = clock
+        self.constants = {k: v for k, v in constants.items() if v is not None}
+        Units(steps_per_epoch, total, clock, **self.constants)  # a bad option fails here
         #: the position: ticks taken (−1 before the first) and calls that advanced them
         self.tick, self.steps = tick, 0
-        #: the clocks' counters (LANGUAGE.md v3 §9) besides ``tick`` (samples, tokens), saved with the state
-        self.counters: dict[str, int] = {}
+        #: what the steps consumed (LANGUAGE.md §9): samples and tokens, where known; on a samples
+        #: or tokens clock the schedule's position is its counter.  Saved with the state.
+        self.counters: dict[str, int] = {} if clock == "ticks" else {"samples": 0, "tokens": 0}
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
         self._only: PlateauState | None = None  # the plateau, when there is exactly one
@@ -187,11 +246,12 @@ class Runtime:
         key = str(parse(spec))
         compiled = self.plans.get(key)
         if compiled is None:
-            compiled = plan(spec, steps_per_epoch=self.steps_per_epoch, total=self.total)
+            compiled = plan(spec, steps_per_epoch=self.steps_per_epoch, total=self.total,
+                            clock=self.clock, **self.constants)
         # checked per channel, not per text: the cache is shared by every channel
         if name != "lr" and compiled.plateau is not None:
             raise LrdslError(f"{name}: only the learning rate may carry '| plateau', got {key}")
-        channels.channel(name).check_peak(compiled.range[1], f"{name}: {key}")
+        channels.channel(name).check_range(*compiled.range, f"{name}: {key}")
         self.plans[key] = compiled
         return compiled
 
@@ -225,18 +285,59 @@ class Runtime:
         found = self._curves.get((name, key))
         if found is None:
             compiled = self.plan_of(name, spec)
-            found = self._curves[(name, key)] = Curve(compiled, 1.0, self.plateau_of(compiled))
-        return found.at(max(self.tick, 0))
+            found = self._curves[(name, key)] = curve(compiled, 1.0, self.plateau_of(compiled))
+        return channels.channel(name).read(found.at(self.position))
 
     def values(self) -> dict[str, float]:
-        """Every channel given by one expression, by name, at the current tick."""
+        """Every channel given by one expression, by name, at the current position (an integer
+        channel, a batch size, read rounded)."""
         return {name: self.value(name) for name, spec in self.specs.items() if not isinstance(spec, Mapping)}
 
     # --- position and reports -------------------------------------------------------------------
-    def advance(self) -> None:
-        """One tick on."""
+    @property
+    def position(self) -> int:
+        """Where the schedules are read: the tick (0 before the first), or on a samples or
+        tokens clock what the steps so far consumed."""
+        if self.clock == "ticks":
+            return max(self.tick, 0)
+        return self.counters[self.clock]
+
+    def advance(self, samples: int | None = None, tokens: int | None = None) -> None:
+        """One tick on; on a samples or tokens clock, by what the step consumed (the first
+        tick, which a scheduler takes when it is built, consumes nothing)."""
+        if self.clock != "ticks" and self.tick >= 0:
+            self.consume(samples, tokens)
+        elif samples is not None or tokens is not None:
+            self.consume(samples, tokens)
         self.tick += 1
         self.steps += 1
+
+    def consume(self, samples: int | None, tokens: int | None) -> None:
+        """Add what one step consumed to the counters: given, or from the fixed constants
+        (``samples_per_step``, ``tokens_per_sample``, ``tokens_per_step``)."""
+        c = self.constants
+        samples = _count(samples, "samples")
+        tokens = _count(tokens, "tokens")
+        if samples is None:
+            samples = c.get("samples_per_step")
+            if samples is None and tokens is not None and "tokens_per_sample" in c:
+                samples = tokens / c["tokens_per_sample"]
+        if tokens is None:
+            tokens = c.get("tokens_per_step")
+            if tokens is None and samples is not None and "tokens_per_sample" in c:
+                tokens = samples * c["tokens_per_sample"]
+        counts = {"samples": samples, "tokens": tokens}
+        if self.clock != "ticks" and counts[self.clock] is None:
+            fixed = "samples_per_step" if self.clock == "samples" else \
+                "tokens_per_step (or samples_per_step and tokens_per_sample)"
+            raise LrdslError(f"step() on a {self.clock} clock needs what the step consumed: pass "
+                             f"{self.clock}=n, or fix {fixed} when the schedule is built")
+        for key, value in counts.items():
+            if value is not None:
+                total = self.counters.get(key, 0) + value
+                if total > 2 ** 53:
+                    raise LrdslError(f"the {key} counter passed 2**53, beyond what float64 counts exactly")
+                self.counters[key] = int(total) if float(total).is_integer() else total
 
     def report(self, metrics) -> None:
         """One report to every plateau (one value per monitor, all read before any state changes).
@@ -255,8 +356,11 @@ class Runtime:
     # --- saved state ----------------------------------------------------------------------------
     def canonical(self) -> dict:
         """The channels' canonical specs and the units: what a saved state must match."""
-        return {**{name: canonical(spec) for name, spec in self.specs.items()},
-                "units": (self.steps_per_epoch, self.total)}
+        out = {**{name: canonical(spec) for name, spec in self.specs.items()},
+               "units": (self.steps_per_epoch, self.total)}
+        if self.clock != "ticks" or self.constants:
+            out["clock"] = (self.clock, tuple(sorted(self.constants.items())))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """The canonical expressions, their units, the position and the plateau states.
@@ -273,6 +377,8 @@ class Runtime:
         }
         if self.counters:
             state["counters"] = dict(self.counters)
+        if self.clock != "ticks" or self.constants:
+            state["clock"], state["constants"] = self.clock, dict(self.constants)
         return state
 
     def checked(self, state_dict: Mapping[str, Any], rebase: bool = False) -> LoadedState:
@@ -289,6 +395,11 @@ class Runtime:
             raise LrdslError(f"not an lrdsl scheduler state: targets is {targets!r}")
         saved = {"lr": state_dict["expr"], **targets,
                  "units": (state_dict.get("steps_per_epoch"), state_dict.get("total"))}
+        clock, constants = state_dict.get("clock", "ticks"), state_dict.get("constants") or {}
+        if not isinstance(constants, Mapping) or clock not in ("ticks", "samples", "tokens"):
+            raise LrdslError(f"not an lrdsl scheduler state: clock {clock!r}, constants {constants!r}")
+        if clock != "ticks" or constants:
+            saved["clock"] = (clock, tuple(sorted(constants.items())))
         for name, text in saved.items():
             if name != "units" and not _is_saved_text(text):
                 raise LrdslError(f"not an lrdsl scheduler state: its {name} expression is {text!r}")
@@ -301,13 +412,68 @@ class Runtime:
             plateaus = {saved["lr"]: plateaus}
         plateaus = {key: PlateauState.checked(value, f"the state's plateau {key!r}")
                     for key, value in plateaus.items()}
+        counters = state_dict.get("counters") or {}
+        if not isinstance(counters, Mapping):
+            raise LrdslError(f"not an lrdsl scheduler state: counters is {counters!r}")
+        counters = {key: _saved_count(counters[key], key) for key in ("samples", "tokens")
+                    if key in counters}
         ours = self.canonical()
         rebased = saved != ours
         if rebased and not rebase:
             raise LrdslError(f"this scheduler state was saved from {describe(saved)}, not from "
                              f"{describe(ours)}; pass rebase=True to continue the saved run "
-                             f"under the new schedule from its tick {tick}")
-        return LoadedState(tick, steps, plateaus, saved, rebased)
+                             f"under the new schedule from where it stopped")
+        if rebased:
+            tick, counters = self._carried(tick, counters, state_dict.get("steps_per_epoch"),
+                                           clock, dict(constants))
+        elif self.clock != "ticks":
+            counters = {"samples": 0, "tokens": 0, **counters}
+        return LoadedState(tick, steps, plateaus, saved, rebased, counters)
+
+    def _carried(self, tick: int, counters: dict, steps_per_epoch, clock: str,
+                 constants: dict) -> tuple[int, dict]:
+        """The saved position in this runtime's units (a rebase): the same samples or tokens
+        on a counting clock; on the ticks clock the same epochs (or samples), so a run resumed
+        on half the processes, with twice the steps per epoch, continues where it stopped."""
+        if (steps_per_epoch, clock, constants) == (self.steps_per_epoch, self.clock, self.constants):
+            return tick, counters
+        saved = Units(steps_per_epoch, None, clock, **constants)
+        if self.clock != "ticks":
+            count = counters.get(self.clock)
+            if count is None and clock == "ticks" and tick >= 0:
+                try:
+                    count = round(tick * saved.factor("st") / saved.factor(CLOCK_UNITS[self.clock]))
+                except LrdslError:
+                    count = None
+            if count is None:
+                raise LrdslError(f"rebase: the saved run counted no {self.clock}, so its position "
+                                 f"cannot be carried over to a {self.clock} clock: resume with the "
+                                 f"saved units (clock={clock}, {describe_constants(steps_per_epoch, constants)})")
+            return tick, {**counters, self.clock: count}
+        now = Units(self.steps_per_epoch, None, "ticks", **self.constants)
+        if clock != "ticks":  # from a count back to ticks: the per-step size of this run
+            count, unit = counters.get(clock, 0), CLOCK_UNITS[clock]
+            try:
+                return round(count * now.factor(unit)), counters
+            except LrdslError:
+                raise LrdslError(f"rebase: the saved run stopped at {count} {clock}; to continue it "
+                                 f"on a ticks clock pass {'samples_per_step' if clock == 'samples' else 'tokens_per_step'} "
+                                 f"(this run's per-step size)") from None
+        if steps_per_epoch is not None and self.steps_per_epoch is not None:
+            epochs = tick / steps_per_epoch
+            moved = epochs * self.steps_per_epoch
+            if moved != round(moved):
+                log.info("lrdsl: rebase: epoch %.6g falls between ticks with steps_per_epoch=%g; "
+                         "continuing at the nearest", epochs, self.steps_per_epoch)
+            return round(moved), counters
+        if "samples" in counters and "samples_per_step" in self.constants:
+            return round(counters["samples"] / self.constants["samples_per_step"]), counters
+        if steps_per_epoch == self.steps_per_epoch:
+            return tick, counters  # only other constants, not used on the ticks clock
+        raise LrdslError(f"rebase: the saved run stopped at tick {tick} with steps_per_epoch="
+                         f"{steps_per_epoch}; this one has steps_per_epoch={self.steps_per_epoch}, so "
+                         f"its position cannot be carried over: pass steps_per_epoch= for both runs "
+                         f"(or the same units as the saved run)")
 
     def load(self, loaded: LoadedState) -> None:
         """Take a :meth:`checked` state: position and plateaus.  On a rebase a plateau keeps
@@ -323,6 +489,8 @@ class Runtime:
                 log.info("lrdsl: rebased at tick %d; the plateau on %s %s", tick, state.rule.monitor,
                          "keeps its saved state" if match is not None else "starts fresh (its rule changed)")
         self.tick, self.steps = tick, loaded.steps
+        if loaded.counters is not None:
+            self.counters = dict(loaded.counters)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], rebase: bool = False) -> None:
         """:meth:`checked`, then :meth:`load`."""
@@ -330,6 +498,33 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"lrdsl.runtime.Runtime({describe(self.canonical())}, tick={self.tick})"
+
+
+#: the unit each counting clock counts
+CLOCK_UNITS = {"samples": "sp", "tokens": "tok"}
+
+
+def describe_constants(steps_per_epoch, constants: Mapping) -> str:
+    """steps_per_epoch and the conversion constants, for messages."""
+    return ", ".join([f"steps_per_epoch={steps_per_epoch}"] + [f"{k}={v}" for k, v in constants.items()])
+
+
+def _saved_count(value: Any, what: str) -> int:
+    """A saved counter: an integer from 0 to 2**53."""
+    return checked_tick(value, f"the state's {what} counter")
+
+
+def _count(value: Any, what: str) -> int | None:
+    """A step's count of samples or tokens: None, or an integer ≥ 0 (a tensor's item will do)."""
+    if value is None:
+        return None
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, (int, float)):
+        value = item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and float(value).is_integer() and value >= 0):
+        raise LrdslError(f"{what}= must be a whole count ≥ 0 of what the step consumed, got {value!r}")
+    return int(value)
 
 
 def _is_saved_text(text: Any) -> bool:

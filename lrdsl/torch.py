@@ -39,7 +39,8 @@ from lrdsl.language.plan import Plan
 from lrdsl.language.plateau import PlateauState
 from lrdsl.language.units import checked_tick as _tick
 from lrdsl.runtime import CHUNK, Curve, Runtime, canonical as _canonical, curve, describe as _describe  # noqa: F401  (CHUNK: re-exported)
-from lrdsl.runtime import ratio as _ratio
+from lrdsl.runtime import program_specs, ratio as _ratio
+from lrdsl.programs import Program
 
 #: the hyperparameters a schedule can drive, in the order they are written each step
 TARGETS = channels.TARGETS
@@ -153,21 +154,29 @@ class Scheduler(LRScheduler):
     negative tick is the value at tick 0, as :func:`lrdsl.optax.schedule` clamps its count.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, expr: Spec, *,
+    def __init__(self, optimizer: torch.optim.Optimizer, expr: Spec | Program, *,
                  momentum: Spec | None = None, beta2: Spec | None = None,
                  weight_decay: Spec | None = None, steps_per_epoch: float | None = None,
-                 total: float | None = None, last_epoch: int = -1):
+                 total: float | None = None, last_epoch: int = -1, clock: str = "ticks",
+                 **constants: float | None):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise LrdslError(f"scheduler() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         last_epoch = _tick(last_epoch, "last_epoch", lowest=-1)
-        specs = {"lr": expr, "momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
-        #: the tick, plans, plateaus and saved state: everything but the writing into groups
-        self.runtime = Runtime({t: s for t, s in specs.items() if s is not None},
-                               steps_per_epoch=steps_per_epoch, total=total, tick=last_epoch)
+        specs = program_specs(expr, {"momentum": momentum, "beta2": beta2,
+                                     "weight_decay": weight_decay})
+        #: the position, plans, plateaus and saved state: everything but the writing into groups
+        self.runtime = Runtime(specs, steps_per_epoch=steps_per_epoch, total=total,
+                               tick=last_epoch, clock=clock, **constants)
         self.specs: dict[str, Spec] = self.runtime.specs
-        self.expr = parse(expr) if not isinstance(expr, Mapping) else None
+        #: the channels written into the param groups (the others are free values: value(name))
+        self.targets = [name for name in self.specs if name in channels.CHANNELS]
+        lr = self.specs.get("lr")
+        self.expr = parse(lr) if lr is not None and not isinstance(lr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
-        self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.specs}
+        self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.targets}
+        for name in self.specs:
+            if name not in channels.CHANNELS:  # a free value: proven in its range now
+                self.runtime.plan_of(name, self.specs[name])
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
         self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
@@ -199,7 +208,7 @@ class Scheduler(LRScheduler):
         """``initial_<target>`` in each group from ``start`` on, as torch keeps ``initial_lr``:
         the ratio rule's base."""
         kept = []  # every value checked before any is kept
-        for target in self.specs:
+        for target in self.targets:
             key = "initial_lr" if target == "lr" else f"initial_{target}"
             for i in range(start, len(groups)):
                 group = groups[i]
@@ -250,11 +259,11 @@ class Scheduler(LRScheduler):
             self._slots[target].extend(new)
         self.runtime.adopt_plateaus(plateaus)
         self._refs = refs
-        self._lr_slots = self._slots["lr"]
+        self._lr_slots = self._slots.get("lr", [])
         self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
                              for slot in slots_]
         self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
-        self._groups = len(self._lr_slots)
+        self._groups = len(groups)
 
     def _follow_groups(self, groups: list[dict]) -> None:
         """Schedule the groups added since the last step (``add_param_group``)."""
@@ -272,23 +281,38 @@ class Scheduler(LRScheduler):
         except LrdslError:
             self._plans = saved
             raise
-        self.base_lrs.extend(groups[i]["initial_lr"] for i in range(count, len(groups)))
+        self.base_lrs.extend(groups[i].get("initial_lr", groups[i]["lr"]) for i in range(count, len(groups)))
 
     # --- the scheduler protocol ------------------------------------------------------------------
     def step(self, metrics: float | Mapping[str, Any] | None = None,  # type: ignore[override]
-             epoch: None = None) -> None:  # as ReduceLROnPlateau.step(metrics); step(epoch) is deprecated
-        """Advance one tick; with ``metrics`` (the monitor's value, or a dict) report first."""
+             epoch: None = None, *, samples: int | None = None,
+             tokens: int | None = None) -> None:  # as ReduceLROnPlateau.step(metrics); step(epoch) is deprecated
+        """Advance one tick; with ``metrics`` (the monitor's value, or a dict) report first.
+
+        ``samples=``/``tokens=``: what the step consumed (a samples or tokens clock moves by
+        it; on the ticks clock the counts are kept for a later rebase onto such a clock).
+        """
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
         runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
             runtime.report(metrics)
-        self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
-        runtime.advance()
+        if runtime.clock == "ticks" and samples is None and tokens is None:
+            self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
+            runtime.advance()
+            return
+        before = runtime.tick, runtime.steps, dict(runtime.counters)
+        runtime.advance(samples, tokens)
+        try:
+            self._apply(runtime.position)
+        except BaseException:
+            runtime.tick, runtime.steps, runtime.counters = before
+            raise
 
     def _apply(self, tick: int) -> None:
-        """Write every target's value of ``tick`` into its group; keep the LRs as _last_lr."""
+        """Write every target's value at position ``tick`` (the tick, or the samples or tokens
+        counted) into its group; keep the LRs as _last_lr."""
         # the group dicts are looked up each time: Optimizer.load_state_dict replaces them
         groups = self.optimizer.param_groups
         if len(groups) != self._groups:
@@ -316,7 +340,7 @@ class Scheduler(LRScheduler):
         if not self.runtime.plateaus:
             return
         self.runtime.report(named if metrics is None else metrics)
-        self._apply(self.last_epoch)
+        self._apply(self.runtime.position)
 
     def _across_ranks(self, value: float) -> float:
         """Under torch.distributed, the average over ranks, so every rank decides alike.
@@ -331,13 +355,31 @@ class Scheduler(LRScheduler):
         return _mean_across_ranks(value) if self._world else value
 
     def lr_at(self, tick: int) -> float:
-        """The learning rate of group 0 at ``tick`` (a negative tick counts as 0) under the
-        current plateau state."""
-        return self._lr_slots[0].at(max(_tick(tick, "lr_at's tick", lowest=-2 ** 53), 0))
+        """The learning rate of group 0 at ``tick`` (a position in the clock's unit; a negative
+        one counts as 0) under the current plateau state."""
+        if not self._lr_slots:
+            raise LrdslError("this scheduler does not drive the learning rate")
+        position = max(_tick(tick, "lr_at's tick", lowest=-2 ** 53), 0)
+        slot = self._lr_slots[0]
+        if self.runtime.clock == "ticks":
+            return slot.at(position)
+        # a curve of its own: a look elsewhere must not move the step's stride (CountCurve)
+        return curve(slot.curve.plan, slot.curve.scale, slot.plateau).at(position)
+
+    def value(self, name: str) -> float:
+        """Channel ``name``'s value now: a free value of the program (``ema``, ``kl``; a
+        ``batch_size`` read rounded), or a target's expression value (before group ratios)."""
+        return self.runtime.value(name)
+
+    def values(self) -> dict[str, float]:
+        """Every channel's value now, by name (see :meth:`value`)."""
+        return self.runtime.values()
 
     def get_lr(self) -> list[float]:  # type: ignore[override]  # floats, also for tensor lrs
         """The groups' learning rates at the current tick, in closed form."""
-        return [slot.at(self.last_epoch) for slot in self._slots["lr"]]
+        if not self._lr_slots:  # a program without lr: the groups keep theirs
+            return [group["lr"] for group in self.optimizer.param_groups]
+        return [slot.at(self.runtime.position) for slot in self._lr_slots]
 
     def get_last_lr(self) -> list[float]:  # type: ignore[override]
         """The groups' learning rates at the current tick (floats, also for tensor lrs)."""
@@ -348,7 +390,7 @@ class Scheduler(LRScheduler):
         if target not in self._slots:
             raise LrdslError(f"this scheduler does not drive {target!r}; it drives "
                              f"{', '.join(self._slots)}")
-        return [slot.at(self.last_epoch) for slot in self._slots[target]]
+        return [slot.at(self.runtime.position) for slot in self._slots[target]]
 
     # the position lives in the runtime; LRScheduler's names for it stay readable and settable:
     # its constructor writes last_epoch and (a private name, read by nothing of ours but kept for
@@ -390,7 +432,7 @@ class Scheduler(LRScheduler):
         if len(groups) != self._groups:  # before the state changes: a refused group keeps it
             self._follow_groups(groups)
         self.runtime.load(loaded)
-        self._apply(loaded.tick)
+        self._apply(self.runtime.position)
         if loaded.rebased:
             log.info("lrdsl: rebased at tick %d from %s to %s", loaded.tick, _describe(loaded.saved),
                      _describe(self.runtime.canonical()))
@@ -443,10 +485,10 @@ def _mean_across_ranks(value: float) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
-def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | None = None,
+def scheduler(optimizer: torch.optim.Optimizer, expr: Spec | Program, *, momentum: Spec | None = None,
               beta2: Spec | None = None, weight_decay: Spec | None = None,
               steps_per_epoch: float | None = None, total: float | None = None,
-              last_epoch: int = -1) -> Scheduler:
+              last_epoch: int = -1, clock: str = "ticks", **constants: float | None) -> Scheduler:
     """An ``LRScheduler`` for ``expr`` on ``optimizer``; tick 0's values are in force at once.
 
     Args:
@@ -460,13 +502,23 @@ def scheduler(optimizer: torch.optim.Optimizer, expr: Spec, *, momentum: Spec | 
         total: the run's length in ticks, for ``%`` durations and stretched segments.
         last_epoch: the last tick already taken, as in PyTorch (−1 for a fresh start): an
             integer ≥ −1.
+        clock: ``ticks`` (default), ``samples`` or ``tokens``: what the schedules' positions
+            count (docs/language.md "Clocks"); ``step(samples=…, tokens=…)`` says what a step
+            consumed.
+        constants: the fixed conversions ``samples_per_step``, ``tokens_per_sample``,
+            ``samples_per_epoch``, ``tokens_per_epoch``, ``tokens_per_step``.
+
+    ``expr`` may be a program (:func:`lrdsl.program`, or its text with ``name = …`` lines):
+    ``lr`` and the optimizer targets are written into the groups, every other channel is a
+    free value read with ``value(name)`` / ``values()``.
 
     ``step()`` advances a tick, ``step(metrics)`` reports then advances, ``report(**metrics)``
     reports only; ``get_last_lr()`` gives the LRs, ``get_last("momentum")`` the other targets.
     In Hydra: ``{_target_: lrdsl.torch.scheduler, _partial_: true, expr: ...}``.
     """
     return Scheduler(optimizer, expr, momentum=momentum, beta2=beta2, weight_decay=weight_decay,
-                     steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch)
+                     steps_per_epoch=steps_per_epoch, total=total, last_epoch=last_epoch,
+                     clock=clock, **constants)
 
 
 def __getattr__(name: str) -> Any:
