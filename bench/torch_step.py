@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/torch_step.py
 
-Targets (issues #3, #12): time schedules ≤ 0.5× native, lr+momentum+weight decay ≤ 0.5× OneCycleLR
-with cycle_momentum (which updates both), and step(metric) on a plateau ≤ 1.0× ReduceLROnPlateau
+Targets (issues #3, #12, #21): time schedules ≤ 0.5× native, lr+momentum+weight decay ≤ 0.5× OneCycleLR
+with cycle_momentum (which updates both), a program of those and two free values on a tokens clock
+(stepped with tokens=…, the free values read each step) ≤ 0.5× the same OneCycleLR, and step(metric) on a plateau ≤ 1.0× ReduceLROnPlateau
 (a single copy of the plateau rule is worth more than the last 0.1 µs).  Also prints traced memory
 after 10⁴ and 10⁶ steps (flat: values are evaluated in chunks of 4096 ticks, nothing accumulates).
 """
@@ -29,6 +30,12 @@ def optimizer():
 ONECYCLE = "onecycle(0.1, 10000000)"
 MOMENTUM = "onecycle(0.85, 10000000, start=0.95, end=0.95)"
 
+PROGRAM = """lr = onecycle(0.1, 40B tok)
+momentum = onecycle(0.85, 40B tok, start=0.95, end=0.95)
+weight_decay = anneal(1e-4, 1e-3, 40B tok)
+ema = anneal(0.996, 1, 40B tok)
+kl = min(linear(0, 1, 4B tok), 1)"""
+
 # (name, expression, native, metric, target ratio)
 CASES = [
     ("warmup+cosine", "warmup(5) >> cosine(0.1, 10000000)",
@@ -43,6 +50,9 @@ CASES = [
     # lr, momentum and weight decay in one step; OneCycleLR updates lr and momentum
     ("lr+momentum+wd", {"expr": ONECYCLE, "momentum": MOMENTUM, "weight_decay": "anneal(1e-4, 1e-3, 10000000)"},
      lambda o: native.OneCycleLR(o, max_lr=0.1, total_steps=10**7, cycle_momentum=True), None, 0.5),
+    # a program: lr, momentum, weight decay and two free values read each step, on a tokens clock
+    ("program, tokens", {"expr": PROGRAM, "clock": "tokens"},
+     lambda o: native.OneCycleLR(o, max_lr=0.1, total_steps=10**7, cycle_momentum=True), "tokens", 0.5),
     ("const | plateau", "0.1 | plateau(val_loss, 0.5)",
      lambda o: native.ReduceLROnPlateau(o, factor=0.5), 0.5, 1.0),
     # the same with a metric that improves, stalls and reduces (the row above never improves)
@@ -70,8 +80,15 @@ class _Stacked:
 
 
 def per_step_us(sched, metric, number=100_000):
-    if metric is None:
-        step = sched.step
+    if metric == "tokens":  # a program on a tokens clock: step by what was consumed, read the free values
+        value = sched.value
+
+        def step():
+            sched.step(tokens=4096)
+            value("ema")
+            value("kl")
+    elif metric is None:
+        step = sched.step  # noqa: F811
     elif isinstance(metric, list):  # both sides pay the same next()
         values = itertools.cycle(metric)
         step = lambda: sched.step(next(values))  # noqa: E731

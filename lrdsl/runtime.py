@@ -233,6 +233,10 @@ class Runtime:
         #: what the steps consumed (LANGUAGE.md §9): samples and tokens, where known; on a samples
         #: or tokens clock the schedule's position is its counter.  Saved with the state.
         self.counters: dict[str, int] = {} if clock == "ticks" else {"samples": 0, "tokens": 0}
+        # a tokens clock with nothing to derive: step(tokens=n) adds n and nothing else
+        self._counter = None if clock == "ticks" else clock
+        self._tokens_only = clock == "tokens" and not {"samples_per_step", "tokens_per_sample"} & set(self.constants)
+        self._readers: dict[str, Callable[[int], float]] = {}  # value()'s hot path, per channel
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
         self._only: PlateauState | None = None  # the plateau, when there is exactly one
@@ -274,6 +278,19 @@ class Runtime:
     def value(self, name: str, key: str | int | None = None) -> float:
         """Channel ``name``'s value at the current tick (tick 0 before the first), plateau
         included; for a channel given per group, the expression of group ``key``."""
+        reader = self._readers.get(name) if key is None else None
+        if reader is not None:
+            return reader(self.position)
+        value = self._value(name, key)
+        spec = self.specs[name]
+        if key is None and not isinstance(spec, Mapping):
+            found = self._curves[(name, None)]
+            read = channels.channel(name).read
+            self._readers[name] = found.at if not channels.channel(name).integer else (
+                lambda position: read(found.at(position)))
+        return value
+
+    def _value(self, name: str, key: str | int | None) -> float:
         if name not in self.specs:
             raise LrdslError(f"no channel {name!r}; this program has {', '.join(self.specs)}")
         spec = self.specs[name]
@@ -298,26 +315,27 @@ class Runtime:
     def position(self) -> int:
         """Where the schedules are read: the tick (0 before the first), or on a samples or
         tokens clock what the steps so far consumed."""
-        if self.clock == "ticks":
-            return max(self.tick, 0)
-        return self.counters[self.clock]
+        counter = self._counter
+        if counter is None:
+            return self.tick if self.tick > 0 else 0
+        return self.counters[counter]
 
     def advance(self, samples: int | None = None, tokens: int | None = None) -> None:
         """One tick on; on a samples or tokens clock, by what the step consumed (the first
         tick, which a scheduler takes when it is built, consumes nothing)."""
-        if self.clock != "ticks" and self.tick >= 0:
-            self.consume(samples, tokens)
-        elif samples is not None or tokens is not None:
-            self.consume(samples, tokens)
+        if samples is not None or tokens is not None or (self.clock != "ticks" and self.tick >= 0):
+            self.add(self.counted(samples, tokens))
         self.tick += 1
         self.steps += 1
 
-    def consume(self, samples: int | None, tokens: int | None) -> None:
-        """Add what one step consumed to the counters: given, or from the fixed constants
-        (``samples_per_step``, ``tokens_per_sample``, ``tokens_per_step``)."""
+    def counted(self, samples: Any, tokens: Any) -> tuple[Any, Any]:
+        """What one step consumed, (samples, tokens), each checked, or derived from the fixed
+        constants (``samples_per_step``, ``tokens_per_sample``, ``tokens_per_step``), None where
+        unknown; the clock's own count is required.  Changes nothing."""
+        if type(tokens) is int and samples is None and self._tokens_only and tokens >= 0:
+            return None, tokens  # the hot case: a tokens clock stepped with tokens=n
         c = self.constants
-        samples = _count(samples, "samples")
-        tokens = _count(tokens, "tokens")
+        samples, tokens = _count(samples, "samples"), _count(tokens, "tokens")
         if samples is None:
             samples = c.get("samples_per_step")
             if samples is None and tokens is not None and "tokens_per_sample" in c:
@@ -326,13 +344,33 @@ class Runtime:
             tokens = c.get("tokens_per_step")
             if tokens is None and samples is not None and "tokens_per_sample" in c:
                 tokens = samples * c["tokens_per_sample"]
-        counts = {"samples": samples, "tokens": tokens}
-        if self.clock != "ticks" and counts[self.clock] is None:
+        if (self.clock == "samples" and samples is None) or (self.clock == "tokens" and tokens is None):
             fixed = "samples_per_step" if self.clock == "samples" else \
                 "tokens_per_step (or samples_per_step and tokens_per_sample)"
             raise LrdslError(f"step() on a {self.clock} clock needs what the step consumed: pass "
                              f"{self.clock}=n, or fix {fixed} when the schedule is built")
-        for key, value in counts.items():
+        return samples, tokens
+
+    def consume(self, samples: Any = None, tokens: Any = None) -> None:
+        """Add what one step consumed to the counters, without moving the tick."""
+        self.add(self.counted(samples, tokens))
+
+    def after(self, counts: tuple[Any, Any]) -> int:
+        """The position once ``counts`` (from :meth:`counted`) are added: changes nothing."""
+        if self.clock == "ticks":
+            return self.tick + 1
+        count = counts[self.clock == "tokens"]
+        return self.counters[self.clock] + (count or 0)  # none: the first tick, taken at build
+
+    def add(self, counts: tuple[Any, Any]) -> None:
+        """Add counts from :meth:`counted` to the counters (exact to 2**53)."""
+        samples, tokens = counts
+        if samples is None and type(tokens) is int and self._tokens_only:  # the hot case
+            total = self.counters["tokens"] + tokens
+            if total <= 2 ** 53:
+                self.counters["tokens"] = total
+                return
+        for key, value in zip(("samples", "tokens"), counts):
             if value is not None:
                 total = self.counters.get(key, 0) + value
                 if total > 2 ** 53:
@@ -356,7 +394,7 @@ class Runtime:
     # --- saved state ----------------------------------------------------------------------------
     def canonical(self) -> dict:
         """The channels' canonical specs and the units: what a saved state must match."""
-        out = {**{name: canonical(spec) for name, spec in self.specs.items()},
+        out = {"lr": None, **{name: canonical(spec) for name, spec in self.specs.items()},
                "units": (self.steps_per_epoch, self.total)}
         if self.clock != "ticks" or self.constants:
             out["clock"] = (self.clock, tuple(sorted(self.constants.items())))
@@ -369,7 +407,7 @@ class Runtime:
         tick), so every saved scheduler state loads here.
         """
         state = {
-            "expr": canonical(self.specs["lr"]),
+            "expr": canonical(self.specs["lr"]) if "lr" in self.specs else None,  # None: no lr
             "targets": {name: canonical(spec) for name, spec in self.specs.items() if name != "lr"},
             "steps_per_epoch": self.steps_per_epoch, "total": self.total,
             "last_epoch": self.tick, "_step_count": self.steps,
@@ -401,7 +439,7 @@ class Runtime:
         if clock != "ticks" or constants:
             saved["clock"] = (clock, tuple(sorted(constants.items())))
         for name, text in saved.items():
-            if name != "units" and not _is_saved_text(text):
+            if name not in ("units", "clock") and not (_is_saved_text(text) or (name == "lr" and text is None)):
                 raise LrdslError(f"not an lrdsl scheduler state: its {name} expression is {text!r}")
         tick = checked_tick(state_dict["last_epoch"], "the state's last_epoch")
         steps = checked_tick(state_dict.get("_step_count", tick + 1), "the state's _step_count")

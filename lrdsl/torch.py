@@ -174,9 +174,14 @@ class Scheduler(LRScheduler):
         self.expr = parse(lr) if lr is not None and not isinstance(lr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
         self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.targets}
+        #: free values: (name, the curve's at, the channel's read or None), computed each step
+        self._free_slots: list[tuple[str, Callable[[int], float], Callable | None]] = []
+        self._free: dict[str, float] = {}
         for name in self.specs:
             if name not in channels.CHANNELS:  # a free value: proven in its range now
-                self.runtime.plan_of(name, self.specs[name])
+                compiled = self.runtime.plan_of(name, self.specs[name])
+                channel = channels.channel(name)
+                self._free_slots.append((name, curve(compiled).at, channel.read if channel.integer else None))
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
         self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
@@ -262,7 +267,8 @@ class Scheduler(LRScheduler):
         self._lr_slots = self._slots.get("lr", [])
         self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
                              for slot in slots_]
-        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
+        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots \
+            and not self._free_slots else None
         self._groups = len(groups)
 
     def _follow_groups(self, groups: list[dict]) -> None:
@@ -302,13 +308,12 @@ class Scheduler(LRScheduler):
             self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
             runtime.advance()
             return
-        before = runtime.tick, runtime.steps, dict(runtime.counters)
-        runtime.advance(samples, tokens)
-        try:
-            self._apply(runtime.position)
-        except BaseException:
-            runtime.tick, runtime.steps, runtime.counters = before
-            raise
+        counts = runtime.counted(samples, tokens) if runtime.tick >= 0 or samples is not None \
+            or tokens is not None else (None, None)
+        self._apply(runtime.after(counts))  # first: a group it refuses leaves the position as it was
+        runtime.add(counts)
+        runtime.tick += 1
+        runtime.steps += 1
 
     def _apply(self, tick: int) -> None:
         """Write every target's value at position ``tick`` (the tick, or the samples or tokens
@@ -329,6 +334,9 @@ class Scheduler(LRScheduler):
             lrs.append(value)
         for slot in self._other_slots:
             slot.write(groups[slot.index], slot.at(tick))
+        free = self._free
+        for name, at, read in self._free_slots:
+            free[name] = at(tick) if read is None else read(at(tick))
         self._last_lr = lrs
 
     def report(self, metrics: float | Mapping[str, Any] | None = None, /, **named: Any) -> None:
@@ -369,7 +377,8 @@ class Scheduler(LRScheduler):
     def value(self, name: str) -> float:
         """Channel ``name``'s value now: a free value of the program (``ema``, ``kl``; a
         ``batch_size`` read rounded), or a target's expression value (before group ratios)."""
-        return self.runtime.value(name)
+        found = self._free.get(name)
+        return found if found is not None else self.runtime.value(name)
 
     def values(self) -> dict[str, float]:
         """Every channel's value now, by name (see :meth:`value`)."""
