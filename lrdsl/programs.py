@@ -25,7 +25,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 from lrdsl import channels
 from lrdsl.errors import LrdslError
@@ -82,8 +82,9 @@ def _statements(text: str) -> list[tuple[str | None, int, str]]:
         i += 1
     if not starts:
         return [(None, 0, text)]
-    bounds = sorted([(offset, "name", (expr_at, name)) for offset, expr_at, name in starts]
-                    + [(cut, "cut", None) for cut in cuts], key=lambda item: item[0])
+    bounds: list[tuple[int, str, Any]] = sorted(
+        [(offset, "name", (expr_at, name)) for offset, expr_at, name in starts]
+        + [(cut, "cut", None) for cut in cuts], key=lambda item: item[0])
     out: list[tuple[str | None, int, str]] = []
     head = _blank(text[:bounds[0][0]])
     if not head:
@@ -228,7 +229,8 @@ def program(source: Union[str, Expr, "Program", Channels]) -> Program:
     statements = _statements(source)
     if statements[0][0] is None:
         return Program((("lr", parse(source)),))
-    return Program(tuple((name, _parsed(name, text, at, source)) for name, at, text in statements))
+    return Program(tuple((str(name), _parsed(str(name), text, at, source))
+                         for name, at, text in statements))
 
 
 def is_program(source) -> bool:

@@ -8,7 +8,7 @@ framework-free (docs/language.md "Reports and the plateau", "Values and the per-
   expressions (docs/language.md);
 - their **plans**, compiled once per canonical text and shared (:meth:`Runtime.plan_of`);
 - the **position**: ``tick``, the ticks taken (−1 before the first), and ``steps``, the
-  calls that advanced it.  Clocks (LANGUAGE.md v3 §9) add their counters (samples, tokens) beside ``tick``
+  calls that advanced it.  Clocks (docs/language.md "Clocks") add their counters (samples, tokens) beside ``tick``
   in :attr:`Runtime.counters`; the schedule's position is then the clock's counter;
 - the **plateau** states, one per ``| plateau`` expression, and :meth:`Runtime.report`;
 - :meth:`Runtime.state_dict` / :meth:`Runtime.load_state_dict` (``rebase=``), every field
@@ -108,7 +108,8 @@ class CountCurve(Curve):
 
     def __init__(self, compiled: Plan, scale: float = 1.0, plateau: PlateauState | None = None):
         super().__init__(compiled, scale, plateau)
-        self.stride, self.last = 1, None
+        self.stride: int = 1
+        self.last: int | None = None
 
     def at(self, position: int) -> float:  # type: ignore[override]
         i, off = divmod(position - self.start, self.stride)
@@ -230,7 +231,7 @@ class Runtime:
         Units(steps_per_epoch, total, clock, **self.constants)  # a bad option fails here
         #: the position: ticks taken (−1 before the first) and calls that advanced them
         self.tick, self.steps = tick, 0
-        #: what the steps consumed (LANGUAGE.md §9): samples and tokens, where known; on a samples
+        #: what the steps consumed (docs/language.md "Clocks"): samples and tokens, where known; on a samples
         #: or tokens clock the schedule's position is its counter.  Saved with the state.
         self.counters: dict[str, int] = {} if clock == "ticks" else {"samples": 0, "tokens": 0}
         # a tokens clock with nothing to derive: step(tokens=n) adds n and nothing else
@@ -394,7 +395,7 @@ class Runtime:
     # --- saved state ----------------------------------------------------------------------------
     def canonical(self) -> dict:
         """The channels' canonical specs and the units: what a saved state must match."""
-        out = {"lr": None, **{name: canonical(spec) for name, spec in self.specs.items()},
+        out: dict[str, Any] = {"lr": None, **{name: canonical(spec) for name, spec in self.specs.items()},
                "units": (self.steps_per_epoch, self.total)}
         if self.clock != "ticks" or self.constants:
             out["clock"] = (self.clock, tuple(sorted(self.constants.items())))
@@ -560,9 +561,9 @@ def _count(value: Any, what: str) -> int | None:
     if item is not None and not isinstance(value, (int, float)):
         value = item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and float(value).is_integer() and value >= 0):
+            math.isfinite(float(value)) and float(value).is_integer() and float(value) >= 0):
         raise LrdslError(f"{what}= must be a whole count ≥ 0 of what the step consumed, got {value!r}")
-    return int(value)
+    return int(float(value))
 
 
 def _is_saved_text(text: Any) -> bool:

@@ -179,7 +179,7 @@ class Scheduler(LRScheduler):
         self._free: dict[str, float] = {}
         for name in self.specs:
             if name not in channels.CHANNELS:  # a free value: proven in its range now
-                compiled = self.runtime.plan_of(name, self.specs[name])
+                compiled = self.runtime.plan_of(name, self.specs[name])  # type: ignore[arg-type]
                 channel = channels.channel(name)
                 self._free_slots.append((name, curve(compiled).at, channel.read if channel.integer else None))
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks

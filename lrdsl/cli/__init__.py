@@ -17,8 +17,10 @@ import shutil
 import sys
 
 import lrdsl
+from lrdsl import channels
 from lrdsl.cli.terminal import escaped, one_line, pointed
 from lrdsl.errors import LrdslError
+from lrdsl.programs import is_program, program
 
 #: --ticks above this are not distinct float64 ticks (2**53), so a plot of them means nothing
 MAX_TICKS = 2 ** 53
@@ -83,20 +85,40 @@ def _ticks_at(text: str) -> list[float]:
     return ticks
 
 
+#: the fixed conversion constants of a clock (docs/language.md "Clocks"), as flags
+CONSTANT_FLAGS = ("samples_per_step", "tokens_per_sample", "samples_per_epoch", "tokens_per_epoch",
+                  "tokens_per_step")
+
+
 def _units(args) -> dict:
-    """``--steps-per-epoch`` and ``--total``, checked (argparse keeps them as text: float() would
-    take "９", "nan" and "1e400")."""
+    """``--steps-per-epoch``, ``--total``, ``--clock`` and the constants, checked (argparse keeps
+    them as text: float() would take "９", "nan" and "1e400")."""
     args.steps_per_epoch = _positive(args.steps_per_epoch, "--steps-per-epoch")
     args.total = _positive(args.total, "--total")
-    return {"steps_per_epoch": args.steps_per_epoch, "total": args.total}
+    units = {"steps_per_epoch": args.steps_per_epoch, "total": args.total}
+    clock = getattr(args, "clock", None) or "ticks"
+    if clock != "ticks":
+        units["clock"] = clock
+    for name in CONSTANT_FLAGS:
+        value = _positive(getattr(args, name, None), "--" + name.replace("_", "-"))
+        if value is not None:
+            units[name] = value
+    return units
 
 
-def _add_units(parser: argparse.ArgumentParser) -> None:
+def _add_units(parser: argparse.ArgumentParser, metric: bool = True) -> None:
     parser.add_argument("--steps-per-epoch", metavar="N",
                         help="ticks per epoch: converts ep durations (a tick is then a batch)")
-    parser.add_argument("--total", metavar="N", help="the run's length in ticks, for %% durations")
-    parser.add_argument("--metric", action="append", metavar="NAME=V1,V2,…",
-                        help="simulated plateau reports, one per epoch")
+    parser.add_argument("--total", metavar="N",
+                        help="the run's length in ticks (in the clock's unit), for %% durations")
+    parser.add_argument("--clock", choices=("ticks", "samples", "tokens"),
+                        help="what a position counts (default ticks); positions are then samples or tokens")
+    for name in CONSTANT_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), metavar="N",
+                            help=f"fixed {name.replace('_', ' ')}: converts sp/tok/st/ep durations")
+    if metric:
+        parser.add_argument("--metric", action="append", metavar="NAME=V1,V2,…",
+                            help="simulated plateau reports, one per epoch")
 
 
 #: a --plot value that names a file: a path ending in a suffix like .png (an expression never
@@ -128,6 +150,11 @@ def cmd_parse(args) -> int:
     if not texts:
         raise LrdslError("lrdsl parse needs an expression, e.g. lrdsl parse \"warmup(5) >> cosine(0.1, 100)\"")
     units = _units(args)
+    if any(is_program(text) for text in texts):
+        if len(texts) > 1:
+            raise LrdslError("lrdsl parse takes one program at a time (its channels are plotted in "
+                             "panels); several expressions are overlaid")
+        return _parse_program(texts[0], plot, units, args)
     compiled = [plan(text, **units) for text in texts]
     metrics = _metrics(args.metric)
     every = args.steps_per_epoch or 1
@@ -167,6 +194,47 @@ def cmd_parse(args) -> int:
     return 0
 
 
+def _parse_program(text: str, plot: str | None, units: dict, args) -> int:
+    """``lrdsl parse`` of a program: its canonical text, each channel's segments, a panel each."""
+    from lrdsl.language.curve import lr_function
+    from lrdsl.language.explain import default_ticks, describe, summary
+    from lrdsl.language.plan import plan
+
+    compiled_program = program(text)
+    plans = {name: plan(expr, **units) for name, expr in compiled_program.items()}
+    for name, compiled in plans.items():
+        channels.channel(name).check_range(*compiled.range, f"{name}: {compiled.expr}")
+    ticks = _tick_count(args.ticks) or max(default_ticks(c) for c in plans.values())
+    metrics = _metrics(args.metric)
+    every = args.steps_per_epoch or 1
+    if args.json:
+        print(json.dumps({name: summary(c) for name, c in plans.items()}, indent=2, ensure_ascii=False))
+    else:
+        for index, (name, c) in enumerate(plans.items()):
+            if index:
+                print()
+            print(f"{name} = {c.expr}")
+            for line in describe(c):
+                print("  " + line)
+    if plot == "-":
+        from lrdsl.plot.text import render
+
+        size = shutil.get_terminal_size((100, 24))
+        height = max(6, min(12, (size.lines - 4) // max(len(plans), 1) - 2))
+        for name, c in plans.items():
+            print(f"\n{name}")
+            print(render(lr_function(c, metrics if name == "lr" else None, every), ticks,
+                         boundaries=c.boundaries(), width=size.columns, height=height, log=args.log,
+                         steps_per_epoch=args.steps_per_epoch))
+    elif plot is not None:
+        from lrdsl.plot.image import save_figure
+
+        path = save_figure(compiled_program, plot, ticks=ticks, metrics=metrics,
+                           report_every=every if metrics else None, log=args.log, **units)
+        print(f"wrote {path}")
+    return 0
+
+
 def _color() -> bool:
     """ANSI colours for overlaid series: on a terminal, unless NO_COLOR is set or TERM=dumb."""
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
@@ -177,9 +245,22 @@ def cmd_eval(args) -> int:
     from lrdsl.language.plan import plan
 
     units = _units(args)
-    compiled = plan(args.expr, **units)
     ticks = _ticks_at(args.at)
-    lr = lr_function(compiled, _metrics(args.metric), args.steps_per_epoch or 1)
+    metrics = _metrics(args.metric)
+    if is_program(args.expr):  # a column per channel, under a header
+        plans = {name: plan(expr, **units) for name, expr in program(args.expr).items()}
+        reads = {}
+        for name, compiled in plans.items():
+            channel = channels.channel(name)
+            channel.check_range(*compiled.range, f"{name}: {compiled.expr}")
+            reads[name] = (lr_function(compiled, metrics if name == "lr" else None,
+                                       args.steps_per_epoch or 1), channel.read)
+        print("\t".join(["tick", *plans]))
+        for t in ticks:
+            print("\t".join([f"{t:g}", *(f"{read(f(t)):.10g}" for f, read in reads.values())]))
+        return 0
+    compiled = plan(args.expr, **units)
+    lr = lr_function(compiled, metrics, args.steps_per_epoch or 1)
     for t in ticks:
         print(f"{t:g}\t{lr(t):.10g}")
     return 0

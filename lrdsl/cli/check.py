@@ -33,9 +33,14 @@ from lrdsl.cli.terminal import escaped, pointed
 from lrdsl.errors import LrdslError, UnitError
 from lrdsl.language.plan import plan
 from lrdsl.language.units import format_number
+from lrdsl.programs import is_program, program
 
-#: keys whose scalar values are expressions: the LR, and the targets of docs/language.md "Targets and channels"
-KEYS = ("expr", "schedule", *channels.CONFIG_KEYS[1:])
+#: keys whose scalar values are expressions: the LR, the targets and the free values lrdsl knows
+#: (docs/language.md "Targets and channels", "Programs") (ema, dropout, batch_size, seq_len); under a
+#: ``schedule:`` mapping every string-valued key but ``unit`` and ``_…`` is a channel (a program)
+KEYS = ("expr", "schedule", *channels.CONFIG_KEYS[1:], *(c.config_key for c in channels.FREE.values()))
+#: keys of a schedule mapping that are settings, not channels
+NOT_CHANNELS = ("unit", "clock")
 SKIPPED_KEYS = ("defaults", "hydra")
 #: keys that hold one expression, never a list or mapping (``schedule:`` may be a mapping: a
 #: Hydra schedule config holding expr, momentum, …)
@@ -133,7 +138,8 @@ def expressions(text: str) -> Iterator[tuple[str | None, int, str | None, str]]:
     loader = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
     resolver = yaml.resolver.Resolver()
     anchored: dict[str, events.ScalarEvent] = {}
-    # one frame per open collection: [is a mapping, next node is a key, last key, skipped]
+    # one frame per open collection: [is a mapping, next node is a key, last key, skipped,
+    # a schedule mapping (its keys are channels)]
     stack: list[list] = []
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, events.DocumentStartEvent):
@@ -154,7 +160,8 @@ def expressions(text: str) -> Iterator[tuple[str | None, int, str | None, str]]:
         else:
             if parent is not None and parent[0]:
                 parent[1] = True
-            under_key = parent is not None and parent[0] and parent[2] in KEYS
+            under_key = parent is not None and parent[0] and (parent[2] in KEYS or parent[4] and (
+                isinstance(parent[2], str) and parent[2] not in NOT_CHANNELS and not parent[2].startswith("_")))
             skipped = parent is not None and (parent[3] or parent[0] and parent[2] in SKIPPED_KEYS)
             scalar = anchored.get(event.anchor) if isinstance(event, events.AliasEvent) else event
             if parent is not None and under_key and not skipped and isinstance(scalar, events.ScalarEvent):
@@ -169,7 +176,9 @@ def expressions(text: str) -> Iterator[tuple[str | None, int, str | None, str]]:
         if isinstance(event, events.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise _TooDeep(event.start_mark.line)
-            stack.append([isinstance(event, events.MappingStartEvent), True, None, skipped])
+            channels_here = parent is not None and parent[0] and parent[2] == "schedule" \
+                and isinstance(event, events.MappingStartEvent)
+            stack.append([isinstance(event, events.MappingStartEvent), True, None, skipped, channels_here])
 
 
 def _excerpt(text: str, width: int = 100) -> str:
@@ -186,15 +195,20 @@ def check_expression(text: str, *, steps_per_epoch: float | None = None, total: 
     """
     try:
         try:
-            compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
-            if target is not None and channels.below_one(target) and compiled.range[1] >= 1:
-                raise LrdslError(f"{target}: {compiled.expr} reaches {format_number(compiled.range[1])}; "
-                                 f"a {target} must stay below 1")
+            if is_program(text):  # every channel of a program, each in its own range
+                for name, expr in program(text).items():
+                    _planned(expr, name, steps_per_epoch, total)
+                return None, None
+            compiled = _planned(text, _channel_of(target), steps_per_epoch, total)
         except UnitError:
             if total is not None:
                 raise
             # % cannot be planned without the run's length: a placeholder still finds the rest
-            plan(text, steps_per_epoch=steps_per_epoch, total=PLACEHOLDER_TOTAL)
+            if is_program(text):
+                for name, expr in program(text).items():
+                    _planned(expr, name, steps_per_epoch, PLACEHOLDER_TOTAL)
+            else:
+                plan(text, steps_per_epoch=steps_per_epoch, total=PLACEHOLDER_TOTAL)
             return None, None
     except LrdslError as error:
         return error, None
@@ -213,6 +227,30 @@ def check_expression(text: str, *, steps_per_epoch: float | None = None, total: 
         return None, f"the schedule ends at tick {format_number(end)} of {format_number(total)} " \
                      f"(after --total)"
     return None, None
+
+
+def _channel_of(key: str | None) -> str | None:
+    """The channel a config key's expression drives (``expr``/``schedule``: the LR)."""
+    if key is None or key in ("expr", "schedule"):
+        return None
+    found = channels.of_config_key(key)
+    return found.name if found is not None else key
+
+
+def _planned(text, name: str | None, steps_per_epoch, total):
+    """The plan of one channel's expression, proven in the channel's range."""
+    compiled = plan(text, steps_per_epoch=steps_per_epoch, total=total)
+    if name is not None:
+        try:
+            channel = channels.channel(name)
+        except LrdslError:
+            return compiled  # a key that is no channel name: its expression is checked alone
+        low, high = compiled.range
+        if channel.below is not None and high >= channel.below:
+            raise LrdslError(f"{name}: {compiled.expr} reaches {format_number(high)}; "
+                             f"a {name} must stay below {format_number(channel.below)}")
+        channel.check_range(low, high, f"{name}: {compiled.expr}")
+    return compiled
 
 
 def check_file(path: Path, *, steps_per_epoch: float | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
-from lrdsl.language.curve import curve
 from lrdsl.language.plan import plan
+from lrdsl.programs import curve, is_program, program
 
 SUFFIXES = (".png", ".svg", ".pdf")
 #: the most ticks evaluated for one figure: ~5 per pixel of its 800-pixel width
@@ -31,7 +31,7 @@ def sample_ticks(ticks: int, boundaries=()):
 
 
 def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, total=None,
-                metrics=None, report_every=None, log: bool = False) -> Path:
+                metrics=None, report_every=None, log: bool = False, **units) -> Path:
     """Draw the LR over ``ticks`` ticks with segment boundaries; the expression is the title.
 
     ``expr`` may be a list of expressions: they are overlaid, one colour each, with a legend
@@ -48,7 +48,7 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
     import matplotlib.pyplot as plt
 
     fig = figure(expr, ticks=ticks, steps_per_epoch=steps_per_epoch, total=total, metrics=metrics,
-                 report_every=report_every, log=log)
+                 report_every=report_every, log=log, **units)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
@@ -60,22 +60,27 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
 
 
 def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, report_every=None,
-           log: bool = False):
-    """The matplotlib figure :func:`save_figure` writes (one expression or a list of them)."""
+           log: bool = False, **units):
+    """The matplotlib figure :func:`save_figure` writes (one expression or a list of them, or a
+    program: a panel per channel).  ``units``: ``clock`` and the conversion constants."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
         raise LrdslError(f"ticks must be a whole number ≥ 1, got {ticks!r}")
+    if is_program(expr) and not isinstance(expr, (list, tuple)):
+        return _program_figure(program(expr), ticks=ticks, metrics=metrics, report_every=report_every,
+                               log=log, steps_per_epoch=steps_per_epoch, total=total, **units)
     several = isinstance(expr, (list, tuple))
-    compiled = [plan(e, steps_per_epoch=steps_per_epoch, total=total) for e in (expr if several else [expr])]
+    compiled = [plan(e, steps_per_epoch=steps_per_epoch, total=total, **units)
+                for e in (expr if several else [expr])]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, c in enumerate(compiled):
         color = colors[index % len(colors)]
         t = sample_ticks(ticks, c.boundaries())
         values = curve(c.expr, t, steps_per_epoch=steps_per_epoch, total=total,
-                       metrics=metrics, report_every=report_every)
+                       metrics=metrics, report_every=report_every, **units)
         # every tick: a step per tick; sampled: a line through the samples (vertical at boundaries)
         ax.plot(t, values, color=color, linewidth=1.6, label=str(c.expr),
                 drawstyle="steps-post" if len(t) == ticks else "default")
@@ -83,7 +88,7 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
             if boundary < ticks:
                 ax.axvline(boundary, color=color if several else "0.6", alpha=0.5 if several else 1.0,
                            linestyle="--", linewidth=0.8)
-    ax.set_xlabel("tick")
+    ax.set_xlabel(_position_label(units))
     ax.set_ylabel("learning rate")
     ax.set_xlim(0, max(float(ticks - 1), 1.0))
     if log:
@@ -97,5 +102,34 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
     else:
         ax.set_title(str(compiled[0].expr), fontsize=9, family="monospace")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _position_label(units: dict) -> str:
+    return {"samples": "samples", "tokens": "tokens"}.get(units.get("clock", "ticks"), "tick")
+
+
+def _program_figure(compiled, *, ticks: int, metrics, report_every, log: bool, **units):
+    """A program: one panel per channel, sharing the position axis; each titled with its channel."""
+    import matplotlib.pyplot as plt
+
+    plans = {name: plan(expr, **units) for name, expr in compiled.items()}
+    fig, axes = plt.subplots(len(plans), 1, figsize=(8, 1.2 + 2.2 * len(plans)), dpi=100, sharex=True,
+                             squeeze=False)
+    for ax, (name, c) in zip(axes[:, 0], plans.items()):
+        t = sample_ticks(ticks, c.boundaries())
+        values = curve(compiled, t, metrics=metrics, report_every=report_every, **units)[name]
+        ax.plot(t, values, linewidth=1.6, drawstyle="steps-post" if len(t) == ticks else "default")
+        for boundary in c.boundaries():
+            if boundary < ticks:
+                ax.axvline(boundary, color="0.6", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{name} = {c.expr}", fontsize=8, family="monospace", loc="left")
+        ax.set_ylabel(name)
+        if log and name == "lr":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(_position_label(units))
+    axes[-1, 0].set_xlim(0, max(float(ticks - 1), 1.0))
     fig.tight_layout()
     return fig
