@@ -20,6 +20,13 @@ numbers it cannot hold; a value or intermediate that only *becomes* subnormal (a
 exponential tail) comes out 0, less than 2.2e-308 from the reference.
 The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
 
+Programs and clocks (docs/language.md "Language v3: optax on a samples or tokens clock"):
+:func:`schedules` gives one function per channel; on a ``samples`` or ``tokens`` clock the
+position is what training consumed, kept by :func:`transform` as a :class:`Count` (two int32
+words, exact to 2⁵³) from ``update(..., tokens=n)``, and those formulas are evaluated in float64
+inside the trace (only the value is rounded to float32), so a 10¹⁰-token run keeps float32's
+tolerance without ``jax_enable_x64``.
+
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
 placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
 transformation's state and the step is ``-min(f(t), max(f(t)·s, min))`` (docs/language.md "Reports and the plateau").
@@ -216,16 +223,18 @@ class Count(NamedTuple):
     def plus(self, n) -> "Count":
         """This count and ``n`` more (an integer array of any dtype, a float rounded, a Python
         int); a negative ``n`` adds nothing (traced, so it cannot be an error)."""
+        high: Any
+        low: Any
         if isinstance(n, int) and not isinstance(n, bool):
             if n < 0:
                 raise LrdslError(f"a step consumes a count ≥ 0, got {n}")
             high, low = divmod(n, WORD)
         else:
-            n = jnp.asarray(n)
-            if not jnp.issubdtype(n.dtype, jnp.integer):
-                n = jnp.round(n)
-            n = jnp.maximum(n, 0)
-            high, low = n // WORD, n % WORD
+            array = jnp.asarray(n)
+            if not jnp.issubdtype(array.dtype, jnp.integer):
+                array = jnp.round(array)
+            array = jnp.maximum(array, 0)
+            high, low = array // WORD, array % WORD
         low = self.low + jnp.asarray(low).astype(jnp.int32)
         return Count(self.high + jnp.asarray(high).astype(jnp.int32) + low // WORD, low % WORD)
 
@@ -256,9 +265,10 @@ def _count_values(compiled: Plan, position, integer: bool = False):
 
     A count passes 2²⁴ (float32's whole numbers) within minutes of a language model's
     training, and a schedule's tail needs the position *left* to its end exactly
-    (docs/language.md "What LANGUAGE.md leaves open"), so the position and the formulas are
-    evaluated in float64 (``jax.enable_x64`` around the trace of these few scalar operations)
-    and only the value is rounded to float32: 6e-8 relative, well inside §5's 4e-6.
+    (docs/language.md "Language v3: optax on a samples or tokens clock"), so the position and
+    the formulas are evaluated in float64 (``jax.enable_x64`` around the trace of these few
+    scalar operations) and only the value is rounded to float32: 6e-8 relative, well inside
+    the 4e-6 of docs/language.md "Tolerances".
     """
     dtype = _float_dtype()
     _count_check(compiled)
@@ -504,7 +514,12 @@ def learning_rate(expr: str | Expr | Program | Mapping, state: TransformState, *
         raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
                          f"got {type(state).__name__}; in a chain, pick it out: state[i]")
     if is_program(expr):
-        expr = program(expr)["lr"]
+        compiled_program = program(expr)
+        if "lr" not in compiled_program:
+            raise LrdslError(f"learning_rate(): the program has no lr (it has "
+                             f"{', '.join(compiled_program)})")
+        expr = compiled_program["lr"]
+    assert isinstance(expr, (str, Expr))
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
     if clock == "ticks":
         lr = _values(compiled, _tick(state.count))
