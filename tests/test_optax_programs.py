@@ -285,3 +285,22 @@ def test_a_free_value_outside_its_range_is_refused():
         lrdsl.optax.schedules("lr = 0.1\nema = linear(0.99, 1.01, 10)")
     with pytest.raises(lrdsl.LrdslError, match="batch_size: .*integer"):
         lrdsl.optax.schedules("lr = 0.1\nbatch_size = linear(0, 8, 10)")
+
+
+def test_the_state_survives_a_host_round_trip_and_resumes_the_same_values():
+    tx = lrdsl.optax.transform(RAMP, clock="tokens")
+    step = jax.jit(lambda s: tx.update(jnp.ones([]), s,
+                                       tokens=s.values["batch_size"].astype(jnp.int32) * SEQ_LEN))
+    state, straight, resumed = tx.init(jnp.ones([])), [], []
+    for _ in range(40):
+        updates, state = step(state)
+        straight.append(float(updates))
+    state = tx.init(jnp.ones([]))
+    for i in range(40):
+        if i == 20:  # to the host and back, the counters as Python ints in between
+            saved = jax.device_get(state)
+            tokens = int(saved.counters["tokens"])
+            state = saved._replace(counters={"samples": Count.of(0), "tokens": Count.of(tokens)})
+        updates, state = step(state)
+        resumed.append(float(updates))
+    assert resumed == straight
