@@ -202,12 +202,20 @@ WORD = 2 ** 30
 
 class Count(NamedTuple):
     """A counter of what the steps consumed (samples or tokens): ``high · 2³⁰ + low``, two
-    int32 words, so it counts exactly to 2⁵³ (float64's whole numbers) with ``jax_enable_x64``
-    off, where an int32 stops at 2.1·10⁹ and a float32 at 2²⁴.  ``int(count)`` reads it on
-    the host."""
+    int32 words in one array ``words = [high, low]`` (the last axis; one pytree leaf, which a
+    jitted step's dispatch pays for), so it counts exactly to 2⁵³ (float64's whole numbers)
+    with ``jax_enable_x64`` off, where an int32 stops at 2.1·10⁹ and a float32 at 2²⁴.
+    ``int(count)`` reads it on the host."""
 
-    high: jax.Array
-    low: jax.Array
+    words: jax.Array
+
+    @property
+    def high(self) -> jax.Array:
+        return self.words[..., 0]
+
+    @property
+    def low(self) -> jax.Array:
+        return self.words[..., 1]
 
     def __int__(self) -> int:
         return int(self.high) * WORD + int(self.low)
@@ -217,8 +225,12 @@ class Count(NamedTuple):
         """A count of ``n`` (a Python int, 0 to 2⁵³)."""
         if not 0 <= n <= 2 ** 53:
             raise LrdslError(f"a count must be from 0 to 2**53, got {n!r}")
-        high, low = divmod(int(n), WORD)
-        return cls(jnp.asarray(high, jnp.int32), jnp.asarray(low, jnp.int32))
+        return cls(jnp.asarray(divmod(int(n), WORD), jnp.int32))
+
+    @classmethod
+    def of_words(cls, high, low) -> "Count":
+        """The count ``high · 2³⁰ + low`` of two int32 arrays (low in [0, 2³⁰))."""
+        return cls(jnp.stack([jnp.asarray(high, jnp.int32), jnp.asarray(low, jnp.int32)], -1))
 
     def plus(self, n) -> "Count":
         """This count and ``n`` more (an integer array of any dtype, a float rounded, a Python
@@ -236,7 +248,8 @@ class Count(NamedTuple):
             array = jnp.maximum(array, 0)
             high, low = array // WORD, array % WORD
         low = self.low + jnp.asarray(low).astype(jnp.int32)
-        return Count(self.high + jnp.asarray(high).astype(jnp.int32) + low // WORD, low % WORD)
+        return Count.of_words(self.high + jnp.asarray(high).astype(jnp.int32) + low // WORD,
+                              low % WORD)
 
 
 def _position64(position):

@@ -38,7 +38,7 @@ def assert_close(got, want, tolerance, what=""):
 def counts(positions):
     """Positions as a batch of two-word counts (what the transform keeps; exact to 2⁵³)."""
     high, low = np.divmod(np.asarray(positions, np.int64), lrdsl.optax.WORD)
-    return Count(jnp.asarray(high, jnp.int32), jnp.asarray(low, jnp.int32))
+    return Count.of_words(high, low)
 
 
 # --- schedules: every channel at every position is lrdsl.curve's ---------------------------------
