@@ -20,6 +20,13 @@ numbers it cannot hold; a value or intermediate that only *becomes* subnormal (a
 exponential tail) comes out 0, less than 2.2e-308 from the reference.
 The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
 
+Programs and clocks (docs/language.md "Language v3: optax on a samples or tokens clock"):
+:func:`schedules` gives one function per channel; on a ``samples`` or ``tokens`` clock the
+position is what training consumed, kept by :func:`transform` as a :class:`Count` (two int32
+words, exact to 2⁵³) from ``update(..., tokens=n)``, and those formulas are evaluated in float64
+inside the trace (only the value is rounded to float32), so a 10¹⁰-token run keeps float32's
+tolerance without ``jax_enable_x64``.
+
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
 placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
 transformation's state and the step is ``-min(f(t), max(f(t)·s, min))`` (docs/language.md "Reports and the plateau").
@@ -35,9 +42,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lrdsl import channels
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.language.nodes import Expr
-from lrdsl.language.plan import Plan, plan
+from lrdsl.language.plan import FLOAT32_MAX, Plan, plan
+from lrdsl.programs import Program, is_program, program
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.runtime import plateau_step
 
@@ -101,7 +110,8 @@ def _tick(count):
 
 
 def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
-             total: float | None = None) -> Callable[[Any], jax.Array]:
+             total: float | None = None, clock: str = "ticks",
+             **constants: float | None) -> Callable[[Any], jax.Array]:
     """An optax schedule ``count -> lr`` for a time schedule: pure and jittable.
 
     ``lr(count) = f(count)``, the plan's formulas evaluated with ``jax.numpy`` at the tick
@@ -110,6 +120,11 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     schedule: ``optax.sgd(schedule(...))``, ``optax.inject_hyperparams(optax.adam)(
     learning_rate=schedule(...))``.
 
+    On a ``samples`` or ``tokens`` ``clock`` (docs/language.md "Clocks") the argument is the
+    clock's position instead (what training consumed so far: an integer, a :class:`Count`),
+    ``total`` counts that unit and ``constants`` are the fixed conversions
+    (``tokens_per_sample``, …); see :func:`schedules`.
+
     A ``| plateau`` needs metric reports, which a schedule never sees: use :func:`transform`.
 
     >>> import jax.numpy as jnp
@@ -117,17 +132,164 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
     >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
     [0.0, 0.05, 0.1, 0.1]
     """
-    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
     if compiled.plateau is not None:
         raise LrdslError(f"{compiled.expr}: a plateau reacts to metric reports, which an optax "
                          f"schedule never sees; use lrdsl.optax.transform(expr) and pass "
                          f"update(..., value=metric)", expr=str(compiled.expr))
+    return _schedule_function(compiled)
 
-    def lrdsl_schedule(count):
-        return _values(compiled, _tick(count))
+
+def _schedule_function(compiled: Plan, channel: channels.Channel | None = None):
+    """position -> value of one plan (an integer channel read rounded, halves up)."""
+    integer = channel is not None and channel.integer
+
+    if compiled.units.clock == "ticks":
+        def lrdsl_schedule(count):
+            value = _values(compiled, _tick(count))
+            return jnp.floor(value + 0.5) if integer else value
+    else:
+        _count_check(compiled)
+
+        def lrdsl_schedule(count):
+            return _count_values(compiled, count, integer)
 
     lrdsl_schedule.expr = compiled.expr  # type: ignore[attr-defined]  # the canonical expression, for logs
     return lrdsl_schedule
+
+
+def schedules(source, *, clock: str = "ticks", steps_per_epoch: float | None = None,
+              total: float | None = None,
+              **constants: float | None) -> dict[str, Callable[[Any], jax.Array]]:
+    """One pure, jittable function ``position -> value`` per channel of a program
+    (docs/language.md "Programs"): ``{name: schedule}``, in the program's order.
+
+    ``position`` is the clock's: the tick (optax's update count) on the ``ticks`` clock; what
+    training consumed so far on a ``samples`` or ``tokens`` clock — an integer of any dtype,
+    a Python int, or a :class:`Count` (the counters :func:`transform` keeps), exact to 2⁵³.
+    An integer channel (``batch_size``, ``seq_len``) is read rounded, halves up, as
+    :func:`lrdsl.curve` reads it.  ``lr`` may not carry ``| plateau`` here (use
+    :func:`transform`).  The values are those of ``lrdsl.curve(program, positions,
+    clock=…)``: to 1e-12 with ``jax_enable_x64``, within 4e-6 in float32.
+
+    >>> fs = schedules("lr = cosine(1, 1k tok); kl = linear(0, 1, 4k tok)", clock="tokens")
+    >>> [round(float(fs[name](500)), 6) for name in fs]
+    [0.5, 0.125]
+    """
+    compiled = program(source)
+    out = {}
+    for name, expr in compiled.items():
+        try:
+            channel = channels.channel(name)
+            made = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
+            channel.check_range(*made.range, f"{name}: {expr}")
+            if made.plateau is not None:
+                raise LrdslError(f"a plateau reacts to metric reports, which an optax schedule "
+                                 f"never sees; use lrdsl.optax.transform(program) and pass "
+                                 f"update(..., value=metric)", expr=str(made.expr))
+            out[name] = _schedule_function(made, channel)
+        except LrdslError as error:
+            if not error.message.startswith(f"{name}: "):
+                error.message = f"{name}: {error.message}"
+                error.args = (error.message,)
+            raise
+    return out
+
+
+#: a :class:`Count`'s low word holds this many units before it carries into the high word
+WORD = 2 ** 30
+
+
+class Count(NamedTuple):
+    """A counter of what the steps consumed (samples or tokens): ``high · 2³⁰ + low``, two
+    int32 words in one array ``words = [high, low]`` (the last axis; one pytree leaf, which a
+    jitted step's dispatch pays for), so it counts exactly to 2⁵³ (float64's whole numbers)
+    with ``jax_enable_x64`` off, where an int32 stops at 2.1·10⁹ and a float32 at 2²⁴.
+    ``int(count)`` reads it on the host."""
+
+    words: jax.Array
+
+    @property
+    def high(self) -> jax.Array:
+        return self.words[..., 0]
+
+    @property
+    def low(self) -> jax.Array:
+        return self.words[..., 1]
+
+    def __int__(self) -> int:
+        return int(self.high) * WORD + int(self.low)
+
+    @classmethod
+    def of(cls, n: int = 0) -> "Count":
+        """A count of ``n`` (a Python int, 0 to 2⁵³)."""
+        if not 0 <= n <= 2 ** 53:
+            raise LrdslError(f"a count must be from 0 to 2**53, got {n!r}")
+        return cls(jnp.asarray(divmod(int(n), WORD), jnp.int32))
+
+    @classmethod
+    def of_words(cls, high, low) -> "Count":
+        """The count ``high · 2³⁰ + low`` of two int32 arrays (low in [0, 2³⁰))."""
+        return cls(jnp.stack([jnp.asarray(high, jnp.int32), jnp.asarray(low, jnp.int32)], -1))
+
+    def plus(self, n) -> "Count":
+        """This count and ``n`` more (an integer array of any dtype, a float rounded, a Python
+        int); a negative ``n`` adds nothing (traced, so it cannot be an error)."""
+        high: Any
+        low: Any
+        if isinstance(n, int) and not isinstance(n, bool):
+            if n < 0:
+                raise LrdslError(f"a step consumes a count ≥ 0, got {n}")
+            high, low = divmod(n, WORD)
+        else:
+            array = jnp.asarray(n)
+            if not jnp.issubdtype(array.dtype, jnp.integer):
+                array = jnp.round(array)
+            array = jnp.maximum(array, 0)
+            high, low = array // WORD, array % WORD
+        low = self.low + jnp.asarray(low).astype(jnp.int32)
+        return Count.of_words(self.high + jnp.asarray(high).astype(jnp.int32) + low // WORD,
+                              low % WORD)
+
+
+def _position64(position):
+    """A clock's position in float64 (inside ``jax.enable_x64``): a :class:`Count`, an integer
+    or float array, a Python number; negative is 0."""
+    if isinstance(position, Count):
+        value = position.high.astype(jnp.float64) * float(WORD) + position.low.astype(jnp.float64)
+    else:
+        value = jnp.asarray(position).astype(jnp.float64)
+    return jnp.maximum(value, 0.0)
+
+
+def _count_check(compiled: Plan) -> None:
+    """What a counting clock's plan needs: float64 (XLA flushes subnormals) and, where JAX
+    computes in float32, values float32 holds."""
+    if compiled.subnormal_complaint:
+        raise LrdslError(f"{compiled.expr}: {compiled.subnormal_complaint}, which XLA flushes to 0",
+                         expr=str(compiled.expr))
+    if compiled.range[1] > FLOAT32_MAX and _float_dtype() == jnp.float32:
+        raise LrdslError(f"{compiled.expr}: reaches {compiled.range[1]:.3g}, beyond float32 (JAX "
+                         f"computes in float32 unless jax_enable_x64 is on)", expr=str(compiled.expr))
+
+
+def _count_values(compiled: Plan, position, integer: bool = False):
+    """f(position) on a samples or tokens clock, in the default float.
+
+    A count passes 2²⁴ (float32's whole numbers) within minutes of a language model's
+    training, and a schedule's tail needs the position *left* to its end exactly
+    (docs/language.md "Language v3: optax on a samples or tokens clock"), so the position and
+    the formulas are evaluated in float64 (``jax.enable_x64`` around the trace of these few
+    scalar operations) and only the value is rounded to float32: 6e-8 relative, well inside
+    the 4e-6 of docs/language.md "Tolerances".
+    """
+    dtype = _float_dtype()
+    _count_check(compiled)
+    with jax.enable_x64(True):
+        value = compiled.values(_position64(position), XLA_NUMPY)
+        if integer:
+            value = jnp.floor(value + 0.5)
+        return value.astype(dtype)
 
 
 class PlateauArrays(NamedTuple):
@@ -140,10 +302,16 @@ class PlateauArrays(NamedTuple):
 
 
 class TransformState(NamedTuple):
-    """``count``: the tick (updates so far, int32); ``plateau``: None without ``| plateau``."""
+    """``count``: the tick (updates so far, int32); ``plateau``: None without ``| plateau``;
+    ``counters``: on a samples or tokens clock, what the updates consumed
+    (``{"samples": Count, "tokens": Count}``, docs/language.md "Clocks"), else empty;
+    ``values``: each free value of the program at the position of the next update
+    (``state.values["kl"]``), read by the training step."""
 
     count: jax.Array  # type: ignore[assignment]  # optax's states name their tick count too
     plateau: PlateauArrays | None
+    counters: Mapping[str, Count] = {}
+    values: Mapping[str, jax.Array] = {}
 
 
 def plateau_init(rule: PlateauRule) -> PlateauArrays:
@@ -181,8 +349,9 @@ def _monitored(rule: PlateauRule, value):
     return array
 
 
-def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
-              total: float | None = None) -> optax.GradientTransformationExtraArgs:
+def transform(source: str | Expr | Program | Mapping, *, steps_per_epoch: float | None = None,
+              total: float | None = None, clock: str = "ticks",
+              **constants: float | None) -> optax.GradientTransformationExtraArgs:
     """Scale updates by ``-lr(t)``: the step of any expression, ``| plateau`` included.
 
     Put it after a unit-learning-rate optimizer:
@@ -198,6 +367,14 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     tick t is ``-min(f(t), max(f(t)·s, min))`` (``-f(t)`` without a plateau).  Pure and
     jittable; the count saturates at int32's max.
 
+    ``source`` may be a program (docs/language.md "Programs"): ``lr`` scales the updates and
+    every free value is in ``state.values`` at the position of the next update.  On a
+    ``samples`` or ``tokens`` ``clock`` the position is what the updates consumed:
+    ``update(..., samples=n)`` / ``update(..., tokens=n)`` (extra arguments, passed through
+    ``optax.chain``) say what this update's batch held, and the state's ``counters`` add it
+    up, after this update's step; a count not given comes from the fixed constants
+    (``samples_per_step``, ``tokens_per_step``, ``tokens_per_sample``).
+
     >>> import jax.numpy as jnp
     >>> tx = transform("0.1 | plateau(loss, 0.5, patience=0)")
     >>> state = tx.init(jnp.zeros(1))
@@ -208,19 +385,37 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
     0.1
     0.05
     """
-    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
-    rule = compiled.plateau
+    lr_plan, free = _transform_plans(source, steps_per_epoch, total, clock, constants)
+    rule = lr_plan.plateau
+    counting = clock != "ticks"
+    for made in (lr_plan, *(made for made, _ in free.values())) if counting else ():
+        _count_check(made)
+
+    def at(compiled: Plan, counters, count, integer=False):
+        if counting:
+            return _count_values(compiled, counters[clock], integer)
+        value = _values(compiled, _tick(count))
+        return jnp.floor(value + 0.5) if integer else value
+
+    def free_values(counters, count):
+        return {name: at(made, counters, count, channel.integer)
+                for name, (made, channel) in free.items()}
 
     def init(params) -> TransformState:
         del params
-        return TransformState(jnp.zeros([], jnp.int32),
-                              plateau_init(rule) if rule is not None else None)
+        count = jnp.zeros([], jnp.int32)
+        counters = {"samples": Count.of(0), "tokens": Count.of(0)} if counting else {}
+        return TransformState(count, plateau_init(rule) if rule is not None else None,
+                              counters, free_values(counters, count))
 
     def update(updates, state: TransformState, params=None, *, value=None, report=True,
-               **extra_args):
+               samples=None, tokens=None, **extra_args):
         del params, extra_args
         _check_update(state, rule, report)
-        lr = _values(compiled, _tick(state.count))
+        if counting and set(getattr(state, "counters", None) or {}) != {"samples", "tokens"}:
+            raise LrdslError(f"lrdsl.optax.transform: the state holds no {clock} counter; it "
+                             f"comes from the init() of a transform on another clock")
+        lr = at(lr_plan, state.counters, state.count)
         plateau = state.plateau
         if plateau is not None and rule is not None:
             lr = rule.apply(lr, plateau.scale, jnp)
@@ -229,9 +424,78 @@ def transform(expr: str | Expr, *, steps_per_epoch: float | None = None,
                 plateau = reported if report is True else jax.tree.map(
                     lambda new, old: jnp.where(report, new, old), reported, plateau)
         updates = jax.tree.map(lambda g: (-lr).astype(g.dtype) * g, updates)
-        return updates, TransformState(optax.safe_increment(state.count), plateau)
+        count = optax.safe_increment(state.count)
+        counters = _consumed(state.counters, clock, constants, samples, tokens) if counting else {}
+        return updates, TransformState(count, plateau, counters, free_values(counters, count))
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _transform_plans(source, steps_per_epoch, total, clock, constants):
+    """The plan of ``lr`` and {free value: (plan, channel)} of an expression or a program."""
+    if not is_program(source):
+        return plan(source, steps_per_epoch=steps_per_epoch, total=total, clock=clock,
+                    **constants), {}
+    compiled = program(source)
+    if "lr" not in compiled:
+        raise LrdslError(f"lrdsl.optax.transform scales the updates by lr; the program has no lr "
+                         f"(it has {', '.join(compiled)}): use lrdsl.optax.schedules for its values")
+    others = [name for name in compiled if name in channels.CHANNELS and name != "lr"]
+    if others:
+        raise LrdslError(f"lrdsl.optax.transform writes only lr (it scales the updates); "
+                         f"{others[0]} is an optimizer hyperparameter: pass it with "
+                         f"optax.inject_hyperparams and lrdsl.optax.schedules on a ticks clock")
+    lr_plan, free = None, {}
+    for name, expr in compiled.items():
+        try:
+            channel = channels.channel(name)
+            made = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
+            channel.check_range(*made.range, f"{name}: {expr}")
+        except LrdslError as error:
+            if not error.message.startswith(f"{name}: "):
+                error.message = f"{name}: {error.message}"
+                error.args = (error.message,)
+            raise
+        if name == "lr":
+            lr_plan = made
+        else:
+            free[name] = (made, channel)
+    return lr_plan, free
+
+
+def _consumed(counters: Mapping[str, Count], clock: str, constants: Mapping[str, Any],
+              samples, tokens) -> dict[str, Count]:
+    """The counters after one update that consumed ``samples`` and ``tokens`` (given, or from
+    the fixed constants, as :meth:`lrdsl.runtime.Runtime.consume`; samples are not derived
+    from tokens, which would take a division)."""
+    fixed_counts = {key: _whole(value, key) for key, value in constants.items()
+                    if key in ("tokens_per_sample", "samples_per_step", "tokens_per_step")
+                    and value is not None}
+    per_sample = fixed_counts.get("tokens_per_sample")
+    if samples is None:
+        samples = fixed_counts.get("samples_per_step")
+    if tokens is None:
+        tokens = fixed_counts.get("tokens_per_step")
+        if tokens is None and samples is not None and per_sample is not None:
+            tokens = samples * per_sample
+    counts = {"samples": samples, "tokens": tokens}
+    if counts[clock] is None:
+        fixed = "samples_per_step" if clock == "samples" else \
+            "tokens_per_step (or samples_per_step and tokens_per_sample)"
+        raise LrdslError(f"lrdsl.optax.transform: update() on a {clock} clock needs what the step "
+                         f"consumed: pass {clock}=n, or fix {fixed} when the transform is built")
+    return {key: counters[key] if counts[key] is None else counters[key].plus(_whole(counts[key], key))
+            for key in ("samples", "tokens")}
+
+
+def _whole(n, what: str):
+    """A fixed constant is a Python float: a whole number, as an int; a count as given."""
+    if isinstance(n, float):
+        if not n.is_integer():
+            raise LrdslError(f"lrdsl.optax.transform counts whole {what}; a step of {n:g} {what} "
+                             f"is not one")
+        return int(n)
+    return n
 
 
 def _check_update(state, rule: PlateauRule | None, report) -> None:
@@ -254,14 +518,26 @@ def _check_update(state, rule: PlateauRule | None, report) -> None:
                          f"{report!r}")
 
 
-def learning_rate(expr: str | Expr, state: TransformState, *, steps_per_epoch: float | None = None,
-          total: float | None = None) -> jax.Array:
-    """The learning rate the next update of :func:`transform` will use, from its state."""
+def learning_rate(expr: str | Expr | Program | Mapping, state: TransformState, *,
+                  steps_per_epoch: float | None = None, total: float | None = None,
+                  clock: str = "ticks", **constants: float | None) -> jax.Array:
+    """The learning rate the next update of :func:`transform` will use, from its state (for a
+    program, its ``lr``; the options as given to :func:`transform`)."""
     if not isinstance(state, TransformState):
         raise LrdslError(f"learning_rate() needs the state of lrdsl.optax.transform (a TransformState), "
                          f"got {type(state).__name__}; in a chain, pick it out: state[i]")
-    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total)
-    lr = _values(compiled, _tick(state.count))
+    if is_program(expr):
+        compiled_program = program(expr)
+        if "lr" not in compiled_program:
+            raise LrdslError(f"learning_rate(): the program has no lr (it has "
+                             f"{', '.join(compiled_program)})")
+        expr = compiled_program["lr"]
+    assert isinstance(expr, (str, Expr))
+    compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
+    if clock == "ticks":
+        lr = _values(compiled, _tick(state.count))
+    else:
+        lr = _count_values(compiled, state.counters[clock])
     if compiled.plateau is None or state.plateau is None:
         return lr
     return compiled.plateau.apply(lr, state.plateau.scale, jnp)

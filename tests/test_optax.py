@@ -340,7 +340,7 @@ def test_bad_expressions_and_units_are_lrdsl_errors(make):
         make("cosine(0.1,, 10)")
     with pytest.raises(lrdsl.UnitError):
         make("cosine(0.1, 50%)")
-    with pytest.raises(lrdsl.LrdslError, match="must be numbers"):
+    with pytest.raises(lrdsl.LrdslError, match="steps_per_epoch must be a positive number"):
         make("cosine(0.1, 5ep)", steps_per_epoch=[1])
 
 
