@@ -78,3 +78,10 @@ def test_check_reads_programs_in_yaml(capsys, tmp_path):
     assert f"{bad}:4:" in err and "did you mean 'cosine'" in err
     assert f"{bad}:5:" in err and "batch_size is an integer" in err
     assert f"{bad}:7:" in err and "misspelt" in err
+
+
+def test_constant_flags_take_scale_suffixes(capsys):
+    status, out, _ = run(capsys, "eval", "cosine(1, 2ep)", "--at", "1000", "--clock", "tokens",
+                         "--tokens-per-epoch", "1k")
+    assert status == 0
+    assert float(out.split()[1]) == pytest.approx(0.5, rel=1e-9)  # 1000 of 2000 tokens: halfway

@@ -20,6 +20,7 @@ import lrdsl
 from lrdsl import channels
 from lrdsl.cli.terminal import escaped, one_line, pointed
 from lrdsl.errors import LrdslError
+from lrdsl.language.units import SUFFIXES
 from lrdsl.programs import is_program, program
 
 #: --ticks above this are not distinct float64 ticks (2**53), so a plot of them means nothing
@@ -41,10 +42,14 @@ def _number(text: str) -> float | None:
 
 
 def _positive(text: str | None, flag: str) -> float | None:
-    """``--steps-per-epoch`` / ``--total``: a positive finite number (None when not given)."""
+    """``--steps-per-epoch`` / ``--total`` / a constant: a positive finite number (None when not
+    given), a scale suffix k, M, B or T allowed as in durations (``--tokens-per-epoch 1M``)."""
     if text is None:
         return None
-    value = _number(text)
+    scale = SUFFIXES.get(text.strip()[-1:], 1.0)
+    value = _number(text.strip()[:-1] if scale != 1.0 else text)
+    if value is not None:
+        value *= scale
     if value is None or value <= 0:
         raise LrdslError(f"{flag} must be a positive number, got {text!r}")
     return value
