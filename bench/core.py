@@ -4,7 +4,8 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression and for a v2 one (WSD with a 1−√x cool-down and a stretched middle) — and
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and a v3
+five-channel program (issue #21) — and
 the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
 """
 
@@ -19,6 +20,11 @@ from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
+PROGRAM = """lr = warmup(1%) >> cosine(3e-4, 99%)
+momentum = anneal(0.95, 0.85, 100%)
+weight_decay = anneal(0.04, 0.4, 100%)
+ema = anneal(0.996, 1, 100%)
+kl = min(linear(0, 1, 10%), 1)"""
 
 
 def best_us(fn, number):
@@ -78,6 +84,26 @@ def main():
     wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
     wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
 
+    # --- v3: a program of five channels over n ticks ---------------------------------------------
+    def program_by_hand():
+        x = t / n
+        warm = n // 100
+        lr = np.where(t < warm, 3e-4 * t / warm,
+                      3e-4 * (1 + np.cos(np.pi * np.minimum(t - warm, n - warm) / (n - warm))) / 2)
+        cos_share = (1 - np.cos(np.pi * np.minimum(x, 1))) / 2
+        return {"lr": lr, "momentum": 0.95 + (0.85 - 0.95) * cos_share,
+                "weight_decay": 0.04 + (0.4 - 0.04) * cos_share, "ema": 0.996 + (1 - 0.996) * cos_share,
+                "kl": np.minimum(np.minimum(t, n // 10) / (n // 10), 1)}
+
+    def program_ours():
+        return lrdsl.curve(PROGRAM, n, total=n)
+
+    want, got = program_by_hand(), program_ours()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-15, err_msg=name)
+    program_numpy_ms = best_us(program_by_hand, 3) / 1e3
+    program_curve_ms = best_us(program_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -93,14 +119,16 @@ def main():
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
         ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, five-channel program (ms)", program_curve_ms, "numpy by hand",
+         program_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
-    print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
+    print(f"{'measure':<48} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs
         flag = "ok" if ratio <= target else "MISS"
-        print(f"{name:<46} {ours_value:>10.2f} {against:>24} {theirs:>10.2f} {ratio:>7.2f} "
+        print(f"{name:<48} {ours_value:>10.2f} {against:>24} {theirs:>10.2f} {ratio:>7.2f} "
               f"{'≤' + format(target, 'g'):>7} {flag}")
     print(f"plan with range proof, uncached (µs): {plan_v1_us:.1f} ({EXAMPLE}), "
           f"{plan_v2_us:.1f} ({V2})")
