@@ -9,10 +9,16 @@ _DATA = yaml.safe_load((Path(__file__).parent / "cases.yaml").read_text(encoding
 
 VALUE_CASES = _DATA["values"]
 ERROR_CASES = _DATA["errors"]
+PROGRAM_CASES = _DATA["programs"]
 
 
 def value_params():
     return [pytest.param(case, id=case["expr"].replace("\n", " ")) for case in VALUE_CASES]
+
+
+def program_params():
+    return [pytest.param(case, id=" ; ".join(case["program"].split("\n")).strip(" ;"))
+            for case in PROGRAM_CASES]
 
 
 def error_params():

@@ -207,3 +207,18 @@ def test_a_program_on_a_tokens_clock():
     level = np.searchsorted([10000, 50000], positions, side="right")
     np.testing.assert_allclose(values["lr"], 3e-4 * np.array([1, 1.41, 2])[level], rtol=1e-15)
     np.testing.assert_array_equal(values["batch_size"], np.array([256, 512, 1024])[level])
+
+
+# --- the case table's programs -----------------------------------------------------------------
+
+from cases import program_params  # noqa: E402
+from oracle import expected  # noqa: E402
+
+
+@pytest.mark.parametrize("case", program_params())
+def test_every_program_case_equals_its_formulas(case):
+    values = lrdsl.curve(case["program"], np.asarray(case["ticks"], dtype=np.float64), **case.get("options", {}))
+    assert sorted(values) == sorted(case["expect"])
+    for name, formula in case["expect"].items():
+        np.testing.assert_allclose(values[name], expected(formula, case["ticks"]), rtol=1e-12, atol=1e-15,
+                                   err_msg=name)

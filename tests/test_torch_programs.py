@@ -195,3 +195,29 @@ def test_a_program_without_lr_leaves_the_lr_alone():
         sched.step()
     assert optimizer.param_groups[0]["lr"] == 0.3
     assert sched.value("kl") == pytest.approx(0.5)
+
+
+# --- the case table's programs, stepped with what each step consumed --------------------------------
+
+from cases import program_params  # noqa: E402
+from oracle import expected  # noqa: E402
+
+
+@pytest.mark.parametrize("case", program_params())
+def test_every_program_case_steps_to_its_formulas(case):
+    # reach each position of the case by steps: tick by tick, or by what a step consumed
+    options = dict(case.get("options", {}))
+    clock = options.get("clock", "ticks")
+    optimizer = sgd()
+    sched = lrdsl.torch.scheduler(optimizer, case["program"], **options)
+    for position in case["ticks"]:
+        moved = position - sched.runtime.position
+        if clock == "ticks":
+            for _ in range(moved):
+                sched.step()
+        elif moved:
+            sched.step(**{clock: moved})
+        for name, formula in case["expect"].items():
+            want = expected(formula, [position])[0]
+            got = optimizer.param_groups[0][name] if name in ("lr", "momentum") else sched.value(name)
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-15), (name, position)
