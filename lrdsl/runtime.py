@@ -401,7 +401,7 @@ class Runtime:
         if clock != "ticks" or constants:
             saved["clock"] = (clock, tuple(sorted(constants.items())))
         for name, text in saved.items():
-            if name != "units" and not _is_saved_text(text):
+            if name not in ("units", "clock") and not _is_saved_text(text):
                 raise LrdslError(f"not an lrdsl scheduler state: its {name} expression is {text!r}")
         tick = checked_tick(state_dict["last_epoch"], "the state's last_epoch")
         steps = checked_tick(state_dict.get("_step_count", tick + 1), "the state's _step_count")
