@@ -81,7 +81,9 @@ class Source:
         total = self.total
         if total is None and steps is not None:
             size = self.per_step(**extra)
-            total = None if size is None else steps * size
+            total = None if size is None else steps if size == 1 else steps * size
+            if isinstance(total, float) and total.is_integer():
+                total = int(total)  # as the trainer counts: 18, not 18.0, in messages and states
         constants = {**self.constants, **extra}
         try:
             return (make or scheduler)(optimizer, self.source, **self.targets, clock=self.clock,
