@@ -27,6 +27,13 @@ state) beside an empty ``lr_lambdas``, so the Trainer's own ``load_state_dict`` 
 ``LambdaLR`` (or ``ReduceLROnPlateau``, or any torch scheduler) keeps it as an attribute, where
 ``on_train_begin`` picks it up: ``train(resume_from_checkpoint=...)`` with the Trainer's default
 settings continues with exactly the uninterrupted LR sequence.
+
+Programs: ``expr`` may be a program; its free values are read with ``value(name)`` /
+``values()`` and put in the Trainer's training logs beside ``learning_rate`` (in ``on_log``, with
+the values of the same optimizer step).  Clocks: a ``tokens`` clock steps by the growth of
+``state.num_input_tokens_seen`` (gathered over the processes by the Trainer; it needs
+``include_num_input_tokens_seen``), a ``samples`` clock by the global batch of one optimizer
+step; the state in ``scheduler.pt`` holds the counters.
 """
 
 from __future__ import annotations

@@ -31,6 +31,15 @@ uninterrupted LR sequence, whether the checkpoint was saved at the end of the tr
 mid-epoch with ``val_check_interval``): the report comes first, in ``on_validation_end``, and
 Lightning runs checkpoint callbacks after all others.  Lightning's own ``reduce_on_plateau`` path is not used, so its one-tick lag
 after a ``ckpt_path`` resume does not arise.
+
+Programs: ``expr`` may be a program; its free values (``kl``, ``ema``…) are read with
+``value(name)`` / ``values()`` and logged with ``pl_module.log`` at each batch start, as
+``LearningRateMonitor`` logs the LR, so a logger gets both at the same step.  Clocks: on a
+``samples`` or ``tokens`` clock ``count(batch)`` says what each training batch consumed in this
+process; the counts of an optimizer step's batches are added up, summed over the processes
+(``trainer.strategy.reduce``), and given to the scheduler when Lightning steps it, so the
+schedule moves by the global batch alike on one process or several.  The checkpointed state
+holds the counters.
 """
 
 from __future__ import annotations
