@@ -393,3 +393,32 @@ def test_a_counting_clock_needs_a_count_or_fixed_sizes():
     with pytest.raises(lrdsl.LrdslError, match=r"has no values before training starts"):
         lrdsl.lightning.Schedule(PROGRAM).value("kl")
     assert lrdsl.lightning.Schedule(PROGRAM).free == ("kl",)
+
+
+@pytest.mark.slow
+def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_batch(tmp_path):
+    """tests/lightning_ddp.py on 1 CPU process (batches of 8) and on 2 (4 each, DDP over gloo)."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "lightning_ddp.py")
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"{devices}.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        subprocess.run([sys.executable, script, str(devices), str(out)], check=True, env=env,
+                       timeout=300, capture_output=True)
+        runs[devices] = json.loads(out.read_text())
+    lengths = [3 + (7 * i) % 11 for i in range(48)]  # as in the script: real tokens of sequence i
+    positions = [sum(lengths[:8 * k]) for k in range(6)]  # global batch k is sequences 8k … 8k+7
+
+    def at(p):  # warmup(100 tok) >> cosine(0.1, 600 tok); linear(0, 1, 300 tok)
+        lr = 0.1 * p / 100 if p < 100 else 0.05 * (1 + math.cos(math.pi * min(p - 100, 600) / 600))
+        return [lr, min(p, 300) / 300]
+
+    expected = [at(p) for p in positions]
+    for devices in (1, 2):
+        assert [lr for lr, _ in runs[devices]] == pytest.approx([lr for lr, _ in expected], rel=1e-12, abs=1e-15)
+        assert [kl for _, kl in runs[devices]] == pytest.approx([kl for _, kl in expected], rel=1e-12, abs=1e-15)
+    assert runs[1] == runs[2]
