@@ -149,6 +149,7 @@ class Schedule(TrainerCallback):
                                    "_step_count": state.global_step + 1})
         self.scheduler = sched
         self._seen = state.num_input_tokens_seen or 0
+        self._in_force = {}
         self._training, self._stepped, self._reported = True, False, False
 
     def on_step_end(self, args, state, control, **kwargs):

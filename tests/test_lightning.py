@@ -422,3 +422,22 @@ def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_b
         assert [lr for lr, _ in runs[devices]] == pytest.approx([lr for lr, _ in expected], rel=1e-12, abs=1e-15)
         assert [kl for _, kl in runs[devices]] == pytest.approx([kl for _, kl in expected], rel=1e-12, abs=1e-15)
     assert runs[1] == runs[2]
+
+
+def test_a_checkpoint_of_another_clock_is_refused_by_name():
+    from lrdsl._trainers import resume
+
+    def sched(**options):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        return lrdsl.torch.scheduler(opt, "cosine(0.1, 1k tok)", **options)
+
+    saved = sched(clock="tokens")
+    saved.step(tokens=64)
+    with pytest.raises(lrdsl.LrdslError, match=r"differs: clock 'tokens' -> 'ticks'; constants \{\} -> "
+                                                r"\{'tokens_per_step': 64\}.*accumulate"):
+        resume(sched(tokens_per_step=64), saved.state_dict(), "lrdsl.lightning.Schedule",
+               "max_epochs, accumulate_grad_batches")
+    again = sched(clock="tokens")
+    resume(again, saved.state_dict(), "lrdsl.lightning.Schedule", "")
+    assert again.runtime.counters["tokens"] == 64
+    assert again.get_last_lr() == [pytest.approx(0.05 * (1 + math.cos(math.pi * 64 / 1000)), rel=1e-12)]
