@@ -168,3 +168,136 @@ def test_a_bad_expression_fails_when_the_callback_is_built():
     with pytest.raises(lrdsl.UnknownNameError):
         lrdsl.hf.Schedule("cosin(0.1, 10)")
     assert lrdsl.hf.Schedule("0.1 | plateau(eval_loss, 0.5)").monitors == ("eval_loss",)
+
+
+# --- programs, free values and clocks (v3) --------------------------------------------------------
+
+KL_TICKS = 12  # kl = linear(0, 1, 12): 0 … 1 over the first 12 optimizer steps, then 1
+PROGRAM = f"lr = warmup(3) >> cosine(0.1, 100%)\nkl = linear(0, 1, {KL_TICKS})"
+# variable-length batches: the 4 samples of batch b (in order: sequential sampling) hold LENGTHS[b] tokens
+LENGTHS = [4, 9, 5, 12, 7]
+TOKENS_PROGRAM = "lr = warmup(100 tok) >> cosine(0.1, 400 tok)\nkl = linear(0, 1, 200 tok)"
+
+
+class Lengths(torch.utils.data.Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(3)
+        self.x = [torch.randint(1, 50, (LENGTHS[i // 4],), generator=g) for i in range(4 * len(LENGTHS))]
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.x[i], "attention_mask": torch.ones_like(self.x[i]), "labels": i % 2}
+
+
+class Reading(Trainer):
+    """Reads the callback's free value as a loss term would, in each training step."""
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        schedule = next(c for c in self.callback_handler.callbacks if isinstance(c, lrdsl.hf.Schedule))
+        if "kl" in schedule.free:
+            self.read.append((self.state.global_step, schedule.value("kl")))
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+
+def _run(program, out, dataset, *, resume=None, epochs=3, **options):
+    extra = {k: options.pop(k) for k in list(options) if k in ("include_num_input_tokens_seen",)}
+    args = TrainingArguments(
+        output_dir=out, per_device_train_batch_size=4, num_train_epochs=epochs, learning_rate=0.5,
+        logging_steps=1, save_strategy="epoch", seed=0, train_sampling_strategy="sequential",
+        report_to=[], disable_tqdm=True, use_cpu=True, **extra)
+    schedule = lrdsl.hf.Schedule(program, **options)
+    trainer = Reading(model=_model(), args=args, train_dataset=dataset, callbacks=[schedule])
+    trainer.read = []
+    trainer.train(resume_from_checkpoint=resume)
+    steps = [h for h in trainer.state.log_history if "learning_rate" in h]
+    return trainer, schedule, steps
+
+
+@pytest.fixture(scope="module")
+def program_run(tmp_path_factory):
+    return _run(PROGRAM, str(tmp_path_factory.mktemp("program")), Tokens(20, 1), epochs=4)
+
+
+@pytest.mark.slow
+def test_a_program_drives_the_lr_and_logs_its_free_value_beside_it(program_run):
+    trainer, schedule, steps = program_run
+    assert [h["step"] for h in steps] == list(range(1, 21))  # step k+1 logs optimizer step k
+    lrs = [h["learning_rate"] for h in steps]
+    kl = [h["kl"] for h in steps]
+    assert lrs == pytest.approx(_expected(20, 3, 20), rel=1e-12, abs=1e-15)
+    want = [min(k, KL_TICKS) / KL_TICKS for k in range(20)]  # linear(0, 1, 12), held at 1 after
+    assert kl == pytest.approx(want, rel=1e-12, abs=1e-15)
+    reference = lrdsl.curve(PROGRAM, 20, total=20, steps_per_epoch=5)
+    assert kl == reference["kl"].tolist() and lrs == reference["lr"].tolist()
+    # the loss read the value in force for its optimizer step
+    assert trainer.read == [(k, want[k]) for k in range(20)]
+    assert schedule.values()["kl"] == 1.0 and schedule.free == ("kl",)
+
+
+def _at_tokens(position):
+    """warmup(100 tok) >> cosine(0.1, 400 tok), and linear(0, 1, 200 tok), at a token count."""
+    lr = 0.1 * position / 100 if position < 100 else \
+        0.05 * (1 + math.cos(math.pi * min(position - 100, 400) / 400))
+    return lr, min(position, 200) / 200
+
+
+@pytest.fixture(scope="module")
+def tokens_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tokens"))
+    options = dict(clock="tokens", include_num_input_tokens_seen=True)
+    full = _run(TOKENS_PROGRAM, out, Lengths(), **options)
+    resumed = _run(TOKENS_PROGRAM, str(tmp_path_factory.mktemp("tokens-resumed")), Lengths(),
+                   resume=os.path.join(out, "checkpoint-5"), **options)
+    return out, full, resumed
+
+
+@pytest.mark.slow
+def test_a_tokens_clock_steps_by_the_trainers_num_input_tokens_seen(tokens_run):
+    _, (trainer, schedule, steps), _ = tokens_run
+    per_step = [4 * n for n in LENGTHS] * 3
+    positions = [sum(per_step[:k]) for k in range(15)]  # tokens before optimizer step k
+    assert [h["num_input_tokens_seen"] for h in steps] == [sum(per_step[:k + 1]) for k in range(15)]
+    expected = [_at_tokens(p) for p in positions]
+    assert [h["learning_rate"] for h in steps] == pytest.approx([lr for lr, _ in expected], rel=1e-12, abs=1e-15)
+    assert [h["kl"] for h in steps] == pytest.approx([kl for _, kl in expected], rel=1e-12, abs=1e-15)
+    reference = lrdsl.curve(TOKENS_PROGRAM, positions, clock="tokens")
+    assert [h["learning_rate"] for h in steps] == reference["lr"].tolist()
+    assert schedule.scheduler.runtime.counters["tokens"] == 3 * 4 * sum(LENGTHS)
+
+
+@pytest.mark.slow
+def test_a_tokens_clock_resumes_from_its_counted_tokens(tokens_run):
+    out, (_, _, steps), (trainer, schedule, resumed) = tokens_run
+    saved = torch.load(os.path.join(out, "checkpoint-5", "scheduler.pt"), weights_only=True)[lrdsl.hf.STATE_KEY]
+    assert saved["counters"]["tokens"] == 4 * sum(LENGTHS) and saved["clock"] == "tokens"
+    keys = ("step", "learning_rate", "kl", "num_input_tokens_seen")
+    # the first 5 restored, then its own: the same values and counts
+    assert [[h[k] for k in keys] for h in resumed] == [[h[k] for k in keys] for h in steps]
+    assert schedule.scheduler.runtime.counters["tokens"] == 3 * 4 * sum(LENGTHS)
+
+
+@pytest.mark.slow
+def test_a_samples_clock_counts_the_global_batch_of_each_step(tmp_path):
+    # per_device_train_batch_size 4 × gradient_accumulation_steps 1 × 1 process: 4 samples a step
+    _, schedule, steps = _run("cosine(0.1, 100%)", str(tmp_path), Tokens(20, 1), epochs=2, clock="samples")
+    lrs = [h["learning_rate"] for h in steps]
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * 4 * k / 40)) for k in range(10)], rel=1e-12)
+    assert schedule.scheduler.runtime.counters["samples"] == 40
+
+
+@pytest.mark.slow
+def test_a_tokens_clock_without_the_trainers_token_count_is_refused(tmp_path):
+    with pytest.raises(lrdsl.LrdslError, match=r"include_num_input_tokens_seen=True"):
+        _run(TOKENS_PROGRAM, str(tmp_path), Lengths(), epochs=1, clock="tokens")
+
+
+def test_values_exist_once_training_starts_and_options_are_checked():
+    with pytest.raises(lrdsl.LrdslError, match=r"has no values before training starts"):
+        lrdsl.hf.Schedule(PROGRAM).value("kl")
+    with pytest.raises(lrdsl.ArgumentError, match=r"no option 'tokens_per_smaple'.*'tokens_per_sample'"):
+        lrdsl.hf.Schedule(PROGRAM, tokens_per_smaple=8)
+    with pytest.raises(lrdsl.LrdslError, match=r"clock must be one of"):
+        lrdsl.hf.Schedule(PROGRAM, clock="epochs")
+    assert lrdsl.hf.Schedule(PROGRAM).free == ("kl",)

@@ -220,3 +220,224 @@ def test_a_bad_expression_fails_when_the_callback_is_built():
         lrdsl.lightning.Schedule("warmup(5) >>")
     assert lrdsl.lightning.Schedule("0.1 | plateau(val_loss, 0.5)").monitors == ("val_loss",)
     assert lrdsl.lightning.Schedule("cosine(0.1, 10ep)").monitors == ()
+
+
+# --- programs, free values and the tokens clock (v3) ---------------------------------------------
+
+KL_TICKS = 20  # kl = linear(0, 1, 20): 0 … 1 over the first 20 optimizer steps, then 1
+PROGRAM = f"lr = warmup(3) >> cosine(0.1, 100%)\nkl = linear(0, 1, {KL_TICKS})"
+
+
+class Reading(Tiny):
+    """Reads the callback's free value in each training step, as a VAE's loss would."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.read = []  # (optimizer step, kl) read in training_step
+
+    def training_step(self, batch, batch_idx):
+        self.read.append((self.trainer.global_step, self.schedule.value("kl")))
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.fixture(scope="module")
+def program_run(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("program"))
+    schedule = lrdsl.lightning.Schedule(lrdsl.program(PROGRAM))
+    module, logger = Reading(schedule), Memory()
+    trainer = L.Trainer(max_epochs=EPOCHS, callbacks=[schedule, LearningRateMonitor("step")],
+                        logger=logger, log_every_n_steps=1, num_sanity_val_steps=0,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, _loader())
+    return schedule, module, logger
+
+
+@pytest.mark.slow
+def test_a_program_drives_the_lr_and_logs_its_free_value_beside_it(program_run):
+    schedule, module, logger = program_run
+    n = BATCHES * EPOCHS
+    lrs = [lr for _, lr in module.lrs]
+    assert lrs == pytest.approx(_expected(n, 3, n, BATCHES), rel=1e-12, abs=1e-15)
+    kl = [min(k, KL_TICKS) / KL_TICKS for k in range(n)]  # linear(0, 1, 20), held at 1 after
+    logged = {step: row["kl"] for step, row in logger.rows if "kl" in row}
+    lr_logged = {step: row["lr-SGD"] for step, row in logger.rows if "lr-SGD" in row}
+    assert sorted(logged) == sorted(lr_logged) == list(range(n))  # beside the LR, every step
+    assert [logged[k] for k in range(n)] == pytest.approx(kl, rel=1e-12, abs=1e-15)
+    reference = lrdsl.curve(PROGRAM, n, total=n)
+    assert [logged[k] for k in range(n)] == reference["kl"].tolist()
+    assert [lr_logged[k] for k in range(n)] == pytest.approx(reference["lr"].tolist(), rel=1e-12)
+    # what the training step read is the value in force for its optimizer step
+    assert module.read == [(k, kl[k]) for k in range(n)]
+    assert schedule.values()["kl"] == 1.0 and schedule.free == ("kl",)
+
+
+# variable-length token batches: batch i holds 4 sequences of LENGTHS[i] tokens
+LENGTHS = [4 + (5 * i) % 9 for i in range(10)]  # 4, 9, 5, 10, 6, 11, 7, 12, 8, 4
+TOKENS_PROGRAM = "lr = warmup(200 tok) >> cosine(0.1, 1k tok)\nkl = linear(0, 1, 500 tok)"
+
+
+class Sequences(L.LightningModule):
+    """A bag-of-embeddings regressor on variable-length batches of token ids."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.EmbeddingBag(50, 4)
+        self.head = torch.nn.Linear(4, 1)
+        self.lrs = []
+        self.kl = []
+
+    def training_step(self, batch, batch_idx):
+        return self.head(self.embed(batch["input_ids"])).square().mean()
+
+    def on_before_optimizer_step(self, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        self.kl.append(self.trainer.callbacks[0].value("kl"))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _token_batches():
+    g = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.randint(0, 50, (4, n), generator=g)} for n in LENGTHS]
+
+
+def _fit_tokens(root, *, ckpt_path=None, max_epochs=3):
+    module = Sequences()
+    schedule = lrdsl.lightning.Schedule(TOKENS_PROGRAM, clock="tokens",
+                                        count=lambda batch: batch["input_ids"].numel())
+    trainer = L.Trainer(max_epochs=max_epochs, accumulate_grad_batches=2, logger=False,
+                        callbacks=[schedule, ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1)],
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(_token_batches(), batch_size=None), ckpt_path=ckpt_path)
+    return module, schedule
+
+
+def _at_tokens(position):
+    """warmup(200 tok) >> cosine(0.1, 1k tok), and linear(0, 1, 500 tok), at a token count."""
+    if position < 200:
+        lr = 0.1 * position / 200
+    else:
+        lr = 0.05 * (1 + math.cos(math.pi * min(position - 200, 1000) / 1000))
+    return lr, min(position, 500) / 500
+
+
+@pytest.fixture(scope="module")
+def tokens_run(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tokens"))
+    full = _fit_tokens(root)
+    resumed = _fit_tokens(str(tmp_path_factory.mktemp("tokens-resumed")), ckpt_path=_checkpoint(root, 0))
+    return root, full, resumed
+
+
+@pytest.mark.slow
+def test_a_tokens_clock_moves_by_what_each_optimizer_steps_batches_held(tokens_run):
+    _, (module, schedule), _ = tokens_run
+    # accumulate_grad_batches=2: optimizer step j takes batches 2j and 2j+1 of each epoch
+    per_step = [4 * (LENGTHS[2 * j] + LENGTHS[2 * j + 1]) for j in range(5)] * 3
+    positions = [sum(per_step[:k]) for k in range(len(per_step))]
+    assert len(module.lrs) == 15
+    expected = [_at_tokens(p) for p in positions]
+    assert module.lrs == pytest.approx([lr for lr, _ in expected], rel=1e-12, abs=1e-15)
+    assert module.kl == pytest.approx([kl for _, kl in expected], rel=1e-12, abs=1e-15)
+    reference = lrdsl.curve(TOKENS_PROGRAM, positions, clock="tokens")
+    assert module.lrs == pytest.approx(reference["lr"].tolist(), rel=1e-12, abs=1e-15)
+    assert schedule.scheduler.runtime.counters["tokens"] == 3 * 4 * sum(LENGTHS)
+
+
+@pytest.mark.slow
+def test_a_tokens_clock_resumes_from_its_counted_tokens(tokens_run):
+    root, (module, _), (resumed, schedule) = tokens_run
+    saved = torch.load(_checkpoint(root, 0), weights_only=False)["callbacks"]["Schedule"]["scheduler"]
+    assert saved["counters"]["tokens"] == 4 * sum(LENGTHS) and saved["clock"] == "tokens"
+    assert resumed.lrs == module.lrs[5:] and resumed.kl == module.kl[5:]
+    assert schedule.scheduler.runtime.counters["tokens"] == 3 * 4 * sum(LENGTHS)
+
+
+class _Strategy:
+    root_device = torch.device("cpu")
+
+    def reduce(self, tensor, reduce_op):
+        assert reduce_op == "sum"
+        return tensor + torch.tensor([3, 300])  # the other process's samples and tokens
+
+
+class _Trainer:
+    world_size = 2
+    strategy = _Strategy()
+
+
+def test_under_ddp_the_counts_of_every_process_are_summed():
+    schedule = lrdsl.lightning.Schedule("cosine(0.1, 1k tok)", clock="tokens",
+                                        count=lambda batch: {"samples": len(batch), "tokens": sum(batch)})
+    schedule.scheduler = object()  # counting happens only once a fit runs
+    for batch in ([10, 20], [30]):  # two accumulated batches of this process
+        schedule.on_train_batch_start(_Trainer(), None, batch, 0)
+    assert schedule._take_counts(_Trainer()) == (3 + 3, 60 + 300)
+    assert schedule._take_counts(_Trainer()) == (None, None)  # taken once
+
+
+def test_a_counting_clock_needs_a_count_or_fixed_sizes():
+    with pytest.raises(lrdsl.ArgumentError, match=r"tokens clock needs what each batch consumed.*count="):
+        lrdsl.lightning.Schedule("cosine(0.1, 1k tok)", clock="tokens")
+    lrdsl.lightning.Schedule("cosine(0.1, 1k tok)", clock="tokens", tokens_per_step=64)
+    with pytest.raises(lrdsl.ArgumentError, match=r"no option 'tokens_per_stp'.*'tokens_per_step'"):
+        lrdsl.lightning.Schedule("cosine(0.1, 1k tok)", clock="tokens", tokens_per_stp=64)
+    with pytest.raises(lrdsl.LrdslError, match=r"has no values before training starts"):
+        lrdsl.lightning.Schedule(PROGRAM).value("kl")
+    assert lrdsl.lightning.Schedule(PROGRAM).free == ("kl",)
+
+
+@pytest.mark.slow
+def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_batch(tmp_path):
+    """tests/lightning_ddp.py on 1 CPU process (batches of 8) and on 2 (4 each, DDP over gloo)."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "lightning_ddp.py")
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"{devices}.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        subprocess.run([sys.executable, script, str(devices), str(out)], check=True, env=env,
+                       timeout=300, capture_output=True)
+        runs[devices] = json.loads(out.read_text())
+    lengths = [3 + (7 * i) % 11 for i in range(48)]  # as in the script: real tokens of sequence i
+    positions = [sum(lengths[:8 * k]) for k in range(6)]  # global batch k is sequences 8k … 8k+7
+
+    def at(p):  # warmup(100 tok) >> cosine(0.1, 600 tok); linear(0, 1, 300 tok)
+        lr = 0.1 * p / 100 if p < 100 else 0.05 * (1 + math.cos(math.pi * min(p - 100, 600) / 600))
+        return [lr, min(p, 300) / 300]
+
+    expected = [at(p) for p in positions]
+    for devices in (1, 2):
+        assert [lr for lr, _ in runs[devices]] == pytest.approx([lr for lr, _ in expected], rel=1e-12, abs=1e-15)
+        assert [kl for _, kl in runs[devices]] == pytest.approx([kl for _, kl in expected], rel=1e-12, abs=1e-15)
+    assert runs[1] == runs[2]
+
+
+def test_a_checkpoint_of_another_clock_is_refused_by_name():
+    from lrdsl._trainers import resume
+
+    def sched(**options):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        return lrdsl.torch.scheduler(opt, "cosine(0.1, 1k tok)", **options)
+
+    saved = sched(clock="tokens")
+    saved.step(tokens=64)
+    with pytest.raises(lrdsl.LrdslError, match=r"differs: clock 'tokens' -> 'ticks'; constants \{\} -> "
+                                                r"\{'tokens_per_step': 64\}.*accumulate"):
+        resume(sched(tokens_per_step=64), saved.state_dict(), "lrdsl.lightning.Schedule",
+               "max_epochs, accumulate_grad_batches")
+    again = sched(clock="tokens")
+    resume(again, saved.state_dict(), "lrdsl.lightning.Schedule", "")
+    assert again.runtime.counters["tokens"] == 64
+    assert again.get_last_lr() == [pytest.approx(0.05 * (1 + math.cos(math.pi * 64 / 1000)), rel=1e-12)]

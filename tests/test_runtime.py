@@ -152,6 +152,19 @@ def test_state_dict_resumes_exactly_and_refuses_other_expressions_unless_rebased
     assert other.value("lr") == pytest.approx(0.5 * cosine(0.2, 100, 6), rel=1e-12)
 
 
+def test_a_counting_clocks_state_resumes_its_counters():
+    rt = Runtime({"lr": "cosine(1, 1k tok)"}, clock="tokens", tokens_per_sample=8)
+    rt.advance()  # the first tick consumes nothing
+    rt.advance(tokens=40)
+    rt.advance(samples=3)  # 24 tokens through tokens_per_sample
+    state = rt.state_dict()
+    assert state["clock"] == "tokens" and state["counters"] == {"samples": 8, "tokens": 64}
+    again = Runtime({"lr": "cosine(1, 1k tok)"}, clock="tokens", tokens_per_sample=8)
+    again.load_state_dict(state)
+    assert again.counters == {"samples": 8, "tokens": 64} and again.position == 64
+    assert again.value("lr") == pytest.approx(0.5 * (1 + math.cos(math.pi * 64 / 1000)), rel=1e-12)
+
+
 @pytest.mark.parametrize("bad, words", [
     ({"expr": "0.1"}, "lacks last_epoch"),
     ({"expr": "0.1", "last_epoch": 1.5}, "last_epoch"),
