@@ -230,7 +230,7 @@ class Runtime:
         Units(steps_per_epoch, total, clock, **self.constants)  # a bad option fails here
         #: the position: ticks taken (−1 before the first) and calls that advanced them
         self.tick, self.steps = tick, 0
-        #: what the steps consumed (LANGUAGE.md §9): samples and tokens, where known; on a samples
+        #: what the steps consumed (docs/language.md "Clocks"): samples and tokens, where known; on a samples
         #: or tokens clock the schedule's position is its counter.  Saved with the state.
         self.counters: dict[str, int] = {} if clock == "ticks" else {"samples": 0, "tokens": 0}
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place

@@ -7,7 +7,7 @@ is a share of ``total``.  Without ``steps_per_epoch`` an expression may use ``ep
 written in the expression (defaults do not count): a unit is never reinterpreted silently.
 ``sp`` and ``tok`` convert through ``samples_per_step`` and ``tokens_per_step``.
 
-On a ``samples`` or ``tokens`` clock (LANGUAGE.md §9) a position counts what training
+On a ``samples`` or ``tokens`` clock (docs/language.md "Clocks") a position counts what training
 consumed, every duration converts to that unit through the fixed constants given
 (:data:`CONSTANTS`), and a bare number is an error.  A duration's number may carry a scale
 suffix ``k``, ``M``, ``B``, ``T`` (×10³ … 10¹²).
@@ -30,7 +30,7 @@ UNIT_SPELLINGS = {"": "", "ep": "ep", "epoch": "ep", "epochs": "ep",
                   "tok": "tok", "token": "tok", "tokens": "tok"}
 #: a duration's scale suffixes (case-sensitive): 2k, 1.5B tok, 375Mtok
 SUFFIXES = {"k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
-#: the clocks a schedule's position may count (LANGUAGE.md §9), and the unit each counts
+#: the clocks a schedule's position may count (docs/language.md "Clocks"), and the unit each counts
 CLOCKS = {"ticks": "", "samples": "sp", "tokens": "tok"}
 #: the fixed conversion constants a compilation may be given, besides steps_per_epoch and total
 CONSTANTS = ("samples_per_step", "tokens_per_sample", "samples_per_epoch", "tokens_per_epoch",
