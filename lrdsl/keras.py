@@ -238,9 +238,6 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.expr = parse(expr)
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
         self.constants = _units("lrdsl.keras.Schedule", "ticks", dict(constants or {}))
-        # every channel checked as a program's are: a known name, a free value not named like a
-        # misspelt target, a plateau only on lr
-        program({"lr": self.expr, **(targets or {})})
         #: the plans, the plateau state and its reports, and for tick="epoch" the position (the
         #: epoch; the graph reads it from a variable).  For tick="step" the position is the
         #: optimizer's iteration counter, in the graph.
@@ -249,6 +246,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.plan = self.runtime.plan_of("lr", self.expr)
         _check_float32(self.plan)
         plans = {name: _target_plan(self.runtime, name, text) for name, text in (targets or {}).items()}
+        # and as a program's: no free value named like a misspelt target
+        program({"lr": self.expr, **(targets or {})})
         #: target -> its plan (momentum, beta2, weight_decay): values written each step by __call__
         self.targets = {name: p for name, p in plans.items() if name in channels.CHANNELS}
         #: free value -> its plan: values written after each update into the variables the
