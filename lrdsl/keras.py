@@ -36,7 +36,7 @@ TICKS = ("step", "epoch")
 log = logging.getLogger("lrdsl")
 
 
-def _units(call: str, clock: str, constants: dict) -> dict[str, float]:
+def _units(call: str, clock: str, constants: dict) -> dict[str, Any]:
     """The fixed conversion constants of a Keras schedule, on the ticks clock.
 
     Keras ``fit`` never says what a step consumed, so a samples or tokens clock (whose
@@ -401,9 +401,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict[str, Any]:
         state = {"epoch": self.epoch,
                  "plateau": self.plateau.state_dict() if self.plateau is not None else None}
-        config = {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch,
-                  "total": self.total, "tick": self.tick, "state": state,
-                  "targets": {name: str(p.expr) for name, p in {**self.targets, **self.free}.items()}}
+        config: dict[str, Any] = {
+            "expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+            "tick": self.tick, "state": state,
+            "targets": {name: str(p.expr) for name, p in {**self.targets, **self.free}.items()}}
         if self.constants:
             config["constants"] = dict(self.constants)
         return config
@@ -422,7 +423,7 @@ def schedule(expr: str | Expr | Program, *, steps_per_epoch: float | None = None
     An expression with ``| plateau`` needs metrics, which only a callback sees: use
     :func:`callback` for it, as for a program with more channels than ``lr``.
     """
-    constants = _units("lrdsl.keras.schedule", clock, constants)
+    fixed = _units("lrdsl.keras.schedule", clock, constants)
     if isinstance(expr, Mapping) or (isinstance(expr, str) and is_program(expr)):
         compiled = program(expr)  # type: ignore[arg-type]
         if tuple(compiled) != ("lr",):
@@ -435,7 +436,7 @@ def schedule(expr: str | Expr | Program, *, steps_per_epoch: float | None = None
         raise LrdslError(f"{parsed}: a plateau reacts to validation metrics, which a "
                          f"LearningRateSchedule never sees; use lrdsl.keras.callback(expr) instead",
                          expr=str(parsed))
-    return Schedule(parsed, steps_per_epoch=steps_per_epoch, total=total, constants=constants)
+    return Schedule(parsed, steps_per_epoch=steps_per_epoch, total=total, constants=fixed)
 
 
 @keras.saving.register_keras_serializable(package="lrdsl")
