@@ -189,7 +189,7 @@ def _put_untracked(optimizer, attribute: str, variable: "TargetVariable") -> Non
                          f"version ({keras.__version__}): scheduling it would have no effect")
 
 
-def _after_each_update(optimizer, schedule: "Schedule") -> None:
+def _after_each_update(optimizer, schedule: "Schedule") -> bool:
     """Have ``optimizer.apply`` call ``schedule.after_update(optimizer.iterations)`` once its
     update is done, inside the compiled train step.
 
@@ -199,11 +199,13 @@ def _after_each_update(optimizer, schedule: "Schedule") -> None:
     them.  So ``apply`` (which ``apply_gradients`` and Keras's train steps call) is wrapped on
     the instance, once, and writes the values of the next step's tick after the iteration
     counter moves; a later callback on the same optimizer only swaps the schedule it calls.
-    Set with object.__setattr__, untracked, as :func:`_put_untracked` does."""
+    Set with object.__setattr__, untracked, as :func:`_put_untracked` does.  Returns whether
+    anything changed (a step traced before then must be traced again)."""
     box = optimizer.__dict__.get("_lrdsl_after_update")
     if box is not None:
+        changed = box[0] is not schedule
         box[0] = schedule
-        return
+        return changed
     box = [schedule]
     plain = optimizer.apply
 
@@ -217,6 +219,7 @@ def _after_each_update(optimizer, schedule: "Schedule") -> None:
         raise LrdslError(f"lrdsl needs to wrap apply of {type(optimizer).__name__} to write the free "
                          f"values after each update, which this Keras version ({keras.__version__}) "
                          f"does not allow")
+    return True
 
 
 @keras.saving.register_keras_serializable(package="lrdsl")
@@ -321,18 +324,23 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             return np.float32(self.epoch if name == "epoch" else self.plateau.scale)
         return io_callback(now, jax.ShapeDtypeStruct((), np.float32))
 
-    def drive(self, optimizer, free_variables: dict | None = None) -> None:
+    def drive(self, optimizer, free_variables: dict | None = None) -> bool:
         """Put a variable in each target's place on ``optimizer`` for :meth:`__call__` to write,
-        and have each free value written into its variable after every update."""
+        and have each free value written into its variable after every update.  Returns
+        whether the compiled step must be traced again to do so (something new was put in
+        place, or other variables are written)."""
+        changed = False  # a schedule already in place writes the targets' variables it traced
         self._driven = {}
         if (self.targets or self.free) and keras.backend.backend() == "jax":
             # a jitted JAX step is stateless: a variable written inside it is not carried out
             raise LrdslError(f"scheduling {', '.join([*self.targets, *self.free])} needs the "
                              f"tensorflow or torch Keras backend; on JAX use lrdsl.optax for the "
                              f"whole optimizer")
-        self._free_variables = dict(free_variables or {})
-        if self.free:
-            _after_each_update(optimizer, self)
+        new = dict(free_variables or {})
+        changed |= [id(v) for v in self._free_variables.values()] != [id(v) for v in new.values()]
+        self._free_variables = new
+        if self.free or "_lrdsl_after_update" in optimizer.__dict__:
+            changed |= _after_each_update(optimizer, self)
         for name, compiled in self.targets.items():
             attribute = _attribute(optimizer, name)
             current = getattr(optimizer, attribute)
@@ -346,9 +354,11 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      f"with the momentum the schedule starts at")
                 current = TargetVariable(compiled.value_at(0), built, name=f"lrdsl_{name}")
                 _put_untracked(optimizer, attribute, current)
+                changed = True
             self._driven[name] = current
         if self.targets:
             _floats_in_config(optimizer)
+        return changed
 
     def target_at(self, name: str, tick: float) -> float:
         """A target's or a free value's value at ``tick``, in Python floats (an integer channel
@@ -499,6 +509,7 @@ class Callback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
+        changed = False
         current = _given_learning_rate(optimizer)
         if isinstance(current, Schedule) and current.same_as(self.schedule):
             self.schedule = current  # restored by load_model: keep its plateau state
@@ -509,6 +520,7 @@ class Callback(keras.callbacks.Callback):
                                  f"the new expression from its tick")
             self._rebase_from(current)
             _set_learning_rate(optimizer, self.schedule)
+            changed = True
         elif isinstance(current, keras.optimizers.schedules.LearningRateSchedule) and \
                 current is not self.schedule:
             raise LrdslError(f"the optimizer already has a learning-rate schedule ({current!r}); "
@@ -516,7 +528,13 @@ class Callback(keras.callbacks.Callback):
                              f"set it")
         else:
             _set_learning_rate(optimizer, self.schedule)
-        self.schedule.drive(optimizer, self._variables)
+            changed = True
+        changed |= self.schedule.drive(optimizer, self._variables)
+        if changed:
+            # fit made its train function before on_train_begin; one traced by an earlier fit
+            # would still run the old learning rate and write no free value: make it anew (a
+            # function not yet traced costs nothing; the next step traces it once)
+            self.model.make_train_function(force=True)
         if self.tick == "step":  # the first step's values; later ones are written in the step
             self.schedule.set_free(int(ops.convert_to_numpy(optimizer.iterations)))
 

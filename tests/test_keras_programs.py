@@ -367,3 +367,18 @@ def test_free_values_on_the_torch_backend_and_refused_on_jax(backend, expected):
     assert last.startswith(expected), last
     if backend == "jax":
         assert "tensorflow or torch Keras backend" in last and "kl" in last
+
+
+def test_a_model_fit_before_the_callback_runs_the_program_from_then_on():
+    # fit makes its train function before callbacks start: one traced by an earlier fit
+    # without lrdsl must not keep running the old LR and writing no free value
+    x, y = np.random.default_rng(0).random((32, 3), "float32"), np.ones((32, 1), "float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    before = keras.ops.convert_to_numpy(model.layers[0].kernel).copy()
+    callback = lrdsl.keras.callback("lr = 0\nkl = linear(0, 1, 8)", steps_per_epoch=4)
+    free = PerBatch(callback, ["kl"])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback, free])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), before)  # lr = 0
+    np.testing.assert_allclose(free.end["kl"], np.arange(5, 9) / 8, **F32)  # ticks 4 … 7, then the next
