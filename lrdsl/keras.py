@@ -5,11 +5,15 @@
 
     model.fit(..., callbacks=[lrdsl.keras.callback("warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)")])
 
+    cb = lrdsl.keras.callback("lr = 1e-3\nkl = linear(0, 1, 10ep)", steps_per_epoch=steps)
+    ...  # in the model's train step or a layer: loss = recon + ops.add(cb.variable("kl"), 0.0) * kl
+
 A :class:`Schedule` evaluates the same plan as :func:`lrdsl.curve` with ``keras.ops`` from
 the optimizer's iteration counter: no Python per step, fine inside ``tf.function`` and
 ``jit_compile=True``, on the tensorflow, torch and jax backends.  It is registered with
 Keras, so ``keras.models.load_model`` restores it (plateau state included) once
-``lrdsl.keras`` is imported, with no ``custom_objects``.
+``lrdsl.keras`` is imported, with no ``custom_objects``.  A program's free values are
+variables the compiled step writes and the model reads (docs/language.md "Programs").
 """
 
 from __future__ import annotations
@@ -530,7 +534,7 @@ class Callback(keras.callbacks.Callback):
             _set_learning_rate(optimizer, self.schedule)
             changed = True
         changed |= self.schedule.drive(optimizer, self._variables)
-        if changed:
+        if changed and getattr(self.model, "train_function", None) is not None:
             # fit made its train function before on_train_begin; one traced by an earlier fit
             # would still run the old learning rate and write no free value: make it anew (a
             # function not yet traced costs nothing; the next step traces it once)
