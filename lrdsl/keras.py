@@ -544,9 +544,11 @@ class Callback(keras.callbacks.Callback):
 
     def variable(self, name: str):
         """The variable holding free value ``name``: float32, not trainable, read by the
-        model's loss or layers inside the compiled step (``ops.convert_to_tensor`` or plain
-        arithmetic).  During a step it holds that step's value; between steps, the value of
-        the next one (the tick ``optimizer.iterations``; on epoch ticks, the epoch's)."""
+        model's loss or layers inside the compiled step, in arithmetic (``ops.add(v, 0.0)`` for a
+        tensor of the value read then: on TensorFlow ``convert_to_tensor`` of a variable is the
+        variable, which a returned log reads after the update).  During a step it holds that
+        step's value; between steps, the value of the next one (the tick
+        ``optimizer.iterations``; on epoch ticks, the epoch's)."""
         found = self._variables.get(name)
         if found is None:
             what = ("an optimizer target, written into the optimizer (read model.optimizer's "
