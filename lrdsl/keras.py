@@ -5,11 +5,15 @@
 
     model.fit(..., callbacks=[lrdsl.keras.callback("warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)")])
 
+    cb = lrdsl.keras.callback("lr = 1e-3\nkl = linear(0, 1, 10ep)", steps_per_epoch=steps)
+    ...  # in the model's train step or a layer: loss = recon + ops.add(cb.variable("kl"), 0.0) * kl
+
 A :class:`Schedule` evaluates the same plan as :func:`lrdsl.curve` with ``keras.ops`` from
 the optimizer's iteration counter: no Python per step, fine inside ``tf.function`` and
 ``jit_compile=True``, on the tensorflow, torch and jax backends.  It is registered with
 Keras, so ``keras.models.load_model`` restores it (plateau state included) once
-``lrdsl.keras`` is imported, with no ``custom_objects``.
+``lrdsl.keras`` is imported, with no ``custom_objects``.  A program's free values are
+variables the compiled step writes and the model reads (docs/language.md "Programs").
 """
 
 from __future__ import annotations
@@ -17,21 +21,42 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 from keras import ops
 
 from lrdsl import channels
-from lrdsl.errors import LrdslError
+from lrdsl.errors import ArgumentError, LrdslError, UnitError, did_you_mean
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
-from lrdsl.language.units import checked_tick
-from lrdsl.runtime import Runtime
+from lrdsl.language.units import CONSTANTS, checked_tick
+from lrdsl.programs import Program, is_program, program
+from lrdsl.runtime import Runtime, program_specs
 
 TICKS = ("step", "epoch")
 
 log = logging.getLogger("lrdsl")
+
+
+def _units(call: str, clock: str, constants: dict) -> dict[str, Any]:
+    """The fixed conversion constants of a Keras schedule, on the ticks clock.
+
+    Keras ``fit`` never says what a step consumed, so a samples or tokens clock (whose
+    position is what the steps consumed) is refused: ``sp`` and ``tok`` durations convert to
+    ticks through the per-step sizes given here instead (docs/language.md "Programs")."""
+    if clock != "ticks":
+        raise UnitError(f"{call}: clock={clock!r} counts what each step consumed, which Keras fit "
+                        f"does not report; use the ticks clock (the default) with fixed "
+                        f"samples_per_step= (and tokens_per_sample= or tokens_per_step=): sp and "
+                        f"tok durations then convert to ticks through them", argument="clock")
+    for name in constants:
+        if name not in CONSTANTS:
+            raise ArgumentError(f"{call}: unknown argument {name!r}{did_you_mean(name, CONSTANTS)} "
+                                f"(the conversion constants are {', '.join(CONSTANTS)})",
+                                argument=name)
+    return {name: value for name, value in constants.items() if value is not None}
 
 
 def _check_float32(compiled) -> None:
@@ -168,6 +193,39 @@ def _put_untracked(optimizer, attribute: str, variable: "TargetVariable") -> Non
                          f"version ({keras.__version__}): scheduling it would have no effect")
 
 
+def _after_each_update(optimizer, schedule: "Schedule") -> bool:
+    """Have ``optimizer.apply`` call ``schedule.after_update(optimizer.iterations)`` once its
+    update is done, inside the compiled train step.
+
+    Free values are read by the model's loss or layers, before the optimizer runs: the LR
+    schedule, which the optimizer calls during its update (and anyone reading
+    ``optimizer.learning_rate`` calls between steps), is too late and too often to write
+    them.  So ``apply`` (which ``apply_gradients`` and Keras's train steps call) is wrapped on
+    the instance, once, and writes the values of the next step's tick after the iteration
+    counter moves; a later callback on the same optimizer only swaps the schedule it calls.
+    Set with object.__setattr__, untracked, as :func:`_put_untracked` does.  Returns whether
+    anything changed (a step traced before then must be traced again)."""
+    box = optimizer.__dict__.get("_lrdsl_after_update")
+    if box is not None:
+        changed = box[0] is not schedule
+        box[0] = schedule
+        return changed
+    box = [schedule]
+    plain = optimizer.apply
+
+    def apply(grads, trainable_variables=None):
+        result = plain(grads, trainable_variables)
+        box[0].after_update(optimizer.iterations)
+        return result
+    object.__setattr__(optimizer, "apply", apply)
+    object.__setattr__(optimizer, "_lrdsl_after_update", box)
+    if getattr(optimizer, "apply", None) is not apply:
+        raise LrdslError(f"lrdsl needs to wrap apply of {type(optimizer).__name__} to write the free "
+                         f"values after each update, which this Keras version ({keras.__version__}) "
+                         f"does not allow")
+    return True
+
+
 @keras.saving.register_keras_serializable(package="lrdsl")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """The LR of an lrdsl expression, evaluated in the graph.
@@ -180,24 +238,30 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, expr: str | Expr, steps_per_epoch: float | None = None,
                  total: float | None = None, tick: str = "step", state: dict | None = None,
-                 targets: dict | None = None):
+                 targets: dict | None = None, constants: dict | None = None):
         super().__init__()
         if tick not in TICKS:
             raise LrdslError(f"tick must be one of {', '.join(TICKS)}, got {tick!r}")
         self.expr = parse(expr)
         self.steps_per_epoch, self.total, self.tick = steps_per_epoch, total, tick
-        for name in targets or {}:
-            channels.target(name)  # an unknown target is refused, naming those there are
+        self.constants = _units("lrdsl.keras.Schedule", "ticks", dict(constants or {}))
         #: the plans, the plateau state and its reports, and for tick="epoch" the position (the
         #: epoch; the graph reads it from a variable).  For tick="step" the position is the
         #: optimizer's iteration counter, in the graph.
         self.runtime = Runtime({"lr": self.expr, **(targets or {})}, steps_per_epoch=steps_per_epoch,
-                               total=total, tick=0)
+                               total=total, tick=0, **self.constants)
         self.plan = self.runtime.plan_of("lr", self.expr)
         _check_float32(self.plan)
+        plans = {name: _target_plan(self.runtime, name, text) for name, text in (targets or {}).items()}
+        # and as a program's: no free value named like a misspelt target
+        program({"lr": self.expr, **(targets or {})})
         #: target -> its plan (momentum, beta2, weight_decay): values written each step by __call__
-        self.targets = {name: _target_plan(self.runtime, name, text) for name, text in (targets or {}).items()}
+        self.targets = {name: p for name, p in plans.items() if name in channels.CHANNELS}
+        #: free value -> its plan: values written after each update into the variables the
+        #: callback holds (:meth:`after_update`), for the model's next step to read
+        self.free = {name: p for name, p in plans.items() if name not in channels.CHANNELS}
         self._driven: dict[str, Any] = {}  # target -> the optimizer's variable it writes
+        self._free_variables: dict[str, Any] = {}  # free value -> the variable it writes
         self.plateau = self.runtime.plateau_of(self.plan)
         if state:  # checked and taken by the runtime, as a torch scheduler's state is
             self.runtime.load(self.runtime.checked(self._runtime_state(state)))
@@ -264,13 +328,23 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             return np.float32(self.epoch if name == "epoch" else self.plateau.scale)
         return io_callback(now, jax.ShapeDtypeStruct((), np.float32))
 
-    def drive(self, optimizer) -> None:
-        """Put a variable in each target's place on ``optimizer`` for :meth:`__call__` to write."""
+    def drive(self, optimizer, free_variables: dict | None = None) -> bool:
+        """Put a variable in each target's place on ``optimizer`` for :meth:`__call__` to write,
+        and have each free value written into its variable after every update.  Returns
+        whether the compiled step must be traced again to do so (something new was put in
+        place, or other variables are written)."""
+        changed = False  # a schedule already in place writes the targets' variables it traced
         self._driven = {}
-        if self.targets and keras.backend.backend() == "jax":
+        if (self.targets or self.free) and keras.backend.backend() == "jax":
             # a jitted JAX step is stateless: a variable written inside it is not carried out
-            raise LrdslError(f"scheduling {', '.join(self.targets)} needs the tensorflow or torch "
-                             f"Keras backend; on JAX use lrdsl.optax for the whole optimizer")
+            raise LrdslError(f"scheduling {', '.join([*self.targets, *self.free])} needs the "
+                             f"tensorflow or torch Keras backend; on JAX use lrdsl.optax for the "
+                             f"whole optimizer")
+        new = dict(free_variables or {})
+        changed |= [id(v) for v in self._free_variables.values()] != [id(v) for v in new.values()]
+        self._free_variables = new
+        if self.free or "_lrdsl_after_update" in optimizer.__dict__:
+            changed |= _after_each_update(optimizer, self)
         for name, compiled in self.targets.items():
             attribute = _attribute(optimizer, name)
             current = getattr(optimizer, attribute)
@@ -284,13 +358,34 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                                      f"with the momentum the schedule starts at")
                 current = TargetVariable(compiled.value_at(0), built, name=f"lrdsl_{name}")
                 _put_untracked(optimizer, attribute, current)
+                changed = True
             self._driven[name] = current
         if self.targets:
             _floats_in_config(optimizer)
+        return changed
 
     def target_at(self, name: str, tick: float) -> float:
-        """A target's value at ``tick``, in Python floats."""
-        return self.targets[name].value_at(tick)
+        """A target's or a free value's value at ``tick``, in Python floats (an integer channel
+        read rounded, halves up)."""
+        compiled = self.targets.get(name) or self.free[name]
+        return channels.channel(name).read(compiled.value_at(max(tick, 0)))
+
+    def after_update(self, iterations) -> None:
+        """Write each free value at the optimizer's new ``iterations`` (the next step's tick)
+        into its variable: called inside the compiled step, right after the update, so the
+        next step's loss reads it (no retrace: the value is computed in the graph).  On epoch
+        ticks the callback sets them at each epoch start instead."""
+        if self.tick != "step":
+            return
+        t = ops.maximum(ops.cast(ops.convert_to_tensor(iterations), "float32"), 0.0)
+        for name, variable in self._free_variables.items():
+            variable.assign(channels.channel(name).read(self.free[name].values(t, ops)))
+
+    def set_free(self, tick: int) -> None:
+        """Set each free value's variable to its value at ``tick``, from Python (outside the
+        compiled step: at train begin, and at each epoch start on epoch ticks)."""
+        for name, variable in self._free_variables.items():
+            variable.assign(self.target_at(name, tick))
 
     def lr_at(self, tick: float) -> float:
         """The LR at ``tick`` (an integer; a negative one counts as 0) under the current plateau
@@ -314,33 +409,48 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def identity(self) -> tuple:
         """What must match for a saved schedule to continue as this one."""
         return (str(self.expr), self.steps_per_epoch, self.total, self.tick,
-                tuple(sorted((n, str(p.expr)) for n, p in self.targets.items())))
+                tuple(sorted((n, str(p.expr)) for n, p in {**self.targets, **self.free}.items())),
+                tuple(sorted(self.constants.items())))
 
     def get_config(self) -> dict[str, Any]:
         state = {"epoch": self.epoch,
                  "plateau": self.plateau.state_dict() if self.plateau is not None else None}
-        return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch,
-                "total": self.total, "tick": self.tick, "state": state,
-                "targets": {name: str(p.expr) for name, p in self.targets.items()}}
+        config: dict[str, Any] = {
+            "expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+            "tick": self.tick, "state": state,
+            "targets": {name: str(p.expr) for name, p in {**self.targets, **self.free}.items()}}
+        if self.constants:
+            config["constants"] = dict(self.constants)
+        return config
 
     def __repr__(self) -> str:
         return f"lrdsl.keras.Schedule({str(self.expr)!r}, tick={self.tick!r})"
 
 
-def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
-             total: float | None = None) -> Schedule:
+def schedule(expr: str | Expr | Program, *, steps_per_epoch: float | None = None,
+             total: float | None = None, clock: str = "ticks", **constants: float | None) -> Schedule:
     """A ``LearningRateSchedule`` for a time schedule (no plateau), per optimizer step.
 
-    ``steps_per_epoch`` converts ``ep`` durations; ``total`` (in steps) resolves ``%``.
+    ``steps_per_epoch`` converts ``ep`` durations; ``total`` (in steps) resolves ``%``;
+    ``samples_per_step``, ``tokens_per_sample`` or ``tokens_per_step`` convert ``sp`` and
+    ``tok`` durations (the ticks clock only: Keras fit never says what a step consumed).
     An expression with ``| plateau`` needs metrics, which only a callback sees: use
-    :func:`callback` for it.
+    :func:`callback` for it, as for a program with more channels than ``lr``.
     """
+    fixed = _units("lrdsl.keras.schedule", clock, constants)
+    if isinstance(expr, Mapping) or (isinstance(expr, str) and is_program(expr)):
+        compiled = program(expr)  # type: ignore[arg-type]
+        if tuple(compiled) != ("lr",):
+            raise LrdslError(f"lrdsl.keras.schedule: the program has {', '.join(compiled)}; a "
+                             f"LearningRateSchedule drives only lr: use lrdsl.keras.callback(program) "
+                             f"for the other channels")
+        expr = compiled["lr"]
     parsed = parse(expr)
     if isinstance(parsed, Plateau):
         raise LrdslError(f"{parsed}: a plateau reacts to validation metrics, which a "
                          f"LearningRateSchedule never sees; use lrdsl.keras.callback(expr) instead",
                          expr=str(parsed))
-    return Schedule(parsed, steps_per_epoch=steps_per_epoch, total=total)
+    return Schedule(parsed, steps_per_epoch=steps_per_epoch, total=total, constants=fixed)
 
 
 @keras.saving.register_keras_serializable(package="lrdsl")
@@ -352,32 +462,58 @@ class Callback(keras.callbacks.Callback):
     touched, at epoch end.  Otherwise a tick is an epoch: the epoch variable is set at each
     epoch start.  ``momentum``, ``beta2`` and ``weight_decay`` expressions drive the
     optimizer's ``momentum`` / ``beta_1``, ``beta_2`` and ``weight_decay`` inside the
-    compiled step, at the same tick as the LR.  Writes ``learning_rate`` (Keras's own key) and
-    each scheduled target into the epoch logs (put it before a CSVLogger).  After
-    ``load_model`` the optimizer's saved schedule, plateau state included, is picked up; with
-    ``rebase=True`` a saved schedule of another expression continues under this one from
-    its tick (the plateau state carries over when the rule is the same).
+    compiled step, at the same tick as the LR.  ``expr`` may be a program
+    (:func:`lrdsl.program`, its text, a mapping): its free values (every channel that is no
+    optimizer target: ``kl``, ``ema``, ``batch_size``) are non-trainable float32 variables,
+    :meth:`variable`, written inside the compiled step right after each update with the next
+    step's value, so the model's loss or layers read the value of the step they run in, with
+    no retrace (integer channels read rounded, halves up).  Writes ``learning_rate`` (Keras's
+    own key), each scheduled target and each free value (unless a metric has its name) into
+    the epoch logs (put it before a CSVLogger).  After ``load_model`` the optimizer's saved
+    schedule, every channel and the plateau state included, is picked up; with
+    ``rebase=True`` a saved schedule of another program continues under this one from its
+    tick (the plateau state carries over when the rule is the same).
     """
 
-    def __init__(self, expr: str | Expr, steps_per_epoch: float | None = None,
+    def __init__(self, expr: str | Expr | Program, steps_per_epoch: float | None = None,
                  total: float | None = None, momentum: str | Expr | None = None,
                  beta2: str | Expr | None = None, weight_decay: str | Expr | None = None,
-                 rebase: bool = False):
+                 rebase: bool = False, clock: str = "ticks", **constants: float | None):
         super().__init__()
-        self.expr = parse(expr)
+        self.constants = _units("lrdsl.keras.callback", clock, constants)
+        if isinstance(expr, Mapping) and not isinstance(expr, Program):
+            expr = program(expr)  # Keras has no param groups: a mapping is a program
+        specs = program_specs(expr, {"momentum": momentum, "beta2": beta2, "weight_decay": weight_decay})
+        if "lr" not in specs:
+            raise LrdslError(f"lrdsl.keras.callback: the program has no lr ({', '.join(specs)}); the "
+                             f"Keras callback runs every channel from the optimizer's learning-rate "
+                             f"schedule, so give it one: lr = the optimizer's learning rate (e.g. "
+                             f"lr = 0.001) for a constant LR")
+        self.expr = parse(specs["lr"])  # type: ignore[arg-type]
         self.steps_per_epoch, self.total, self.rebase = steps_per_epoch, total, rebase
-        targets = {"momentum": momentum, "beta2": beta2, "weight_decay": weight_decay}
-        self.targets = {name: str(parse(text)) for name, text in targets.items() if text is not None}
-        per_step = steps_per_epoch is not None or "st" in self.expr.units()
+        #: every channel but lr, canonical text: the optimizer targets and the free values
+        self.targets = {name: str(parse(text)) for name, text in specs.items()  # type: ignore[arg-type]
+                        if name != "lr"}
+        written = set().union(*(parse(text).units() for text in specs.values()))  # type: ignore[arg-type]
+        per_step = steps_per_epoch is not None or bool(written & {"st", "sp", "tok"})
+        if per_step and steps_per_epoch is None and "ep" in written:
+            raise UnitError(f"lrdsl.keras.callback: the program counts epochs in one place and "
+                            f"steps (or samples, tokens) in another: pass steps_per_epoch= to "
+                            f"convert between them", argument="steps_per_epoch")
         self.tick = "step" if per_step else "epoch"
         self.schedule = Schedule(self.expr, steps_per_epoch, total, tick=self.tick,
-                                 targets=self.targets)
+                                 targets=self.targets, constants=self.constants)
+        #: free value -> the variable the model reads: float32, not trainable, at tick 0 now
+        self._variables = {name: keras.Variable(self.schedule.target_at(name, 0), dtype="float32",
+                                                trainable=False, name=f"lrdsl_{name}")
+                           for name in self.schedule.free}
         self._in_epoch: int | None = None  # the epoch fit is in, between its begin and end
         self._train_logs: dict | None = None
         self._reported: tuple | None = None  # (the epoch's LR before its report, a deferred error)
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
+        changed = False
         current = _given_learning_rate(optimizer)
         if isinstance(current, Schedule) and current.same_as(self.schedule):
             self.schedule = current  # restored by load_model: keep its plateau state
@@ -388,6 +524,7 @@ class Callback(keras.callbacks.Callback):
                                  f"the new expression from its tick")
             self._rebase_from(current)
             _set_learning_rate(optimizer, self.schedule)
+            changed = True
         elif isinstance(current, keras.optimizers.schedules.LearningRateSchedule) and \
                 current is not self.schedule:
             raise LrdslError(f"the optimizer already has a learning-rate schedule ({current!r}); "
@@ -395,7 +532,30 @@ class Callback(keras.callbacks.Callback):
                              f"set it")
         else:
             _set_learning_rate(optimizer, self.schedule)
-        self.schedule.drive(optimizer)
+            changed = True
+        changed |= self.schedule.drive(optimizer, self._variables)
+        if changed and getattr(self.model, "train_function", None) is not None:
+            # fit made its train function before on_train_begin; one traced by an earlier fit
+            # would still run the old learning rate and write no free value: make it anew (a
+            # function not yet traced costs nothing; the next step traces it once)
+            self.model.make_train_function(force=True)
+        if self.tick == "step":  # the first step's values; later ones are written in the step
+            self.schedule.set_free(int(ops.convert_to_numpy(optimizer.iterations)))
+
+    def variable(self, name: str):
+        """The variable holding free value ``name``: float32, not trainable, read by the
+        model's loss or layers inside the compiled step, in arithmetic (``ops.add(v, 0.0)`` for a
+        tensor of the value read then: on TensorFlow ``convert_to_tensor`` of a variable is the
+        variable, which a returned log reads after the update).  During a step it holds that
+        step's value; between steps, the value of the next one (the tick
+        ``optimizer.iterations``; on epoch ticks, the epoch's)."""
+        found = self._variables.get(name)
+        if found is None:
+            what = ("an optimizer target, written into the optimizer (read model.optimizer's "
+                    "attribute)" if name in channels.CHANNELS else "not in the program")
+            raise LrdslError(f"lrdsl.keras.callback.variable: {name!r} is {what}; the free values "
+                             f"are {', '.join(self._variables) or 'none'}", argument="name")
+        return found
 
     def _rebase_from(self, saved: "Schedule") -> None:
         """Continue ``saved``'s run under this callback's schedule, through the runtime (as a
@@ -408,6 +568,7 @@ class Callback(keras.callbacks.Callback):
         self._in_epoch, self._reported, self._train_logs = epoch, None, None
         if self.tick == "epoch":
             self.schedule.set_epoch(epoch)
+            self.schedule.set_free(epoch)
 
     # The plateau report is made as soon as the epoch's logs are known: at the end of fit's
     # validation pass (on_test_end), before any callback's on_epoch_end.  So a ModelCheckpoint
@@ -458,23 +619,32 @@ class Callback(keras.callbacks.Callback):
         logs["learning_rate"] = lr
         for name in self.schedule.targets:
             logs[name] = self.schedule.target_at(name, self.last_tick(epoch))
+        for name in self.schedule.free:  # a metric of the same name keeps its place
+            logs.setdefault(name, self.schedule.target_at(name, self.last_tick(epoch)))
         self._in_epoch = None
         if error is not None:
             raise error
 
     def get_config(self) -> dict[str, Any]:
-        return {"expr": str(self.expr), "steps_per_epoch": self.steps_per_epoch, "total": self.total,
-                **self.targets, "rebase": self.rebase}
+        """Every channel as one program's text under ``expr`` (the expression's own text when
+        only lr is given), the units and ``rebase``: ``Callback(**config)`` is this callback."""
+        text = str(program({"lr": self.expr, **self.targets}))
+        return {"expr": text, "steps_per_epoch": self.steps_per_epoch, "total": self.total,
+                "rebase": self.rebase, **self.constants}
 
 
-def callback(expr: str | Expr, *, momentum: str | Expr | None = None, beta2: str | Expr | None = None,
-             weight_decay: str | Expr | None = None, steps_per_epoch: float | None = None,
-             total: float | None = None, rebase: bool = False) -> Callback:
-    """A callback that runs any expression, ``| plateau`` included, and optionally schedules the
-    optimizer's momentum (``beta_1`` on Adam-style optimizers), ``beta_2`` and weight decay;
-    see :class:`Callback`."""
+def callback(expr: str | Expr | Program, *, momentum: str | Expr | None = None,
+             beta2: str | Expr | None = None, weight_decay: str | Expr | None = None,
+             steps_per_epoch: float | None = None, total: float | None = None,
+             rebase: bool = False, clock: str = "ticks", **constants: float | None) -> Callback:
+    """A callback that runs any expression or program, ``| plateau`` included (on lr), and
+    optionally schedules the optimizer's momentum (``beta_1`` on Adam-style optimizers),
+    ``beta_2`` and weight decay; a program's free values are variables the model reads
+    (:meth:`Callback.variable`).  ``samples_per_step``, ``tokens_per_sample`` or
+    ``tokens_per_step`` convert ``sp`` and ``tok`` durations to ticks; the clock is ticks
+    only, as Keras fit never says what a step consumed.  See :class:`Callback`."""
     return Callback(expr, steps_per_epoch=steps_per_epoch, total=total, momentum=momentum,
-                    beta2=beta2, weight_decay=weight_decay, rebase=rebase)
+                    beta2=beta2, weight_decay=weight_decay, rebase=rebase, clock=clock, **constants)
 
 
 def __getattr__(name: str) -> Any:

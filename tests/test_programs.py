@@ -80,6 +80,10 @@ def test_durations_convert_to_the_clocks_unit(expr, options, d):
     ("cosine(1, 10tok)", {"samples_per_step": 4}, ["'d'", "tokens_per_step"]),
     ("step(1, 10tok, d=1k tok) >> 0.1", {"clock": "samples"}, ["step", "'every'", "tokens_per_sample"]),
     ("cosine(1, 10%)", {"clock": "tokens"}, ["'d'", "total"]),
+    # on the ticks clock sp/tok make the tick a step, so 1ep beside them needs steps_per_epoch
+    ("linear(1, 0, 1ep) >> linear(1, 0, 1k sp)", {"samples_per_step": 500},
+     ["counts epochs", "'d' (1000sp) samples", "steps_per_epoch"]),
+    ("linear(1, 0, 1k tok) >> cosine(1, 1ep)", {"tokens_per_step": 500}, ["counts epochs", "tokens", "steps_per_epoch"]),
 ])
 def test_a_conversion_that_lacks_a_constant_names_call_argument_and_constant(expr, options, words):
     with pytest.raises(lrdsl.UnitError) as caught:

@@ -174,9 +174,10 @@ class Units:
             where, argument, duration = first[unit]
             return f"{where}, argument '{argument}' ({duration})"
         if self.clock == "ticks" and self.steps_per_epoch is None and "ep" in first:
-            if "st" in first:
-                raise UnitError(f"{at('ep')} counts epochs and {at('st')} steps: pass "
-                                f"steps_per_epoch= to convert between them")
+            for unit in ("st", "sp", "tok"):  # a step's samples or tokens make the tick a step
+                if unit in first:
+                    raise UnitError(f"{at('ep')} counts epochs and {at(unit)} {_UNIT_WORDS[unit]}: "
+                                    f"pass steps_per_epoch= to convert between them")
             if "" in first:
                 raise UnitError(f"{at('ep')} counts epochs and {at('')} bare ticks: pass "
                                 f"steps_per_epoch= (steps_per_epoch=1 if you step once per epoch)")
