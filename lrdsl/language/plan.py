@@ -22,11 +22,11 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
-                                     unfolded, whole_periods)
+from lrdsl.language.numerics import (float32_split, period_complaint, period_position, period_start,
+                                     remaining, unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.language.units import Duration, Units
@@ -248,6 +248,34 @@ class TimedRepeat:
         return self.body.values(local, xp)
 
 
+class TimedQuantize:
+    """a(every·q), q = ⌊min(t, d)/every⌋ settled by :func:`period_position` (never a float32
+    ⌊t/every⌋), the period's start q·every by :func:`period_start`; past a bounded a's end d,
+    its last period's value (a(d) where every divides d).  The inner gets a period's first
+    tick and no ``left``: it reads its own tail from that tick, which is exact."""
+
+    def __init__(self, node: Quantize, inner, every: float):
+        self.inner, self.every, self.duration = inner, every, inner.duration
+        complaint = period_complaint("its period 'every'", every)
+        if complaint:
+            raise ArgumentError(f"{node}: {complaint}")
+        self.holds = math.isfinite(self.duration)
+        self.range = inner.range
+        # where float32 rounds d itself, the held value is decided once in float64 (as a call's)
+        rounded = self.holds and float32_split(float(self.duration))[1] != 0
+        self.held = float(self._at(self.duration, floats)) if rounded else None
+
+    def _at(self, t, xp):
+        q = whole_periods(xp, t, self.every)
+        return self.inner.values(xp.minimum(period_start(xp, q, self.every), t), xp)
+
+    def values(self, t, xp, left=None):
+        if not self.holds:
+            return self._at(t, xp)
+        f = self._at(xp.minimum(t, self.duration), xp)
+        return f if self.held is None else xp.where(t >= self.duration, self.held, f)
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_NORMAL = 1.1754943508222875e-38  # the smallest normal: Keras and XLA flush below it
 #: float32 counts whole ticks exactly up to 2²⁴; float32 boundaries are checked up to there
@@ -404,7 +432,7 @@ class Plan:
         """(what, tick, kind, horizon) for every tick count the plan folds in: a call's durations
         (kind "period": float32 also decides its multiples, up to horizon, the call's duration),
         the starts of a sequence's segments ("boundary"), a slice's start ("offset") and stop
-        ("boundary"), a repeat's period ("period")."""
+        ("boundary"), a repeat's period and quantize's every ("period")."""
         stack = [self.schedule]
         while stack:
             node = stack.pop()
@@ -424,6 +452,8 @@ class Plan:
                     yield "a slice's length", node.length, "boundary", 0.0
             elif isinstance(node, TimedRepeat):
                 yield "a repeat's period", node.period, "period", node.duration
+            elif isinstance(node, TimedQuantize):
+                yield "quantize: every", node.every, "period", node.duration
             stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
                          if hasattr(node, name))
             stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
@@ -539,6 +569,8 @@ def _timed(node: Expr, units: Units):
             return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
         return TimedRepeat(node, _timed(node.schedule, units), node.n)
+    if isinstance(node, Quantize):
+        return TimedQuantize(node, _timed(node.schedule, units), units.ticks(node.every))
     raise LrdslError(f"not a time schedule: {node}")
 
 
