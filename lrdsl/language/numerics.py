@@ -208,14 +208,6 @@ def period_left(xp, t, q, period):
     return xp.minimum(xp.where(left <= t * PERIOD_SNAP, 0.0, left), period)
 
 
-def period_start(xp, q, period):
-    """q·period, the tick at which period q begins, summed part by part (each q·part exact, as
-    :func:`period_position` places it): within a rounding of the decimal period's q-th boundary,
-    so 10 periods of 7.7 begin on tick 77 (q·7.7 in floats is 77.00000000000001)."""
-    parts, delta = period_parts(period)
-    return -_position(xp, 0.0, q, parts, delta)
-
-
 def whole_periods(xp, t, period):
     """⌊t/period⌋, as :func:`period_position` settles it."""
     return period_position(xp, t, period)[0]

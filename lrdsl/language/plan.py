@@ -22,8 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, period_start,
-                                     remaining, unfolded, whole_periods)
+from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
+                                     unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
                                   Quantize, Repeat, Sequence, Slice, Sum)
@@ -250,9 +250,9 @@ class TimedRepeat:
 
 class TimedQuantize:
     """a(every·q), q = ⌊min(t, d)/every⌋ settled by :func:`period_position` (never a float32
-    ⌊t/every⌋), the period's start q·every by :func:`period_start`; past a bounded a's end d,
+    ⌊t/every⌋), the period's start every·q as t − τ from its position τ; past a bounded a's end d,
     its last period's value (a(d) where every divides d).  The inner gets a period's first
-    tick and no ``left``: it reads its own tail from that tick, which is exact."""
+    tick (the float nearest it) and no ``left``: it reads its own tail from that tick."""
 
     def __init__(self, node: Quantize, inner, every: float):
         self.inner, self.every, self.duration = inner, every, inner.duration
@@ -266,8 +266,9 @@ class TimedQuantize:
         self.held = float(self._at(self.duration, floats)) if rounded else None
 
     def _at(self, t, xp):
-        q = whole_periods(xp, t, self.every)
-        return self.inner.values(xp.minimum(period_start(xp, q, self.every), t), xp)
+        # t − τ rounds once, from a τ that keeps the decimal period's digits: period q begins
+        # on 7.7·q as written (q·every in floats is off: 3·1.2 = 3.5999999999999996)
+        return self.inner.values(t - period_position(xp, t, self.every)[1], xp)
 
     def values(self, t, xp, left=None):
         if not self.holds:
