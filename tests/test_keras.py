@@ -52,6 +52,17 @@ NATIVE += [
     # lrdsl switches at the boundary tick, Keras one tick later: boundaries shift by one
     ("piecewise([10, 25], [0.1, 0.01, 0.001])",
      lambda: schedules.PiecewiseConstantDecay([9, 24], [0.1, 0.01, 0.001]), 40),
+    # quantize is staircase=True for any schedule: ExponentialDecay's staircase over n ticks is
+    # the continuous decay held per n ticks, rate^n per step of the stairs
+    ("quantize(exp(0.1, 0.5), 10)",
+     lambda: schedules.ExponentialDecay(0.1, 10, 0.5 ** 10, staircase=True), 60),
+    ("quantize(exp(0.1, 0.5, every=10), 10)",
+     lambda: schedules.ExponentialDecay(0.1, 10, 0.5, staircase=True), 60),
+    ("quantize(invtime(0.1, 0.5, every=10), 10)",
+     lambda: schedules.InverseTimeDecay(0.1, 10, 0.5, staircase=True), 60),
+    # a quantized linear decay is piecewise constant at its period starts (Keras a tick later)
+    ("quantize(linear(0.1, 0, 40), 10)",
+     lambda: schedules.PiecewiseConstantDecay([9, 19, 29, 39], [0.1, 0.075, 0.05, 0.025, 0.0]), 60),
 ]
 
 

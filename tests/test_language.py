@@ -184,3 +184,25 @@ def test_python_operators_build_the_same_nodes_as_the_text():
         cosine[1:5:2]
     with pytest.raises(lrdsl.ArgumentError):
         warmup + cosine  # a warm-up needs '>>'
+
+
+# quantize with a decimal period: period q begins on every·q as written, where an inner step
+# of that same decimal length switches.  Float64 only (float32 refuses such a period: it
+# cannot hold 1.2 or 7.7, nor place their boundaries over an unbounded run).
+DECIMAL_PERIODS = [
+    # 10 periods of 7.7 begin on tick 77 (q = ⌊10t/77⌋, the step's level ⌊q/10⌋)
+    ("quantize(step(1, 77, factor=0.5), 7.7)", [0, 7, 8, 76, 77, 78, 153, 154, 155],
+     lambda t: 0.5 ** ((10 * t // 77) // 10)),
+    # 3·1.2 is 3.5999999999999996 in floats, yet period 3 begins on 3.6, where the step is
+    ("quantize(step(1, 3.6, factor=0.5), 1.2)", [0, 3, 4, 7, 8, 11, 12, 100],
+     lambda t: 0.5 ** ((10 * t // 12) // 3)),
+]
+
+
+@pytest.mark.parametrize("expr, ticks, formula", DECIMAL_PERIODS, ids=[e for e, _, _ in DECIMAL_PERIODS])
+def test_quantize_periods_begin_where_the_decimal_period_does(expr, ticks, formula):
+    want = [formula(t) for t in ticks]
+    np.testing.assert_allclose(lrdsl.curve(expr, ticks), want, rtol=1e-12)
+    plan = lrdsl.plan(expr)
+    np.testing.assert_allclose([plan.value_at(t) for t in ticks], want, rtol=1e-12)
+    assert "not a float32 number" in plan.float32_complaint

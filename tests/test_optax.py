@@ -557,6 +557,9 @@ NATIVE = [
     ("exp(0.1, 0.5, every=10)", lambda: optax.exponential_decay(0.1, 10, 0.5), 80),
     ("exp(0.1, 0.5, every=10, staircase=true)",
      lambda: optax.exponential_decay(0.1, 10, 0.5, staircase=True), 80),
+    # quantize gives any schedule optax's staircase
+    ("quantize(exp(0.1, 0.5), 10)",
+     lambda: optax.exponential_decay(0.1, 10, 0.5 ** 10, staircase=True), 80),
     ("const(0.1, d=15) >> max(exp(0.1, 0.8, every=4), 0.01)",
      lambda: optax.exponential_decay(0.1, 4, 0.8, transition_begin=15, end_value=0.01), 120),
     # piecewise_constant_schedule: scales multiply in from count ≥ boundary on
