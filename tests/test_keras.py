@@ -320,7 +320,8 @@ def test_every_primitive_has_a_long_horizon_case():
     assert not missing or missing == ["const"], missing
 
 
-@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)"])
+@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)"])
 def test_numbers_float32_cannot_hold_are_refused(expr):
     lrdsl.plan(expr)  # fine in float64
     with pytest.raises(lrdsl.LrdslError, match="float32"):

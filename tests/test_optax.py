@@ -368,7 +368,8 @@ def test_learning_rate_needs_the_transform_state():
     assert float(lrdsl.optax.learning_rate("0.1", state[1])) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)"])
+@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)"])
 def test_numbers_float32_cannot_hold_are_refused_in_float32_only(expr):
     sched = lrdsl.optax.schedule(expr)
     with pytest.raises(lrdsl.LrdslError, match="float32 unless jax_enable_x64"):
