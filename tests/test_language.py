@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lrdsl
+from lrdsl.language.units import Duration
 from cases import error_params, value_params
 from oracle import expected
 
@@ -206,3 +207,19 @@ def test_quantize_periods_begin_where_the_decimal_period_does(expr, ticks, formu
     plan = lrdsl.plan(expr)
     np.testing.assert_allclose([plan.value_at(t) for t in ticks], want, rtol=1e-12)
     assert "not a float32 number" in plan.float32_complaint
+
+
+def test_a_hand_built_quantize_is_the_parsed_one_and_reports_every_as_a_written_duration():
+    cosine = lrdsl.parse("cosine(0.1, 10ep)")
+    built = lrdsl.Quantize(cosine, "1ep")
+    assert built == lrdsl.parse("quantize(cosine(0.1, 10ep), 1 epoch)") == \
+        lrdsl.call("quantize", cosine, Duration(1.0, "ep"))
+    assert str(built) == "quantize(cosine(0.1,10ep),1ep)" and lrdsl.parse(str(built)) == built
+    assert [(argument, str(d)) for _, argument, d in built.durations()] == [("every", "1ep"), ("d", "10ep")]
+    assert built.bounded and not lrdsl.Quantize(lrdsl.call("exp", 0.1, 0.9), 10).bounded
+    assert lrdsl.Quantize(lrdsl.call("exp", 0.1, 0.9), 10).units() == {""}
+    with pytest.raises(lrdsl.ArgumentError, match="inside quantize"):
+        lrdsl.Quantize(lrdsl.call("warmup", 5), 2)
+    with pytest.raises(lrdsl.ArgumentError, match="'every' must be > 0"):
+        lrdsl.Quantize(cosine, 0)
+    lrdsl.parse("quantize(warmup(5) >> cosine(0.1, 100), 10)")  # a warm-up with its '>>' is fine

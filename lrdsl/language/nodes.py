@@ -498,7 +498,10 @@ class Quantize(Expr):
             error.argument = "schedule"  # the caret goes under it
             raise
         object.__setattr__(self, "schedule", schedule)
-        every = PRIMITIVES["quantize"].bind([self.schedule, self.every], [])[1]  # every's checks
+        every = self.every
+        if isinstance(every, str) and not isinstance(every, Duration):
+            every = parse_duration(every)  # Quantize(a, "1ep"), as a slice takes "1ep"
+        every = PRIMITIVES["quantize"].bind([schedule, every], [])[1]  # every's checks
         object.__setattr__(self, "every", every)
 
     def children(self):
