@@ -321,7 +321,8 @@ def test_every_primitive_has_a_long_horizon_case():
 
 
 @pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
-                                  "quantize(step(1, 3.6, factor=0.5), 1.2)"])
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)",
+                                  "quantize(exp(0.1, 0.99999), 7.5)", "quantize(cosine(1, 100), 1e308)"])
 def test_numbers_float32_cannot_hold_are_refused(expr):
     lrdsl.plan(expr)  # fine in float64
     with pytest.raises(lrdsl.LrdslError, match="float32"):

@@ -14,6 +14,7 @@ arithmetic over its operands — and an interval that leaves [0, ∞) anywhere i
 
 from __future__ import annotations
 
+import fractions
 import functools
 import math
 import sys
@@ -345,6 +346,21 @@ def _period_complaint(what: str, p: float, horizon: float) -> str | None:
     return None
 
 
+def _start_complaint(what: str, every: float, horizon: float) -> str | None:
+    """quantize reads its schedule at the period starts every·q: float32 must hold each exactly up
+    to ``horizon`` (its duration, at most 2²⁴), else a start lands a hair off, perhaps on the
+    wrong side of the schedule's own boundary.  So every must be a float32 number m·2⁻ʲ, whose
+    multiples float32 holds below 2²⁴⁻ʲ."""
+    if _f32(every) != every:
+        return (f"{what}={every:.17g} ticks is not a float32 number, so float32 would read the "
+                f"schedule at other ticks than its period starts")
+    limit = FLOAT32_TICKS / fractions.Fraction(every).denominator
+    if limit < min(horizon, FLOAT32_TICKS):
+        return (f"{what}={every:.17g} ticks: float32 holds its multiples (the period starts) "
+                f"only below tick {limit:g}")
+    return None
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled expression: ``schedule`` (timed tree), ``plateau`` (rule or None)."""
@@ -406,6 +422,8 @@ class Plan:
                              f"overflows; at least {FLOAT32_COUNT / FLOAT32_MAX:.0e})")
             if complaint is None and kind == "offset":
                 complaint = _offset_complaint(what, tick, horizon)
+            if complaint is None and kind == "start":
+                complaint = _start_complaint(what, tick, horizon)
             if complaint is None and kind == "offset" and tick > FLOAT32_TICKS:
                 complaint = (f"{what} at tick {tick:.3g} is beyond the ticks float32 counts "
                              f"exactly (2^24)")
@@ -433,7 +451,8 @@ class Plan:
         """(what, tick, kind, horizon) for every tick count the plan folds in: a call's durations
         (kind "period": float32 also decides its multiples, up to horizon, the call's duration),
         the starts of a sequence's segments ("boundary"), a slice's start ("offset") and stop
-        ("boundary"), a repeat's period and quantize's every ("period")."""
+        ("boundary"), a repeat's period and quantize's every ("period"; for quantize also "start":
+        float32 must hold its multiples, the ticks its schedule is read at)."""
         stack = [self.schedule]
         while stack:
             node = stack.pop()
@@ -455,6 +474,7 @@ class Plan:
                 yield "a repeat's period", node.period, "period", node.duration
             elif isinstance(node, TimedQuantize):
                 yield "quantize: every", node.every, "period", node.duration
+                yield "quantize: every", node.every, "start", node.duration
             stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
                          if hasattr(node, name))
             stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
@@ -485,6 +505,8 @@ class Plan:
                 yield from node.starts
             if isinstance(node, TimedSlice):
                 yield node.start
+            if isinstance(node, TimedQuantize):
+                yield node.every
 
 
 def _ticks_arg(units: Units, value):
