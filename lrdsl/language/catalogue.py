@@ -576,7 +576,7 @@ _add(Primitive(
     quantize(cosine(0.1, 90ep), 1ep)``); Keras ``staircase=True``, which quantize gives any
     schedule: ``quantize(exp(lr, r), n)`` is ``ExponentialDecay(lr, n, r**n, staircase=True)``.""",
     native="mmengine by_epoch schedulers; timm epoch stepping; Keras staircase=True",
-    example="quantize(cosine(0.1, 10ep), 1ep)", build=_build("Quantize")))
+    example="warmup(5) >> quantize(cosine(0.1, 100), 10)", build=_build("Quantize")))
 _add(Primitive(
     "min", (Param("schedules", "schedules"),),
     """Pointwise minimum of schedules or numbers (a ceiling); as long as its longest bounded
