@@ -192,8 +192,9 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
         return call(pick, "repeat", depth), ATOM
     if form == "quantize":  # sometimes an every float32 cannot hold, or one finer than a tick
         text = call(pick, "quantize", depth)
-        if pick([False, False, False, True]):
-            text = text[:text.rindex(",") + 1] + f" {pick(['7.5', '0.5', '1.2', '7.7', '1e-3', '2.25ep'])})"
+        if pick([False, True]):
+            text = text[:text.rindex(",") + 1] + \
+                f" {pick(['7.5', '0.5', '1.2', '7.7', '1e-3', '2.25ep', '3.25', '10%', '1e308'])})"
         return text, ATOM
     if form == "warmup":
         return f"{call(pick, 'warmup', depth)} >> {_wrap(sub(), SUM)}", SEQ
