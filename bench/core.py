@@ -4,8 +4,9 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression and for a v2 one (WSD with a 1−√x cool-down and a stretched middle) — and
-the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and a v3 one
+(a cosine quantized per epoch) — and the cost of planning (units, anchors, stretching and the
+range proof) in µs per plan.
 """
 
 import timeit
@@ -19,6 +20,7 @@ from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
+V3 = "quantize(cosine(0.1, 10000ep), 1ep)"  # a per-epoch cosine, 100 steps per epoch
 
 
 def best_us(fn, number):
@@ -78,6 +80,18 @@ def main():
     wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
     wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
 
+    # --- v3: a cosine held per epoch over 10⁶ ticks --------------------------------------------
+    def quantized_by_hand():
+        epoch = np.minimum(t // 100, 10000)  # the epoch index, then the cosine at its start
+        return 0.1 * (1 + np.cos(np.pi * epoch / 10000)) / 2
+
+    def quantized_ours():
+        return lrdsl.curve(V3, n, steps_per_epoch=100)
+
+    np.testing.assert_allclose(quantized_ours(), quantized_by_hand(), rtol=1e-9, atol=1e-15)
+    quantized_numpy_ms = best_us(quantized_by_hand, 3) / 1e3
+    quantized_curve_ms = best_us(quantized_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -93,9 +107,12 @@ def main():
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
         ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, quantized cosine (ms)", quantized_curve_ms, "numpy by hand",
+         quantized_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
+    print(f"v3 expression: {V3} (steps_per_epoch=100)")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

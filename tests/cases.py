@@ -46,6 +46,9 @@ LONG = [
     ("max(exp(0.1, 0.9999), 1e-4)", {}), ("min(cosine(0.1, 1e6), 0.05)", {}),
     ("cosine(0.1, 1e6)[5e5:]", {}), ("0.2 - cosine(0.1, 1e6)", {}),
     ("cosine(0.1, 5e5) + anneal(0, 0.01, 1e6)", {}), ("repeat(warmup(1e3) >> cosine(0.1, 9e4))", {}),
+    ("quantize(cosine(1, 1e6), 7.5)", {}), ("warmup(500) >> quantize(cosine(0.1, 1e6), 1000)", {}),
+    ("quantize(exp(0.1, 0.99999, d=1e6), 7.5)", {}), ("quantize(linear(0.1, 0, 999999.5), 3.25)", {}),
+    ("quantize(step(1, 13, factor=0.9999, d=1e6), 3.25)", {}),
 ]
 
 

@@ -168,7 +168,7 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
     if depth <= 0:
         return atom(pick, 0)
     form = pick(["atom", "sequence", "sum", "difference", "product", "slice", "minmax", "repeat",
-                 "warmup", "cooldown", "wsd", "atom", "atom", "atom"])
+                 "warmup", "cooldown", "wsd", "atom", "atom", "atom", "quantize"])
     sub = lambda: schedule(pick, depth - 1)  # noqa: E731
     if form == "atom":
         return atom(pick, depth)
@@ -190,6 +190,12 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
         return call(pick, pick(["min", "max"]), depth), ATOM
     if form == "repeat":
         return call(pick, "repeat", depth), ATOM
+    if form == "quantize":  # sometimes an every float32 cannot hold, or one finer than a tick
+        text = call(pick, "quantize", depth)
+        if pick([False, True]):
+            text = text[:text.rindex(",") + 1] + \
+                f" {pick(['7.5', '0.5', '1.2', '7.7', '1e-3', '2.25ep', '3.25', '10%', '1e308'])})"
+        return text, ATOM
     if form == "warmup":
         return f"{call(pick, 'warmup', depth)} >> {_wrap(sub(), SUM)}", SEQ
     if form == "cooldown":

@@ -1,5 +1,6 @@
 """The installed ``lrdsl`` console script, driven in subprocesses."""
 
+import itertools
 import json
 import os
 import struct
@@ -43,6 +44,34 @@ def test_parse_json():
     assert [s["name"] for s in data["segments"]] == ["warmup", "cosine"]
     assert data["ast"]["sequence"][1] == {"call": "cosine", "args": {"lr": 0.1, "d": "100", "min": 0.0}}
     assert data["plateau"] is None
+
+
+def test_parse_describes_a_quantized_schedule_and_plots_its_stairs(tmp_path):
+    expr, units = "warmup(2ep) >> quantize(cosine(0.1, 8ep), 1ep)", ("--steps-per-epoch", "10")
+    out = run("parse", expr, *units).stdout.splitlines()
+    assert out[0] == "warmup(2ep) >> quantize(cosine(0.1,8ep),1ep)"
+    assert out[2].split() == ["[20,", "100)", "quantize", "0.1", "→", "0", "cosine", "held", "per",
+                              "1", "epoch"]
+    assert out[3].strip() == "then 0"
+    assert "held per 10 ticks" in run("parse", "quantize(exp(0.1, 0.5), 10)").stdout
+    data = json.loads(run("parse", "--json", expr, *units).stdout)
+    assert data["ast"]["sequence"][1] == {
+        "quantize": {"call": "cosine", "args": {"lr": 0.1, "d": "8ep", "min": 0.0}}, "every": "1ep"}
+    plot = run("parse", "--plot", expr, *units).stdout
+    heights = [h for h in _braille_columns(plot) if h is not None]
+    falling = heights[heights.index(max(heights)):]
+    assert all(b <= a + 0.5 for a, b in zip(falling, falling[1:]))
+    # eight epochs of cosine: eight flat steps of ~18 columns each, not a smooth curve
+    runs = [len(list(run)) for _, run in itertools.groupby(falling)]
+    assert sum(length >= 12 for length in runs) >= 8, runs
+    smooth = run("parse", "--plot", "warmup(2ep) >> cosine(0.1, 8ep)", *units).stdout
+    smooth_heights = [h for h in _braille_columns(smooth) if h is not None]
+    smooth_runs = [len(list(run)) for _, run in itertools.groupby(
+        smooth_heights[smooth_heights.index(max(smooth_heights)):])]
+    assert sum(length >= 12 for length in smooth_runs) < 4, smooth_runs
+    target = tmp_path / "q.png"
+    assert f"wrote {target}" in run("parse", "--plot", str(target), expr, *units).stdout
+    assert _png_size(target) == (800, 450)
 
 
 def _braille_columns(plot: str) -> list[float]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lrdsl
+from lrdsl.language.units import Duration
 from cases import error_params, value_params
 from oracle import expected
 
@@ -184,3 +185,41 @@ def test_python_operators_build_the_same_nodes_as_the_text():
         cosine[1:5:2]
     with pytest.raises(lrdsl.ArgumentError):
         warmup + cosine  # a warm-up needs '>>'
+
+
+# quantize with a decimal period: period q begins on every·q as written, where an inner step
+# of that same decimal length switches.  Float64 only (float32 refuses such a period: it
+# cannot hold 1.2 or 7.7, nor place their boundaries over an unbounded run).
+DECIMAL_PERIODS = [
+    # 10 periods of 7.7 begin on tick 77 (q = ⌊10t/77⌋, the step's level ⌊q/10⌋)
+    ("quantize(step(1, 77, factor=0.5), 7.7)", [0, 7, 8, 76, 77, 78, 153, 154, 155],
+     lambda t: 0.5 ** ((10 * t // 77) // 10)),
+    # 3·1.2 is 3.5999999999999996 in floats, yet period 3 begins on 3.6, where the step is
+    ("quantize(step(1, 3.6, factor=0.5), 1.2)", [0, 3, 4, 7, 8, 11, 12, 100],
+     lambda t: 0.5 ** ((10 * t // 12) // 3)),
+]
+
+
+@pytest.mark.parametrize("expr, ticks, formula", DECIMAL_PERIODS, ids=[e for e, _, _ in DECIMAL_PERIODS])
+def test_quantize_periods_begin_where_the_decimal_period_does(expr, ticks, formula):
+    want = [formula(t) for t in ticks]
+    np.testing.assert_allclose(lrdsl.curve(expr, ticks), want, rtol=1e-12)
+    plan = lrdsl.plan(expr)
+    np.testing.assert_allclose([plan.value_at(t) for t in ticks], want, rtol=1e-12)
+    assert "not a float32 number" in plan.float32_complaint
+
+
+def test_a_hand_built_quantize_is_the_parsed_one_and_reports_every_as_a_written_duration():
+    cosine = lrdsl.parse("cosine(0.1, 10ep)")
+    built = lrdsl.Quantize(cosine, "1ep")
+    assert built == lrdsl.parse("quantize(cosine(0.1, 10ep), 1 epoch)") == \
+        lrdsl.call("quantize", cosine, Duration(1.0, "ep"))
+    assert str(built) == "quantize(cosine(0.1,10ep),1ep)" and lrdsl.parse(str(built)) == built
+    assert [(argument, str(d)) for _, argument, d in built.durations()] == [("every", "1ep"), ("d", "10ep")]
+    assert built.bounded and not lrdsl.Quantize(lrdsl.call("exp", 0.1, 0.9), 10).bounded
+    assert lrdsl.Quantize(lrdsl.call("exp", 0.1, 0.9), 10).units() == {""}
+    with pytest.raises(lrdsl.ArgumentError, match="inside quantize"):
+        lrdsl.Quantize(lrdsl.call("warmup", 5), 2)
+    with pytest.raises(lrdsl.ArgumentError, match="'every' must be > 0"):
+        lrdsl.Quantize(cosine, 0)
+    lrdsl.parse("quantize(warmup(5) >> cosine(0.1, 100), 10)")  # a warm-up with its '>>' is fine

@@ -368,7 +368,9 @@ def test_learning_rate_needs_the_transform_state():
     assert float(lrdsl.optax.learning_rate("0.1", state[1])) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)"])
+@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)",
+                                  "quantize(exp(0.1, 0.99999), 7.5)", "quantize(cosine(1, 100), 1e308)"])
 def test_numbers_float32_cannot_hold_are_refused_in_float32_only(expr):
     sched = lrdsl.optax.schedule(expr)
     with pytest.raises(lrdsl.LrdslError, match="float32 unless jax_enable_x64"):
@@ -557,6 +559,9 @@ NATIVE = [
     ("exp(0.1, 0.5, every=10)", lambda: optax.exponential_decay(0.1, 10, 0.5), 80),
     ("exp(0.1, 0.5, every=10, staircase=true)",
      lambda: optax.exponential_decay(0.1, 10, 0.5, staircase=True), 80),
+    # quantize gives any schedule optax's staircase
+    ("quantize(exp(0.1, 0.5), 10)",
+     lambda: optax.exponential_decay(0.1, 10, 0.5 ** 10, staircase=True), 80),
     ("const(0.1, d=15) >> max(exp(0.1, 0.8, every=4), 0.01)",
      lambda: optax.exponential_decay(0.1, 4, 0.8, transition_begin=15, end_value=0.01), 120),
     # piecewise_constant_schedule: scales multiply in from count ≥ boundary on

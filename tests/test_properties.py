@@ -90,6 +90,8 @@ def _extend(children):
         st.builds(_valid(lambda a, s: a[s:]), children, st.integers(1, 5)),
         st.builds(_valid(lrdsl.Repeat), st.one_of(bounded, children),
                   st.one_of(st.none(), st.integers(1, 5).map(float))),
+        st.builds(_valid(lambda a, e: lrdsl.call("quantize", a, e)), children,
+                  st.one_of(durations, st.sampled_from([0.5, 1.5, 7.5, 2.25]).map(Duration))),
     ).filter(lambda e: e is not None)
 
 
@@ -143,7 +145,7 @@ def _only_lrdsl_errors(text):
 
 
 ALPHABET = st.sampled_from(list("()[],=*>|#%.\"' \n0123456789eEabcdpstw_+-") +
-                           ["warmup", "cosine", "repeat", "plateau", ">>", "ep", "st", "n=",
+                           ["warmup", "cosine", "repeat", "quantize", "plateau", ">>", "ep", "st", "n=",
                             "true", "1e999", "-1", "onecycle", "piecewise", "val_loss"])
 
 

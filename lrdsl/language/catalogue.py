@@ -564,6 +564,20 @@ _add(Primitive(
     """Run a bounded schedule n times (forever by default), each with a fresh clock.""",
     example="repeat(warmup(2) >> cosine(0.1, 18))", build=_build("Repeat")))
 _add(Primitive(
+    "quantize", (Param("schedule", "schedule"), Param("every", "duration", check=POSITIVE)),
+    """A schedule held per period of its own clock: a(every·⌊min(t, d)/every⌋), d = a's
+    duration; past d it holds its last period's value (a(d) when every divides d).  As long as
+    a, with a's range.
+
+    The period index is settled as every periodic call's is (``period_position``), never a
+    float32 ⌊t/every⌋, and the period begins on every·q as written (3·1.2 is 3.6).  References:
+    mmengine's ``by_epoch=True`` schedulers converted to iterations (the value changes at epoch
+    starts only); timm's epoch schedulers after a per-step warm-up (``warmup(500st) >>
+    quantize(cosine(0.1, 90ep), 1ep)``); Keras ``staircase=True``, which quantize gives any
+    schedule: ``quantize(exp(lr, r), n)`` is ``ExponentialDecay(lr, n, r**n, staircase=True)``.""",
+    native="mmengine by_epoch schedulers; timm epoch stepping; Keras staircase=True",
+    example="warmup(5) >> quantize(cosine(0.1, 100), 10)", build=_build("Quantize")))
+_add(Primitive(
     "min", (Param("schedules", "schedules"),),
     """Pointwise minimum of schedules or numbers (a ceiling); as long as its longest bounded
     operand.""",

@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 
 from lrdsl.language import floats
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.plan import Plan, TimedCall, TimedSequence
 from lrdsl.language.units import format_number
 
@@ -53,7 +53,26 @@ def _shape(segment: Segment) -> str:
         return expr.primitive.describe(expr.arguments)
     if isinstance(expr, Repeat):
         return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
+    if isinstance(expr, Quantize):
+        return f"{_words(expr.schedule)} held per {_every(expr.every)}"
     return str(expr)
+
+
+def _words(expr: Expr) -> str:
+    """A call by its name and shape words (``cosine cos``); anything else by its text."""
+    if isinstance(expr, Call):
+        shape = expr.primitive.describe(expr.arguments)
+        return f"{expr.primitive.title or expr.name} {shape}".rstrip()
+    return str(expr)
+
+
+def _every(every) -> str:
+    """``1ep`` as "1 epoch", ``10`` as "10 ticks"."""
+    words = {"ep": ("epoch", "epochs"), "st": ("step", "steps"), "": ("tick", "ticks")}
+    if every.unit not in words:
+        return str(every)
+    one, many = words[every.unit]
+    return f"{format_number(every.value)} {one if every.value == 1 else many}"
 
 
 def _tick(x: float) -> str:
@@ -104,6 +123,8 @@ def to_json(expr) -> object:
         return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):
         return {"repeat": to_json(expr.schedule), "n": expr.n}
+    if isinstance(expr, Quantize):
+        return {"quantize": to_json(expr.schedule), "every": to_json(expr.every)}
     if isinstance(expr, Plateau):
         return {"schedule": to_json(expr.schedule),
                 "plateau": {k: to_json(v) for k, v in expr.options.arguments.items()}}

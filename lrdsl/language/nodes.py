@@ -2,7 +2,7 @@
 
 ``Call`` (a primitive with every argument bound), ``Sequence`` (``a >> b``), ``Sum``
 (``a + b``), ``Difference`` (``a - b``), ``Product`` (``a * b``), ``Slice`` (``a[s:e]``),
-``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat`` and ``Plateau`` (``a | plateau(...)``).
+``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat``, ``Quantize`` and ``Plateau`` (``a | plateau(...)``).
 Constructors check the rules about shape rather than syntax — a warm-up needs a next
 segment, a cool-down a previous one, only one segment before the last may be unbounded — so
 a hand-built tree is as valid as a parsed one.  ``str(node)`` is also the repr and the saved
@@ -481,6 +481,41 @@ class Repeat(Expr):
     def __str__(self) -> str:
         return f"repeat({self.schedule})" if self.n is None else \
             f"repeat({self.schedule},n={format_value(self.n)})"
+
+
+@dataclass(frozen=True, repr=False)
+class Quantize(Expr):
+    """``quantize(a, every)``: ``a`` held for ``every`` ticks at its value at the start of each
+    period, a(every·⌊min(t, d)/every⌋) (the formula and references: the catalogue entry)."""
+
+    schedule: Expr
+    every: Duration
+
+    def __post_init__(self):
+        try:
+            schedule = check_operand(as_schedule(self.schedule), "inside quantize")
+        except ArgumentError as error:
+            error.argument = "schedule"  # the caret goes under it
+            raise
+        object.__setattr__(self, "schedule", schedule)
+        every = self.every
+        if isinstance(every, str) and not isinstance(every, Duration):
+            every = parse_duration(every)  # Quantize(a, "1ep"), as a slice takes "1ep"
+        every = PRIMITIVES["quantize"].bind([schedule, every], [])[1]  # every's checks
+        object.__setattr__(self, "every", every)
+
+    def children(self):
+        return (self.schedule,)
+
+    def _own_durations(self):
+        yield self, "every", self.every
+
+    @property
+    def bounded(self) -> bool:
+        return self.schedule.bounded
+
+    def __str__(self) -> str:
+        return f"quantize({self.schedule},{self.every})"
 
 
 @dataclass(frozen=True, repr=False)

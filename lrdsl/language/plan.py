@@ -14,6 +14,7 @@ arithmetic over its operands — and an interval that leaves [0, ∞) anywhere i
 
 from __future__ import annotations
 
+import fractions
 import functools
 import math
 import sys
@@ -25,8 +26,8 @@ from lrdsl.language import floats
 from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
                                      unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.language.units import Duration, Units
@@ -248,6 +249,35 @@ class TimedRepeat:
         return self.body.values(local, xp)
 
 
+class TimedQuantize:
+    """a(every·q), q = ⌊min(t, d)/every⌋ settled by :func:`period_position` (never a float32
+    ⌊t/every⌋), the period's start every·q as t − τ from its position τ; past a bounded a's end d,
+    its last period's value (a(d) where every divides d).  The inner gets a period's first
+    tick (the float nearest it) and no ``left``: it reads its own tail from that tick."""
+
+    def __init__(self, node: Quantize, inner, every: float):
+        self.inner, self.every, self.duration = inner, every, inner.duration
+        complaint = period_complaint("its period 'every'", every)
+        if complaint:
+            raise ArgumentError(f"{node}: {complaint}")
+        self.holds = math.isfinite(self.duration)
+        self.range = inner.range
+        # where float32 rounds d itself, the held value is decided once in float64 (as a call's)
+        rounded = self.holds and float32_split(float(self.duration))[1] != 0
+        self.held = float(self._at(self.duration, floats)) if rounded else None
+
+    def _at(self, t, xp):
+        # t − τ rounds once, from a τ that keeps the decimal period's digits: period q begins
+        # on 7.7·q as written (q·every in floats is off: 3·1.2 = 3.5999999999999996)
+        return self.inner.values(t - period_position(xp, t, self.every)[1], xp)
+
+    def values(self, t, xp, left=None):
+        if not self.holds:
+            return self._at(t, xp)
+        f = self._at(xp.minimum(t, self.duration), xp)
+        return f if self.held is None else xp.where(t >= self.duration, self.held, f)
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_NORMAL = 1.1754943508222875e-38  # the smallest normal: Keras and XLA flush below it
 #: float32 counts whole ticks exactly up to 2²⁴; float32 boundaries are checked up to there
@@ -316,6 +346,21 @@ def _period_complaint(what: str, p: float, horizon: float) -> str | None:
     return None
 
 
+def _start_complaint(what: str, every: float, horizon: float) -> str | None:
+    """quantize reads its schedule at the period starts every·q: float32 must hold each exactly up
+    to ``horizon`` (its duration, at most 2²⁴), else a start lands a hair off, perhaps on the
+    wrong side of the schedule's own boundary.  So every must be a float32 number m·2⁻ʲ, whose
+    multiples float32 holds below 2²⁴⁻ʲ."""
+    if _f32(every) != every:
+        return (f"{what}={every:.17g} ticks is not a float32 number, so float32 would read the "
+                f"schedule at other ticks than its period starts")
+    limit = FLOAT32_TICKS / fractions.Fraction(every).denominator
+    if limit < min(horizon, FLOAT32_TICKS):
+        return (f"{what}={every:.17g} ticks: float32 holds its multiples (the period starts) "
+                f"only below tick {limit:g}")
+    return None
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled expression: ``schedule`` (timed tree), ``plateau`` (rule or None)."""
@@ -377,6 +422,8 @@ class Plan:
                              f"overflows; at least {FLOAT32_COUNT / FLOAT32_MAX:.0e})")
             if complaint is None and kind == "offset":
                 complaint = _offset_complaint(what, tick, horizon)
+            if complaint is None and kind == "start":
+                complaint = _start_complaint(what, tick, horizon)
             if complaint is None and kind == "offset" and tick > FLOAT32_TICKS:
                 complaint = (f"{what} at tick {tick:.3g} is beyond the ticks float32 counts "
                              f"exactly (2^24)")
@@ -404,7 +451,8 @@ class Plan:
         """(what, tick, kind, horizon) for every tick count the plan folds in: a call's durations
         (kind "period": float32 also decides its multiples, up to horizon, the call's duration),
         the starts of a sequence's segments ("boundary"), a slice's start ("offset") and stop
-        ("boundary"), a repeat's period ("period")."""
+        ("boundary"), a repeat's period and quantize's every ("period"; for quantize also "start":
+        float32 must hold its multiples, the ticks its schedule is read at)."""
         stack = [self.schedule]
         while stack:
             node = stack.pop()
@@ -424,6 +472,9 @@ class Plan:
                     yield "a slice's length", node.length, "boundary", 0.0
             elif isinstance(node, TimedRepeat):
                 yield "a repeat's period", node.period, "period", node.duration
+            elif isinstance(node, TimedQuantize):
+                yield "quantize: every", node.every, "period", node.duration
+                yield "quantize: every", node.every, "start", node.duration
             stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
                          if hasattr(node, name))
             stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
@@ -454,6 +505,8 @@ class Plan:
                 yield from node.starts
             if isinstance(node, TimedSlice):
                 yield node.start
+            if isinstance(node, TimedQuantize):
+                yield node.every
 
 
 def _ticks_arg(units: Units, value):
@@ -539,6 +592,8 @@ def _timed(node: Expr, units: Units):
             return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
         return TimedRepeat(node, _timed(node.schedule, units), node.n)
+    if isinstance(node, Quantize):
+        return TimedQuantize(node, _timed(node.schedule, units), units.ticks(node.every))
     raise LrdslError(f"not a time schedule: {node}")
 
 
