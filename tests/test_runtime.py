@@ -181,7 +181,11 @@ def test_the_torch_scheduler_saves_the_runtime_state_plus_base_lrs():
 
 
 @pytest.mark.parametrize("options", ["loss, 0.5, patience=1, cooldown=2", "acc, 0.3, patience=0, threshold=0.1",
-                                     "loss, 0.5, patience=2, threshold=0.05, threshold_mode=abs"])
+                                     "loss, 0.5, patience=2, threshold=0.05, threshold_mode=abs",
+                                     "loss, 0.5, patience=1, threshold=0.05, atol=0.02, cooldown=1",
+                                     "acc, 0.5, patience=0, threshold=0.01, threshold_mode=abs, atol=0.1",
+                                     "loss, 0.5, patience=1, threshold=0.2, threshold_mode=abs, best=running",
+                                     "acc, 0.5, patience=1, threshold=0.1, atol=0.05, best=running, cooldown=1"])
 def test_the_pure_plateau_step_is_the_stateful_one(options):
     np = pytest.importorskip("numpy")
     from lrdsl.language.plan import plan

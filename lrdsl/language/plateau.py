@@ -40,13 +40,22 @@ class PlateauRule:
     threshold_mode: str = "rel"
     cooldown: int = 0
     min: float = 0.0
+    #: (v3) the absolute margin an improvement needs on top of the threshold (optax's atol)
+    atol: float = 0.0
+    #: (v3) "improvement": best moves only on an improvement (PyTorch); "running": best is the
+    #: lowest (max: highest) value reported so far (scikit-learn's adaptive rate)
+    best: str = "improvement"
     #: a report improves on ``best`` when it beats the bar ``best·bar_scale + bar_shift``: lies
     #: below it in min mode, above it in max mode.  That is PyTorch's rule bit for bit:
-    #: best·(1 ∓ threshold) for "rel", best ∓ threshold for "abs" (x·1 and x + 0 are exact).
-    #: NaN never improves.  Set once from mode and threshold_mode: it runs on every report.
+    #: best·(1 ∓ threshold) for "rel", best ∓ threshold for "abs" (x·1 and x + 0 are exact),
+    #: and optax's (1 − rtol)·best − atol with the atol folded into the shift (∓ atol; x − 0 is
+    #: exact, so atol=0 changes no bar).  NaN never improves.  Set once from mode,
+    #: threshold_mode and atol: it runs on every report.
     bar_scale: float = field(init=False, repr=False, compare=False)
     bar_shift: float = field(init=False, repr=False, compare=False)
     minimize: bool = field(init=False, repr=False, compare=False)
+    #: best="running": every report below (max: above) best moves it, improvement or not
+    running: bool = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_call(cls, options) -> "PlateauRule":
@@ -56,14 +65,15 @@ class PlateauRule:
             lowered = a["monitor"].lower()
             mode = "max" if ("acc" in lowered or "auc" in lowered) else "min"
         return cls(a["monitor"], a["factor"], int(a["patience"]), mode, a["threshold"],
-                   a["threshold_mode"], int(a["cooldown"]), a["min"])
+                   a["threshold_mode"], int(a["cooldown"]), a["min"], a["atol"], a["best"])
 
     def __post_init__(self):
         object.__setattr__(self, "minimize", self.mode == "min")
         sign = -1.0 if self.minimize else 1.0
         rel = self.threshold_mode == "rel"
         object.__setattr__(self, "bar_scale", 1.0 + sign * self.threshold if rel else 1.0)
-        object.__setattr__(self, "bar_shift", 0.0 if rel else sign * self.threshold)
+        object.__setattr__(self, "bar_shift", (0.0 if rel else sign * self.threshold) + sign * self.atol)
+        object.__setattr__(self, "running", self.best == "running")
 
     def monitored(self, mapping: Mapping, what: str = "the report"):
         """``mapping[monitor]``, or a :class:`MetricError` naming what the mapping holds."""
@@ -125,15 +135,22 @@ class PlateauState:
     def report_value(self, value: float) -> float:
         """Take one report of the monitored value; return the new scale.
 
-        ``lrdsl.torch.Scheduler.step`` runs this same body inlined (it is on every step(metric)
-        call); tests/test_torch.py holds both to ReduceLROnPlateau and to :func:`lrdsl.curve`.
+        This runs on every ``step(metric)`` of ``lrdsl.torch``, hence the plain branches;
+        :func:`lrdsl.runtime.plateau_step` is the same rule for array backends (optax), held
+        equal to this one by tests/test_runtime.py and tests/test_optax.py.
         """
         rule = self.rule
-        if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
-            self._set_best(value)
+        minimize = rule.minimize
+        if value < self.bar if minimize else value > self.bar:  # improves (NaN never does)
             bad = 0
+            moves = True
         else:
             bad = self.bad + 1
+            moves = False
+        if rule.running:  # best: the lowest (max: highest) so far, improvement or not
+            moves = value < self.best if minimize else value > self.best
+        if moves:
+            self._set_best(value)
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             bad = 0  # bad reports during cooldown do not count
