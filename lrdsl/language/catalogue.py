@@ -591,7 +591,8 @@ _add(Primitive(
     (atol: optax's; PyTorch's rule at atol=0).  best=improvement moves best only on an
     improvement (PyTorch); best=running to every new lowest (max: highest) value
     (scikit-learn's adaptive rate).""",
-    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)",
+    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr); "
+           "optax contrib.reduce_on_plateau (atol); scikit-learn learning_rate='adaptive' (best=running)",
     example="cosine(0.1, 100) | plateau(val_loss, 0.5, patience=3)"))
 
 
