@@ -140,16 +140,15 @@ class PlateauState:
         equal to this one by tests/test_runtime.py and tests/test_optax.py.
         """
         rule = self.rule
-        minimize = rule.minimize
-        if value < self.bar if minimize else value > self.bar:  # improves (NaN never does)
+        if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
             bad = 0
-            moves = True
+            if not rule.running:
+                self._set_best(value)
         else:
             bad = self.bad + 1
-            moves = False
-        if rule.running:  # best: the lowest (max: highest) so far, improvement or not
-            moves = value < self.best if minimize else value > self.best
-        if moves:
+        # best=running: best is the lowest (max: highest) so far, improvement or not (the test
+        # after ``and`` is skipped in PyTorch's mode: this body is on torch's step(metric) path)
+        if rule.running and (value < self.best if rule.minimize else value > self.best):
             self._set_best(value)
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
