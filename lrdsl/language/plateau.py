@@ -6,6 +6,11 @@ update rules are PyTorch's ``ReduceLROnPlateau`` step for step, so
 ``const(lr) | plateau(...)`` reproduces its LR sequence.  One difference,
 on purpose: PyTorch skips a reduction smaller than ``eps=1e-8`` in absolute
 LR; the scale here is independent of the LR, so no such floor applies.
+
+Two v3 options bring in the other libraries' rules: ``atol=`` (optax's
+``contrib.reduce_on_plateau``: an improvement must also beat best by atol) and
+``best=running`` (scikit-learn's adaptive rate: best is the lowest value so far, moved
+by every report below it).  At their defaults the rule is PyTorch's, bit for bit.
 """
 
 from __future__ import annotations
