@@ -122,6 +122,13 @@ class PlateauState:
     ``bar`` is what the next report must beat to improve, kept from ``best`` (see PlateauRule).
     """
 
+    def __new__(cls, rule: PlateauRule | None = None):  # None: copy and pickle make it bare
+        """A :class:`RunningPlateauState` for ``best=running``: PyTorch's rule keeps its body
+        as it was, with no test of the option on every report."""
+        if cls is PlateauState and rule is not None and rule.running:
+            cls = RunningPlateauState
+        return super().__new__(cls)
+
     def __init__(self, rule: PlateauRule):
         self.rule = rule
         self.scale = 1.0
@@ -140,21 +147,17 @@ class PlateauState:
     def report_value(self, value: float) -> float:
         """Take one report of the monitored value; return the new scale.
 
-        This runs on every ``step(metric)`` of ``lrdsl.torch``, hence the plain branches;
+        This runs on every ``step(metric)`` of ``lrdsl.torch``, hence the plain branches
+        (``best=running`` is :class:`RunningPlateauState`, built by ``PlateauState(rule)``);
         :func:`lrdsl.runtime.plateau_step` is the same rule for array backends (optax), held
         equal to this one by tests/test_runtime.py and tests/test_optax.py.
         """
         rule = self.rule
         if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
+            self._set_best(value)
             bad = 0
-            if not rule.running:
-                self._set_best(value)
         else:
             bad = self.bad + 1
-        # best=running: best is the lowest (max: highest) so far, improvement or not (the test
-        # after ``and`` is skipped in PyTorch's mode: this body is on torch's step(metric) path)
-        if rule.running and (value < self.best if rule.minimize else value > self.best):
-            self._set_best(value)
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             bad = 0  # bad reports during cooldown do not count
@@ -208,3 +211,16 @@ class PlateauState:
 
     def load_state_dict(self, state: Mapping) -> None:
         self.load_checked(self.checked(state))
+
+
+class RunningPlateauState(PlateauState):
+    """``best=running``: the report as with ``best=improvement`` (the bar from the best before
+    it, the bad count, cooldown, cuts), then best ← the lower (max: higher) of the best before
+    it and the value: the lowest value so far, whether or not the report improved (an
+    improvement above best, under a relative bar over a negative best, leaves it; NaN too)."""
+
+    def report_value(self, value: float) -> float:
+        best = self.best
+        scale = super().report_value(value)
+        self._set_best(value if (value < best if self.rule.minimize else value > best) else best)
+        return scale
