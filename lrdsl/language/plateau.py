@@ -221,6 +221,11 @@ class RunningPlateauState(PlateauState):
 
     def report_value(self, value: float) -> float:
         best = self.best
-        scale = super().report_value(value)
-        self._set_best(value if (value < best if self.rule.minimize else value > best) else best)
+        scale = _report_value(self, value)
+        if value < best if self.rule.minimize else value > best:  # NaN never is
+            best = value
+        self._set_best(best)
         return scale
+
+
+_report_value = PlateauState.report_value
