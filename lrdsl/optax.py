@@ -23,6 +23,8 @@ The tick is optax's update count (``count`` of ``int32`` or any integer dtype).
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
 placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
 transformation's state and the step is ``-min(f(t), max(f(t)·s, min))`` (docs/language.md "Reports and the plateau").
+Its rule is written ``plateau(value, factor, patience=p − 1, threshold=rtol, atol=atol,
+cooldown=c)`` (tests/test_plateau_peers.py holds the two to the same scales).
 """
 
 from __future__ import annotations

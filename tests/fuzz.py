@@ -66,6 +66,7 @@ NUMBER_POOLS = {
     "mult": MULTS, "power": POWERS, "n": COUNTS, "patience": ["0", "1", "2", "10"],
     "cooldown": ["0", "1", "3"], "threshold": ["0.0001", "0", "0.01", "0.1"], "pct": PCTS,
     "div": DIVS, "final_div": DIVS,
+    "atol": ["0", "0.01", "0.1", "1e-4", "1"],  # plateau(atol=) (v3)
 }
 
 

@@ -31,6 +31,13 @@ def test_parse_prints_canonical_form_and_segments():
     assert out[4].strip().startswith("plateau on val_loss (min): ×0.5 once more than 10 reports")
 
 
+def test_parse_names_the_plateau_atol_and_running_best_only_when_set():
+    out = run("parse", "0.1 | plateau(loss, 0.2, atol=0.01, best=running)").stdout.splitlines()
+    assert out[-1].strip().endswith("threshold 0.0001 (rel), atol 0.01, running best")
+    out = run("parse", "0.1 | plateau(loss, 0.2, atol=0, best=improvement)").stdout.splitlines()
+    assert out[0] == "0.1 | plateau(loss,factor=0.2)" and out[-1].strip().endswith("threshold 0.0001 (rel)")
+
+
 def test_parse_units_and_unbounded_tail():
     out = run("parse", "warmup(2ep) >> step(0.1, 1ep)", "--steps-per-epoch", "10").stdout.splitlines()
     assert out[1].split()[:2] == ["[0,", "20)"] and out[2].split()[:2] == ["[20,", "∞)"]

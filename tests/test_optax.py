@@ -197,6 +197,9 @@ def test_the_case_table_has_plateau_cases():
 RULES = [dict(mode=mode, threshold_mode=tm, threshold=th, patience=p, cooldown=c)
          for mode in ("min", "max") for tm in ("rel", "abs") for th in (0.0, 0.05)
          for p, c in ((0, 0), (0, 2), (2, 1))]
+RULES += [dict(mode=mode, threshold_mode=tm, threshold=0.02, patience=p, cooldown=c, atol=0.03, best=best)
+          for mode in ("min", "max") for tm in ("rel", "abs") for best in ("improvement", "running")
+          for p, c in ((0, 1), (2, 0))]
 
 
 @pytest.mark.parametrize("options", RULES, ids=lambda o: "-".join(f"{v}" for v in o.values()))

@@ -100,6 +100,10 @@ expressions = st.one_of(
     schedules,
     st.builds(lambda s, m, f, p: lrdsl.Plateau(s, lrdsl.call("plateau", m, f, patience=p)),
               schedules, monitors, fractions, st.integers(0, 5).map(float)),
+    # (v3) atol= and best=
+    st.builds(lambda s, m, f, a, b: lrdsl.Plateau(s, lrdsl.call("plateau", m, f, atol=a, best=b)),
+              schedules, monitors, fractions, st.sampled_from([0.0, 1e-3, 0.5]),
+              st.sampled_from(["improvement", "running"])),
 )
 
 

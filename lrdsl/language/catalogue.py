@@ -595,11 +595,18 @@ _add(Primitive(
                 Param("mode", "choice", "auto", choices=("auto", "min", "max")),
                 Param("threshold", "number", 1e-4, NONNEGATIVE),
                 Param("threshold_mode", "choice", "rel", choices=("rel", "abs")),
-                Param("cooldown", "number", 0.0, INTEGER), Param("min", "number", 0.0, LR)),
+                Param("cooldown", "number", 0.0, INTEGER), Param("min", "number", 0.0, LR),
+                Param("atol", "number", 0.0, NONNEGATIVE),
+                Param("best", "choice", "improvement", choices=("improvement", "running"))),
     """Reduce on plateau, after ``|``: a scale s (from 1) times factor when the monitor has
     not improved for more than patience reports; LR = min(f(t), max(f(t)·s, min)).
-    mode=auto is max for monitors named *acc*/*auc*, else min.""",
-    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)",
+    mode=auto is max for monitors named *acc*/*auc*, else min.  Improved (mode min): v <
+    best·(1 − threshold) − atol (rel) or v < best − threshold − atol (abs), max mirrored
+    (atol: optax's; PyTorch's rule at atol=0).  best=improvement moves best only on an
+    improvement (PyTorch); best=running to every new lowest (max: highest) value
+    (scikit-learn's adaptive rate).""",
+    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr); "
+           "optax contrib.reduce_on_plateau (atol); scikit-learn learning_rate='adaptive' (best=running)",
     example="cosine(0.1, 100) | plateau(val_loss, 0.5, patience=3)"))
 
 

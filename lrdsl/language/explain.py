@@ -98,6 +98,8 @@ def describe(plan: Plan) -> list[str]:
         extra = "".join([
             f", cooldown {rule.cooldown}" if rule.cooldown else "",
             f", threshold {format_number(rule.threshold)} ({rule.threshold_mode})",
+            f", atol {format_number(rule.atol)}" if rule.atol else "",
+            ", running best" if rule.running else "",
         ])
         lines.append(f"plateau on {rule.monitor} ({rule.mode}): ×{format_number(rule.factor)} once more "
                      f"than {rule.patience} reports in a row do not improve, min "
