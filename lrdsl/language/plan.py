@@ -22,8 +22,9 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
-                                     unfolded, whole_periods)
+from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, float32_split, geometric,
+                                     period_complaint, period_position, remaining, restart_of,
+                                     restart_end, restart_steady, restart_table, unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
                          Sequence, Slice, Sum)
@@ -229,23 +230,113 @@ class TimedSlice:
 
 
 class TimedRepeat:
+    """Repetition k of the body (from 0) over Pₖ ticks: decayᵏ·a(τ·D/Pₖ), τ ticks into it, D the
+    body's duration, Pₖ = D·multᵏ (round: P₀ = ⌊D⌋, Pₖ = ⌊Pₖ₋₁·mult⌋); held at a(D)·decayⁿ⁻¹
+    after the last of n.
+
+    Equal periods (mult = 1) are placed by :func:`period_position`; growing ones by a plan-time
+    table of whole start ticks and offsets (:func:`restart_table`, sgdr's), which also gives the
+    ticks left in the repetition: the body's time and its ticks left are both scaled by D/Pₖ,
+    so a cosine's tail keeps its digits in float32.
+    """
+
     def __init__(self, node: Repeat, body, n: float | None):
-        self.body, self.n, self.period = body, n, body.duration
-        self.duration = math.inf if n is None else n * self.period
+        self.node, self.body, self.n = node, body, n
+        self.mult, self.decay, self.round = node.mult, node.decay, node.round
+        self.log_decay = math.log(node.decay)
+        length = body.duration
+        if self.round:
+            if not length >= 1:
+                raise ArgumentError(f"{node}: round=true runs whole-tick periods, and "
+                                    f"{node.schedule} lasts {length:g} ticks, less than one")
+            length = float(math.floor(length))
+        self.period, self.table = length, None
+        if self.mult == 1:
+            self.duration = math.inf if n is None else n * self.period
+            complaint = period_complaint("its period", self.period)
+            if complaint:
+                raise ArgumentError(f"{node}: {complaint}")
+        else:
+            self.table = self._table(node, n)
         if not math.isfinite(self.duration) and n is not None:
-            raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
-                                f"lower n, or leave it out to repeat forever")
-        complaint = period_complaint("its period", self.period)
-        if complaint:
-            raise ArgumentError(f"{node}: {complaint}")
+            raise ArgumentError(f"{node}: lasts {n:g} repetitions of {body.duration:g} ticks and "
+                                f"more, beyond float range; lower n, or leave it out to repeat forever")
         self.holds = n is not None
-        self.range = body.range
+        self.range = _checked_range(node, *self._range(body.range))
+
+    def _table(self, node, n):
+        ticks, offsets, tails, lengths = restart_table(self.period, self.mult, self.round, n)
+        steady = restart_steady(self.period, self.mult, self.round, n)
+        table = SimpleNamespace(
+            restart_ticks=ticks, restart_offsets=offsets, restart_tails=tails,
+            restart_lengths=tuple(min(x, sys.float_info.max) for x in lengths),
+            restart_index=tuple(float(i) for i in range(len(ticks))), restart_steady=steady,
+            period=self.period, mult=self.mult, log_mult=math.log(self.mult))
+        last, count = ticks[-1], len(ticks) - 1  # repetitions the table holds
+        if n is not None and count == n:
+            self.duration = restart_end(self.period, self.mult, self.round, n)
+        elif steady is not None:  # whole periods stopped growing: every one is `steady` on
+            end = restart_end(self.period, self.mult, self.round, n)
+            self.duration = math.inf if n is None else end + (n - count) * steady
+        elif last < RESTART_HORIZON:
+            # past the table only a closed form places the repetitions, and no two backends
+            # agree on it to float64 precision: refuse, as sgdr does
+            raise ArgumentError(f"{node}: mult={self.mult!r} repeats {RESTART_TABLE} times by tick "
+                                f"{last:.17g}; past that the backends cannot agree where "
+                                f"repetitions begin: raise mult, or lower n below {count}")
+        else:  # the table reaches tick 2³¹: later repetitions by the closed form
+            self.duration = math.inf if n is None else \
+                _power_sum(self.period, self.mult, n)
+        return table
+
+    def _range(self, body_range):
+        lo, hi = body_range
+        if self.decay == 1:
+            return lo, hi
+        if self.n is None:  # decay < 1 forever: the values fall towards 0
+            return 0.0, hi
+        scale = _power(self.decay, self.n - 1)
+        if self.decay < 1:
+            return lo * scale, hi
+        return lo, (hi * scale if hi else 0.0)
 
     def values(self, t, xp, left=None):
-        local = period_position(xp, t, self.period)[1]
-        if self.n is not None:  # after the last round, hold its final value
-            local = xp.where(t >= self.duration, self.period, local)
-        return self.body.values(local, xp)
+        if self.table is None:
+            k, local = period_position(xp, t, self.period)
+            if self.n is not None:  # after the last round, hold its final value
+                local = xp.where(t >= self.duration, self.period, local)
+            if self.period == self.body.duration:
+                out = self.body.values(local, xp)
+            else:  # round=true of a fractional duration: the body runs ×D/⌊D⌋ faster
+                out = self.body.values(xp.divide(local * self.body.duration, self.period), xp)
+        else:
+            k, into, ahead, length = restart_of(xp, t, self.table)
+            stretch = xp.divide(length, self.body.duration)  # the body's time runs ×D/Pₖ
+            inner = xp.minimum(xp.divide(into, stretch), self.body.duration)
+            inner_left = xp.maximum(xp.divide(ahead, stretch), 0.0)
+            if self.n is not None:  # after the last repetition, hold its final value
+                done = t >= self.duration
+                inner = xp.where(done, self.body.duration, inner)
+                inner_left = xp.where(done, 0.0, inner_left)
+            out = self.body.values(inner, xp, inner_left)
+        if self.decay == 1:
+            return out
+        if self.n is not None:
+            k = xp.minimum(k, self.n - 1.0)
+        return out * geometric(xp, self.log_decay, k)
+
+
+def _power_sum(period: float, mult: float, n: float) -> float:
+    """period·(multⁿ − 1)/(mult − 1): the duration of n growing periods, inf where it overflows."""
+    return period * (_power(mult, n) - 1.0) / (mult - 1.0)
+
+
+def _power(base: float, exponent: float) -> float:
+    """base^exponent in float64, inf where it overflows."""
+    try:
+        return math.exp(exponent * math.log(base))
+    except OverflowError:
+        return math.inf
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -422,7 +513,7 @@ class Plan:
                 yield "a slice's start", node.start, "boundary", 0.0
                 if math.isfinite(node.length):
                     yield "a slice's length", node.length, "boundary", 0.0
-            elif isinstance(node, TimedRepeat):
+            elif isinstance(node, TimedRepeat) and node.table is None:
                 yield "a repeat's period", node.period, "period", node.duration
             stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
                          if hasattr(node, name))
@@ -454,6 +545,8 @@ class Plan:
                 yield from node.starts
             if isinstance(node, TimedSlice):
                 yield node.start
+            if isinstance(node, TimedRepeat) and node.table is not None:
+                yield from _numbers(node.table.restart_lengths)  # a length beyond float32
 
 
 def _ticks_arg(units: Units, value):
