@@ -283,7 +283,7 @@ class TimedRepeat:
             # agree on it to float64 precision: refuse, as sgdr does
             raise ArgumentError(f"{node}: mult={self.mult!r} repeats {RESTART_TABLE} times by tick "
                                 f"{last:.17g}; past that the backends cannot agree where "
-                                f"repetitions begin: raise mult, or lower n below {count}")
+                                f"repetitions begin: raise mult, or give n ≤ {count}")
         else:  # the table reaches tick 2³¹: later repetitions by the closed form
             self.duration = math.inf if n is None else \
                 _power_sum(self.period, self.mult, n)
@@ -298,6 +298,9 @@ class TimedRepeat:
         scale = _power(self.decay, self.n - 1)
         if self.decay < 1:
             return lo * scale, hi
+        if hi and not math.isfinite(hi * scale):
+            raise ArgumentError(f"{self.node}: repetition {self.n - 1:g} reaches {hi:g}·"
+                                f"{self.decay:g}^{self.n - 1:g}, beyond float range; lower decay or n")
         return lo, (hi * scale if hi else 0.0)
 
     def values(self, t, xp, left=None):
