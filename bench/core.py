@@ -4,7 +4,8 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression and for a v2 one (WSD with a 1−√x cool-down and a stretched middle) — and
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and a v3
+one (a repeat whose periods grow ×1.5) — and
 the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
 """
 
@@ -19,6 +20,7 @@ from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
+V3 = "repeat(cosine(0.1, 1000), mult=1.5)"
 
 
 def best_us(fn, number):
@@ -78,6 +80,20 @@ def main():
     wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
     wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
 
+    # --- v3: a growing repeat over n ticks --------------------------------------------------------
+    def growing_by_hand():
+        begins = 1000 * (1.5 ** np.arange(40) - 1) / 0.5  # repetition k from ⌈Bₖ⌉
+        k = np.searchsorted(np.ceil(begins), t, side="right") - 1
+        into = t - begins[k]
+        return 0.1 * (1 + np.cos(np.pi * into / (1000 * 1.5 ** k))) / 2
+
+    def growing_ours():
+        return lrdsl.curve(V3, n)
+
+    np.testing.assert_allclose(growing_ours(), growing_by_hand(), rtol=1e-9, atol=1e-15)
+    growing_numpy_ms = best_us(growing_by_hand, 3) / 1e3
+    growing_curve_ms = best_us(growing_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -93,9 +109,12 @@ def main():
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
         ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, repeat ×1.5 (ms)", growing_curve_ms, "numpy by hand",
+         growing_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
+    print(f"v3 expression: {V3}")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

@@ -374,12 +374,15 @@ def restart_of(xp, t, p):
         late = late + float(last)
         late_length = xp.zeros_like(t) + steady
     else:
-        def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
-            return p.period * xp.divide(xp.power(p.mult, n) - 1.0, p.mult - 1.0)
+        # restart n begins at period·(multⁿ − 1)/(mult − 1) and lasts period·multⁿ (exact for
+        # whole mults); the guess n from logarithms is settled by one step either way
         late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
-        late = xp.where(t < begins(late), late - 1.0, late)
-        late = xp.where(t >= begins(late + 1.0), late + 1.0, late)
-        late_into = t - begins(late)
-        late_length = p.period * xp.power(p.mult, late)
+        grown = xp.power(p.mult, late)
+        begin = p.period * xp.divide(grown - 1.0, p.mult - 1.0)
+        early, after = t < begin, t >= begin + p.period * grown
+        late = xp.where(early, late - 1.0, xp.where(after, late + 1.0, late))
+        grown = xp.where(early, xp.divide(grown, p.mult), xp.where(after, grown * p.mult, grown))
+        late_into = t - p.period * xp.divide(grown - 1.0, p.mult - 1.0)
+        late_length = p.period * grown
     return (xp.where(known, restarts, late), xp.where(known, into, late_into),
             xp.where(known, left, late_length - late_into), xp.where(known, length, late_length))
