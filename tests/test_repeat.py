@@ -158,6 +158,13 @@ def test_parse_lists_the_first_periods_and_the_rule():
                              "periods [0, 10) [10, 30)"), lines
 
 
+def test_parse_json_carries_the_repeat_arguments():
+    from lrdsl.language.explain import summary
+    ast = summary(lrdsl.plan("repeat(cosine(0.1, 10), n=3, mult=1.5, decay=0.5, round=true)"))["ast"]
+    assert {k: ast[k] for k in ("n", "mult", "decay", "round")} == \
+        {"n": 3, "mult": 1.5, "decay": 0.5, "round": True}
+
+
 # --- hostile: fuzz finds of v2 near repeat's numerics -------------------------------------------
 def test_a_value_from_a_huge_mult_is_finite_on_the_reference():
     values = lrdsl.curve("repeat(cosine(2, 3), mult=1e308)", [0, 1, 2, 3, 4, 100, 10**6])

@@ -131,7 +131,8 @@ def to_json(expr) -> object:
     if isinstance(expr, Slice):
         return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):
-        return {"repeat": to_json(expr.schedule), "n": expr.n}
+        return {"repeat": to_json(expr.schedule), "n": expr.n, "mult": expr.mult,
+                "decay": expr.decay, "round": expr.round}
     if isinstance(expr, Plateau):
         return {"schedule": to_json(expr.schedule),
                 "plateau": {k: to_json(v) for k, v in expr.options.arguments.items()}}
