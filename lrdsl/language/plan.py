@@ -311,7 +311,7 @@ class TimedRepeat:
             if self.period == self.body.duration:
                 out = self.body.values(local, xp)
             else:  # round=true of a fractional duration: the body runs ×D/⌊D⌋ faster
-                out = self.body.values(xp.divide(local * self.body.duration, self.period), xp)
+                out = self.body.values(xp.divide(local, self.period / self.body.duration), xp)
         else:
             k, into, ahead, length = restart_of(xp, t, self.table)
             stretch = xp.divide(length, self.body.duration)  # the body's time runs ×D/Pₖ
