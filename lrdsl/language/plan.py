@@ -549,7 +549,8 @@ class Plan:
             if isinstance(node, TimedSlice):
                 yield node.start
             if isinstance(node, TimedRepeat) and node.table is not None:
-                yield from _numbers(node.table.restart_lengths)  # a length beyond float32
+                # a start tick or a length beyond float32 (the final entry's length is unread)
+                yield from _numbers(node.table.restart_ticks + node.table.restart_lengths[:-1])
 
 
 def _ticks_arg(units: Units, value):
