@@ -35,6 +35,22 @@ def test_sgdr_is_a_repeat_of_a_cosine_tick_for_tick(period, mult, decay):
     _close(repeat, sgdr, 1e-12, "repeat vs sgdr")
 
 
+@pytest.mark.parametrize("period, mult", [(10, 2), (7.7, 1.3)])
+def test_sgdr_with_a_floor_is_a_repeat_without_decay_and_keeps_its_floor_with_one(period, mult):
+    ticks = np.arange(0, 3000.0)
+    sgdr = lrdsl.curve(f"sgdr(0.1, {period}, mult={mult}, min=0.01)", ticks)
+    repeat = lrdsl.curve(f"repeat(cosine(0.1, {period}, min=0.01), mult={mult})", ticks)
+    _close(repeat, sgdr, 1e-12, "repeat vs sgdr with min")
+    # with decay=g, sgdr keeps min while repeat scales the floor too (LANGUAGE.md §3)
+    end_of_first_restart = math.ceil(period + period * mult) - 1  # restart 1's last tick
+    kept = lrdsl.curve(f"sgdr(0.1, {period}, mult={mult}, min=0.01, decay=0.5)", [end_of_first_restart])
+    scaled = lrdsl.curve(f"repeat(cosine(0.1, {period}, min=0.01), mult={mult}, decay=0.5)",
+                         [end_of_first_restart])
+    share = (1 + math.cos(math.pi * (end_of_first_restart - period) / (period * mult))) / 2
+    assert kept[0] == pytest.approx(0.01 + (0.05 - 0.01) * share, rel=1e-12)
+    assert scaled[0] == pytest.approx(0.5 * (0.01 + (0.1 - 0.01) * share), rel=1e-12)
+
+
 # --- Keras CosineDecayRestarts(t_mul, m_mul) ----------------------------------------------------
 @pytest.mark.parametrize("lr, period, t_mul, m_mul", [
     (0.1, 10, 1.5, 0.7), (0.1, 10, 2.0, 1.0), (0.05, 100, 3.0, 0.5), (1.0, 8, 1.25, 0.9),
