@@ -269,7 +269,9 @@ class TimedRepeat:
         steady = restart_steady(self.period, self.mult, self.round, n)
         table = SimpleNamespace(
             restart_ticks=ticks, restart_offsets=offsets, restart_tails=tails,
-            restart_lengths=tuple(min(x, sys.float_info.max) for x in lengths),
+            # the final entry only ends the one before: its length is never read (1 keeps
+            # the table within float32 for a float32 backend's constant)
+            restart_lengths=tuple(min(x, sys.float_info.max) for x in lengths[:-1]) + (1.0,),
             restart_index=tuple(float(i) for i in range(len(ticks))), restart_steady=steady,
             period=self.period, mult=self.mult, log_mult=math.log(self.mult))
         last, count = ticks[-1], len(ticks) - 1  # repetitions the table holds
@@ -549,8 +551,8 @@ class Plan:
             if isinstance(node, TimedSlice):
                 yield node.start
             if isinstance(node, TimedRepeat) and node.table is not None:
-                # a start tick or a length beyond float32 (the final entry's length is unread)
-                yield from _numbers(node.table.restart_ticks + node.table.restart_lengths[:-1])
+                # a start tick or a length beyond float32
+                yield from _numbers(node.table.restart_ticks + node.table.restart_lengths)
 
 
 def _ticks_arg(units: Units, value):
