@@ -153,6 +153,20 @@ def test_float32_optax_at_every_period_boundary(expr):
     _close(got, plan.values(t), 4e-6, f"optax float32 {expr}")
 
 
+@pytest.mark.parametrize("expr", [
+    "repeat((warmup(17) >> sgdr(1, 0.5)) >> cooldown(2), n=12, mult=1.5)",  # the fuzz find
+    "repeat(const(0.1, d=4) >> const(0.01, d=6), mult=1.5)", "repeat(step(0.1, 3, d=10), mult=2)",
+    "repeat(cosine(0.1, 10.5) >> 0.5 * cosine(0.1, 10), n=2, round=true)",
+])
+def test_float32_refuses_switches_on_a_stretched_clock(expr):
+    """τ·D/Pₖ in float32 is off by an ulp or two of D: a step, a restart or a jump inside the body
+    could land on the other side of its tick (the fuzz find: a 0.5-tick sgdr stretched ×1.5ᵏ was
+    1e-4 off).  The float64 reference runs them; float32 refuses."""
+    plan = lrdsl.plan(expr, total=1000)
+    assert "float32 cannot place" in plan.float32_complaint
+    assert lrdsl.plan("repeat(step(0.1, 3, d=10))").float32_complaint is None  # its own clock
+
+
 # --- the plan: ranges, durations, periods in words ----------------------------------------------
 def test_ranges_and_durations_follow_the_periods():
     plan = lrdsl.plan("repeat(cosine(0.1, 10, min=0.01), n=4, mult=1.5, decay=0.5)")

@@ -291,6 +291,35 @@ class TimedRepeat:
                 _power_sum(self.period, self.mult, n)
         return table
 
+    def float32_complaint(self) -> str | None:
+        """Where the body runs on a stretched clock (τ·D/Pₖ, a float32 quotient off by an ulp or
+        two of D), float32 cannot place what the body switches at its own ticks: refused where
+        the body holds a boundary or period inside a call (a step, a restart, a milestone) or a
+        jump between segments of a sequence.  Sufficient, not tight."""
+        if self.table is None and self.period == self.body.duration:
+            return None  # the body's own clock, exact
+        stack = [self.body]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, TimedCall):
+                for param in node.primitive.params:
+                    if param.kind.startswith("duration"):
+                        for number in _numbers(getattr(node.p, param.name)):
+                            if number < node.duration:
+                                return (f"{self.node}: stretches {node.node}'s clock, and float32 "
+                                        f"cannot place its {param.name} ticks on the stretched one")
+            if isinstance(node, TimedSequence):
+                for i, part in enumerate(node.parts[1:], 1):
+                    before = float(node.parts[i - 1].values(node.parts[i - 1].duration, floats))
+                    after = float(part.values(0.0, floats))
+                    if abs(before - after) > 4e-6 * max(abs(before), abs(after)):
+                        return (f"{self.node}: stretches a sequence's clock, and float32 cannot "
+                                f"place its jump from {before:.6g} to {after:.6g} on the stretched one")
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+        return None
+
     def _range(self, body_range):
         lo, hi = body_range
         if self.decay == 1:
@@ -464,6 +493,11 @@ class Plan:
             if 0 < abs(number) < FLOAT32_NORMAL:
                 return (f"the number {number:.3g} is below float32's smallest normal number "
                         f"(1.18e-38)")
+        for node in self._nodes():
+            if isinstance(node, TimedRepeat):
+                complaint = node.float32_complaint()
+                if complaint:
+                    return complaint
         for what, tick, kind, horizon in self.ticks():
             complaint = _boundary_complaint(what, tick)
             if complaint is None and kind == "period":
@@ -479,6 +513,16 @@ class Plan:
             if complaint:
                 return complaint
         return None
+
+    def _nodes(self):
+        """Every node of the timed tree."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
 
     def highs(self):
         """(node, bound) for every node's proven upper bound, and a product's running products
