@@ -4,9 +4,9 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and a v3 one
-(a cosine quantized per epoch) — and the cost of planning (units, anchors, stretching and the
-range proof) in µs per plan.
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and two v3
+ones (a cosine quantized per epoch; a repeat whose periods grow ×1.5) — and the cost of planning
+(units, anchors, stretching and the range proof) in µs per plan.
 """
 
 import timeit
@@ -21,6 +21,7 @@ from lrdsl.language.plan import _plan
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
 V3 = "quantize(cosine(0.1, 10000ep), 1ep)"  # a per-epoch cosine, 100 steps per epoch
+V3_REPEAT = "repeat(cosine(0.1, 1000), mult=1.5)"
 
 
 def best_us(fn, number):
@@ -92,6 +93,20 @@ def main():
     quantized_numpy_ms = best_us(quantized_by_hand, 3) / 1e3
     quantized_curve_ms = best_us(quantized_ours, 3) / 1e3
 
+    # --- v3: a growing repeat over n ticks --------------------------------------------------------
+    def growing_by_hand():
+        begins = 1000 * (1.5 ** np.arange(40) - 1) / 0.5  # repetition k from ⌈Bₖ⌉
+        k = np.searchsorted(np.ceil(begins), t, side="right") - 1
+        into = t - begins[k]
+        return 0.1 * (1 + np.cos(np.pi * into / (1000 * 1.5 ** k))) / 2
+
+    def growing_ours():
+        return lrdsl.curve(V3_REPEAT, n)
+
+    np.testing.assert_allclose(growing_ours(), growing_by_hand(), rtol=1e-9, atol=1e-15)
+    growing_numpy_ms = best_us(growing_by_hand, 3) / 1e3
+    growing_curve_ms = best_us(growing_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -109,10 +124,13 @@ def main():
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
         ("v3 curve, 10⁶ ticks, quantized cosine (ms)", quantized_curve_ms, "numpy by hand",
          quantized_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, repeat ×1.5 (ms)", growing_curve_ms, "numpy by hand",
+         growing_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
     print(f"v3 expression: {V3} (steps_per_epoch=100)")
+    print(f"v3 expression: {V3_REPEAT}")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

@@ -340,8 +340,8 @@ def flushed_terms(node) -> int:
     """How many pieces below the smallest normal number a flushing backend may drop in ``node``
     (a plan's timed tree): docs/language.md ("A backend that flushes subnormal numbers").  A call
     adds at most two weighted terms, each weight a share or a sum of two shares in [0, 1]: 4;
-    a sum, product or difference adds its operands' pieces; every other node passes on the
-    largest of its children's."""
+    a sum, product or difference adds its operands' pieces; a repeat whose decay > 1 scales its
+    body's by decayⁿ⁻¹; every other node passes on the largest of its children's."""
     p = sys.modules["lrdsl.language.plan"]  # the module (lrdsl.plan the attribute is the function)
 
     if isinstance(node, p.TimedCall):
@@ -351,6 +351,8 @@ def flushed_terms(node) -> int:
     if isinstance(node, p.TimedPointwise) and node.combine in (
             p.TimedPointwise.COMBINE["product"][0], p.TimedPointwise.COMBINE["sum"][0]):
         return sum(flushed_terms(o) for o in node.operands)
+    if isinstance(node, p.TimedRepeat) and node.decay > 1:  # a dropped piece times decayⁿ⁻¹
+        return math.ceil(flushed_terms(node.body) * node.decay ** (node.n - 1))
     children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
     children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
     return max((flushed_terms(c) for c in children), default=1)

@@ -89,7 +89,9 @@ def _extend(children):
                   unbounded, st.integers(1, 100).map(float)),
         st.builds(_valid(lambda a, s: a[s:]), children, st.integers(1, 5)),
         st.builds(_valid(lrdsl.Repeat), st.one_of(bounded, children),
-                  st.one_of(st.none(), st.integers(1, 5).map(float))),
+                  st.one_of(st.none(), st.integers(1, 5).map(float)),
+                  st.sampled_from([1.0, 1.0, 1.5, 2.0, 3.0, 1.3]),
+                  st.sampled_from([1.0, 1.0, 0.5, 0.9, 1.2]), st.booleans()),
         st.builds(_valid(lambda a, e: lrdsl.call("quantize", a, e)), children,
                   st.one_of(durations, st.sampled_from([0.5, 1.5, 7.5, 2.25]).map(Duration))),
     ).filter(lambda e: e is not None)

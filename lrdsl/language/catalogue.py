@@ -22,7 +22,8 @@ from lrdsl.language import floats, params
 from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, SHAPES, complement,
                                      cos_shape, decay_exponent, exp_shape_complaint, geometric,
                                      grows, interpolate, interval, levels_at, period_complaint,
-                                     period_left, period_position, restart_table, shares,
+                                     period_left, period_position, restart_of, restart_table,
+                                     restart_steady, shares,
                                      weighted, whole_periods)
 from lrdsl.language.params import (AT_LEAST_ONE, COUNT, INTEGER, LR, NONNEGATIVE, PEAK, POSITIVE,
                                    UNIT_CLOSED, UNIT_OPEN, Param, Primitive, format_value)
@@ -405,44 +406,12 @@ def _sgdr(xp, t, p):
         restarts, into = period_position(xp, t, p.period)
         length = p.period
     else:
-        restarts, into, left, length = _restart_of(xp, t, p)
+        restarts, into, left, length = restart_of(xp, t, p)
         peak = p.lr * geometric(xp, p.log_decay, restarts)
         return cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * geometric(xp, p.log_decay, restarts)
     u, v = xp.divide(into, length), xp.divide(period_left(xp, t, restarts, length), length)
     return cos_shape(xp, t, peak, p.min, u, v)
-
-
-#: restarts of a growing sgdr decided at plan time (no more than this many, none past this tick)
-
-def _restart_of(xp, t, p):
-    """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1.
-
-    Within the table every backend looks up the same whole restart ticks, and τ = (t − kᵢ) + oᵢ
-    and Tᵢ − τ = (kᵢ₊₁ − 1 − t) + rᵢ₊₁ are sums of two non-negative numbers, a whole one exact
-    in float32: float32 decides the boundary and keeps the cosine's digits at both ends as
-    float64 does.  Beyond the table (more than RESTART_TABLE restarts, or past tick 2³¹) the
-    closed form decides, exactly only in float64."""
-    ticks = xp.array(p.restart_ticks)
-    flat = xp.reshape(t, (-1,))  # TensorFlow's searchsorted wants a 1-D array
-    index = xp.reshape(xp.searchsorted(ticks, flat, side="right") - 1, xp.shape(t))
-    last = len(p.restart_ticks) - 1
-    known = t < p.restart_ticks[-1]
-    index = xp.minimum(index, last - 1)
-    restarts = xp.take(xp.array(p.restart_index), index)
-    into = (t - xp.take(ticks, index)) + xp.take(xp.array(p.restart_offsets), index)
-    left = (xp.take(ticks, index + 1) - 1.0 - t) + xp.take(xp.array(p.restart_tails), index)
-    length = xp.take(xp.array(p.restart_lengths), index)
-
-    def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
-        return p.period * xp.divide(xp.power(p.mult, n) - 1.0, p.mult - 1.0)
-    late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
-    late = xp.where(t < begins(late), late - 1.0, late)
-    late = xp.where(t >= begins(late + 1.0), late + 1.0, late)
-    late_into = t - begins(late)
-    late_length = p.period * xp.power(p.mult, late)
-    return (xp.where(known, restarts, late), xp.where(known, into, late_into),
-            xp.where(known, left, late_length - late_into), xp.where(known, length, late_length))
 
 
 def _resolve_sgdr(p):
@@ -559,10 +528,42 @@ def _build(kind: str):
     return build
 
 
+def _repeat_check(a):
+    if a["decay"] > 1 and a["n"] is None:
+        return (f"decay={format_value(a['decay'])} > 1 grows each repetition, so it needs n "
+                f"(a bounded number of them)")
+    return None
+
+
+def _describe_repeat(a):
+    times = "forever" if a["n"] is None else f"{format_number(a['n'])} times"
+    rule = [f"each ×{format_number(a['mult'])} longer"] if a["mult"] != 1 else []
+    if a["round"]:
+        rule.append("rounded down to whole ticks")
+    if a["decay"] != 1:
+        rule.append(f"×{format_number(a['decay'])} in value")
+    return times + (f" ({', '.join(rule)})" if rule else "")
+
+
 _add(Primitive(
-    "repeat", (Param("schedule", "schedule"), Param("n", "number", None, COUNT, shown="∞")),
-    """Run a bounded schedule n times (forever by default), each with a fresh clock.""",
-    example="repeat(warmup(2) >> cosine(0.1, 18))", build=_build("Repeat")))
+    "repeat", (Param("schedule", "schedule"), Param("n", "number", None, COUNT, shown="∞"),
+               Param("mult", "number", 1.0, AT_LEAST_ONE), Param("decay", "number", 1.0, POSITIVE),
+               Param("round", "bool", False)),
+    """Run a bounded schedule n times (forever by default), each with a fresh clock; repetition k
+    (from 0) is a stretched to Pₖ ticks and scaled by decayᵏ: decayᵏ·a(τ·D/Pₖ), τ ticks into it,
+    D = a's duration, Pₖ = D·multᵏ (round=true: P₀ = ⌊D⌋, Pₖ = ⌊Pₖ₋₁·mult⌋).  A decay > 1
+    grows, so it needs n.
+
+    Repetition k begins at P₀ + … + Pₖ₋₁ (in decimal arithmetic of the numbers as written, as
+    sgdr's restarts) and is in force from the first whole tick at or after it, decided from a
+    table made at plan time (the repetitions before tick 2³¹, at most 32768 of them: a mult so
+    near 1 that they run out earlier needs n within them).  round=true is PyTorch Ignite's
+    ``cycle_mult`` (with ``start_value_mult`` = ``end_value_mult`` = decay) and Composer's
+    ``t_mult``; sgdr(lr, p, mult=m, decay=g) is repeat(cosine(lr, p), mult=m, decay=g).""",
+    native="Ignite CosineAnnealingScheduler(cycle_mult, start_value_mult, end_value_mult) "
+           "with round=true; Keras CosineDecayRestarts(t_mul, m_mul)",
+    example="repeat(warmup(2) >> cosine(0.1, 18))", validate=_repeat_check,
+    describe=_describe_repeat, build=_build("Repeat")))
 _add(Primitive(
     "quantize", (Param("schedule", "schedule"), Param("every", "duration", check=POSITIVE)),
     """A schedule held per period of its own clock: a(every·⌊min(t, d)/every⌋), d = a's

@@ -458,18 +458,24 @@ class Maximum(_Pointwise):
 
 @dataclass(frozen=True, repr=False)
 class Repeat(Expr):
-    """``repeat(a, n=∞)``: the bounded schedule ``a`` run ``n`` times, each with a fresh clock."""
+    """``repeat(a, n=∞, mult=1, decay=1, round=false)``: the bounded schedule ``a`` run ``n``
+    times, each with a fresh clock; repetition k stretched ×multᵏ in time, ×decayᵏ in value."""
 
     schedule: Expr
     n: float | None = None
+    mult: float = 1.0
+    decay: float = 1.0
+    round: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "schedule", check_operand(as_schedule(self.schedule), "inside repeat"))
         if not self.schedule.bounded:
             raise ArgumentError(f"repeat: argument 'schedule' must be bounded, got {self.schedule}",
                                 argument="schedule")
-        if self.n is not None:
-            PRIMITIVES["repeat"].bind([self.schedule, self.n], [])  # the count's checks
+        values = PRIMITIVES["repeat"].check((self.schedule, self.n, self.mult, self.decay,
+                                             self.round))  # n, mult, decay's checks
+        for name, value in zip(("n", "mult", "decay", "round"), values[1:]):
+            object.__setattr__(self, name, value)
 
     def children(self):
         return (self.schedule,)
@@ -479,8 +485,10 @@ class Repeat(Expr):
         return self.n is not None
 
     def __str__(self) -> str:
-        return f"repeat({self.schedule})" if self.n is None else \
-            f"repeat({self.schedule},n={format_value(self.n)})"
+        extra = "".join(f",{name}={format_value(value)}" for name, value, default in (
+            ("n", self.n, None), ("mult", self.mult, 1.0), ("decay", self.decay, 1.0),
+            ("round", self.round, False)) if value != default)
+        return f"repeat({self.schedule}{extra})"
 
 
 @dataclass(frozen=True, repr=False)

@@ -23,8 +23,9 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
-                                     unfolded, whole_periods)
+from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, float32_split, geometric,
+                                     period_complaint, period_position, remaining, restart_of,
+                                     restart_end, restart_steady, restart_table, unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
                                   Quantize, Repeat, Sequence, Slice, Sum)
@@ -230,23 +231,147 @@ class TimedSlice:
 
 
 class TimedRepeat:
+    """Repetition k of the body (from 0) over Pₖ ticks: decayᵏ·a(τ·D/Pₖ), τ ticks into it, D the
+    body's duration, Pₖ = D·multᵏ (round: P₀ = ⌊D⌋, Pₖ = ⌊Pₖ₋₁·mult⌋); held at a(D)·decayⁿ⁻¹
+    after the last of n.
+
+    Equal periods (mult = 1) are placed by :func:`period_position`; growing ones by a plan-time
+    table of whole start ticks and offsets (:func:`restart_table`, sgdr's), which also gives the
+    ticks left in the repetition: the body's time and its ticks left are both scaled by D/Pₖ,
+    so a cosine's tail keeps its digits in float32.
+    """
+
     def __init__(self, node: Repeat, body, n: float | None):
-        self.body, self.n, self.period = body, n, body.duration
-        self.duration = math.inf if n is None else n * self.period
+        self.node, self.body, self.n = node, body, n
+        self.mult, self.decay, self.round = node.mult, node.decay, node.round
+        self.log_decay = math.log(node.decay)
+        length = body.duration
+        if self.round:
+            if not length >= 1:
+                raise ArgumentError(f"{node}: round=true runs whole-tick periods, and "
+                                    f"{node.schedule} lasts {length:g} ticks, less than one")
+            length = float(math.floor(length))
+        self.period, self.table = length, None
+        if self.mult == 1:
+            self.duration = math.inf if n is None else n * self.period
+            complaint = period_complaint("its period", self.period)
+            if complaint:
+                raise ArgumentError(f"{node}: {complaint}")
+        else:
+            self.table = self._table(node, n)
         if not math.isfinite(self.duration) and n is not None:
-            raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
-                                f"lower n, or leave it out to repeat forever")
-        complaint = period_complaint("its period", self.period)
-        if complaint:
-            raise ArgumentError(f"{node}: {complaint}")
+            raise ArgumentError(f"{node}: lasts {n:g} repetitions of {body.duration:g} ticks and "
+                                f"more, beyond float range; lower n, or leave it out to repeat forever")
         self.holds = n is not None
-        self.range = body.range
+        self.range = _checked_range(node, *self._range(body.range))
+
+    def _table(self, node, n):
+        ticks, offsets, tails, lengths = restart_table(self.period, self.mult, self.round, n)
+        steady = restart_steady(self.period, self.mult, self.round, n)
+        table = SimpleNamespace(
+            restart_ticks=ticks, restart_offsets=offsets, restart_tails=tails,
+            # the final entry only ends the one before: its length is never read (1 keeps
+            # the table within float32 for a float32 backend's constant)
+            restart_lengths=tuple(min(x, sys.float_info.max) for x in lengths[:-1]) + (1.0,),
+            restart_index=tuple(float(i) for i in range(len(ticks))), restart_steady=steady,
+            period=self.period, mult=self.mult, log_mult=math.log(self.mult))
+        last, count = ticks[-1], len(ticks) - 1  # repetitions the table holds
+        if n is not None and count == n:
+            self.duration = restart_end(self.period, self.mult, self.round, n)
+        elif steady is not None:  # whole periods stopped growing: every one is `steady` on
+            end = restart_end(self.period, self.mult, self.round, n)
+            self.duration = math.inf if n is None else end + (n - count) * steady
+        elif last < RESTART_HORIZON:
+            # past the table only a closed form places the repetitions, and no two backends
+            # agree on it to float64 precision: refuse, as sgdr does
+            raise ArgumentError(f"{node}: mult={self.mult!r} repeats {RESTART_TABLE} times by tick "
+                                f"{last:.17g}; past that the backends cannot agree where "
+                                f"repetitions begin: raise mult, or give n ≤ {count}")
+        else:  # the table reaches tick 2³¹: later repetitions by the closed form
+            self.duration = math.inf if n is None else \
+                _power_sum(self.period, self.mult, n)
+        return table
+
+    def float32_complaint(self) -> str | None:
+        """Where the body runs on a stretched clock (τ·D/Pₖ, a float32 quotient off by an ulp or
+        two of D), float32 cannot place what the body switches at its own ticks: refused where
+        the body holds a boundary or period inside a call (a step, a restart, a milestone) or a
+        jump between segments of a sequence.  Sufficient, not tight."""
+        if self.table is None and self.period == self.body.duration:
+            return None  # the body's own clock, exact
+        stack = [self.body]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, TimedCall):
+                for param in node.primitive.params:
+                    if param.kind.startswith("duration"):
+                        for number in _numbers(getattr(node.p, param.name)):
+                            if number < node.duration:
+                                return (f"{self.node}: stretches {node.node}'s clock, and float32 "
+                                        f"cannot place its {param.name} ticks on the stretched one")
+            if isinstance(node, TimedSequence):
+                for i, part in enumerate(node.parts[1:], 1):
+                    before = float(node.parts[i - 1].values(node.parts[i - 1].duration, floats))
+                    after = float(part.values(0.0, floats))
+                    if abs(before - after) > 4e-6 * max(abs(before), abs(after)):
+                        return (f"{self.node}: stretches a sequence's clock, and float32 cannot "
+                                f"place its jump from {before:.6g} to {after:.6g} on the stretched one")
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+        return None
+
+    def _range(self, body_range):
+        lo, hi = body_range
+        if self.decay == 1:
+            return lo, hi
+        if self.n is None:  # decay < 1 forever: the values fall towards 0
+            return 0.0, hi
+        scale = _power(self.decay, self.n - 1)
+        if self.decay < 1:
+            return lo * scale, hi
+        if hi and not math.isfinite(hi * scale):
+            raise ArgumentError(f"{self.node}: repetition {self.n - 1:g} reaches {hi:g}·"
+                                f"{self.decay:g}^{self.n - 1:g}, beyond float range; lower decay or n")
+        return lo, (hi * scale if hi else 0.0)
 
     def values(self, t, xp, left=None):
-        local = period_position(xp, t, self.period)[1]
-        if self.n is not None:  # after the last round, hold its final value
-            local = xp.where(t >= self.duration, self.period, local)
-        return self.body.values(local, xp)
+        if self.table is None:
+            k, local = period_position(xp, t, self.period)
+            if self.n is not None:  # after the last round, hold its final value
+                local = xp.where(t >= self.duration, self.period, local)
+            if self.period == self.body.duration:
+                out = self.body.values(local, xp)
+            else:  # round=true of a fractional duration: the body runs ×D/⌊D⌋ faster
+                out = self.body.values(xp.divide(local, self.period / self.body.duration), xp)
+        else:
+            k, into, ahead, length = restart_of(xp, t, self.table)
+            stretch = xp.divide(length, self.body.duration)  # the body's time runs ×D/Pₖ
+            inner = xp.minimum(xp.divide(into, stretch), self.body.duration)
+            inner_left = xp.maximum(xp.divide(ahead, stretch), 0.0)
+            if self.n is not None:  # after the last repetition, hold its final value
+                done = t >= self.duration
+                inner = xp.where(done, self.body.duration, inner)
+                inner_left = xp.where(done, 0.0, inner_left)
+            out = self.body.values(inner, xp, inner_left)
+        if self.decay == 1:
+            return out
+        if self.n is not None:
+            k = xp.minimum(k, self.n - 1.0)
+        return out * geometric(xp, self.log_decay, k)
+
+
+def _power_sum(period: float, mult: float, n: float) -> float:
+    """period·(multⁿ − 1)/(mult − 1): the duration of n growing periods, inf where it overflows."""
+    return period * (_power(mult, n) - 1.0) / (mult - 1.0)
+
+
+def _power(base: float, exponent: float) -> float:
+    """base^exponent in float64, inf where it overflows."""
+    try:
+        return math.exp(exponent * math.log(base))
+    except OverflowError:
+        return math.inf
 
 
 class TimedQuantize:
@@ -413,6 +538,11 @@ class Plan:
             if 0 < abs(number) < FLOAT32_NORMAL:
                 return (f"the number {number:.3g} is below float32's smallest normal number "
                         f"(1.18e-38)")
+        for node in self._nodes():
+            if isinstance(node, TimedRepeat):
+                complaint = node.float32_complaint()
+                if complaint:
+                    return complaint
         for what, tick, kind, horizon in self.ticks():
             complaint = _boundary_complaint(what, tick)
             if complaint is None and kind == "period":
@@ -430,6 +560,16 @@ class Plan:
             if complaint:
                 return complaint
         return None
+
+    def _nodes(self):
+        """Every node of the timed tree."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
 
     def highs(self):
         """(node, bound) for every node's proven upper bound, and a product's running products
@@ -470,7 +610,7 @@ class Plan:
                 yield "a slice's start", node.start, "boundary", 0.0
                 if math.isfinite(node.length):
                     yield "a slice's length", node.length, "boundary", 0.0
-            elif isinstance(node, TimedRepeat):
+            elif isinstance(node, TimedRepeat) and node.table is None:
                 yield "a repeat's period", node.period, "period", node.duration
             elif isinstance(node, TimedQuantize):
                 yield "quantize: every", node.every, "period", node.duration
@@ -507,6 +647,9 @@ class Plan:
                 yield node.start
             if isinstance(node, TimedQuantize):
                 yield node.every
+            if isinstance(node, TimedRepeat) and node.table is not None:
+                # a start tick or a length beyond float32
+                yield from _numbers(node.table.restart_ticks + node.table.restart_lengths)
 
 
 def _ticks_arg(units: Units, value):
