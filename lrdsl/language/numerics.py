@@ -345,6 +345,16 @@ def _restart_rows(period: float, mult: float, whole: bool, count: float | None):
             float(begin))
 
 
+def _all_below(t, limit: float) -> bool:
+    """Whether every tick of an eager numpy array (or a plain float) lies below ``limit``; False
+    for a traced tensor, whose values are not known when the formula is built."""
+    if isinstance(t, float):
+        return t < limit
+    if type(t).__module__ == "numpy" and hasattr(t, "max"):
+        return not t.size or bool(t.max() < limit)
+    return False
+
+
 def restart_of(xp, t, p):
     """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1,
     from the table ``p.restart_ticks`` … of :func:`restart_table` (sgdr's, repeat's).
@@ -367,6 +377,8 @@ def restart_of(xp, t, p):
     left = (xp.take(ticks, index + 1) - 1.0 - t) + xp.take(xp.array(p.restart_tails), index)
     length = xp.take(xp.array(p.restart_lengths), index)
 
+    if _all_below(t, p.restart_ticks[-1]):  # an eager array within the table: no closed form
+        return restarts, into, left, length
     steady = getattr(p, "restart_steady", None)
     if steady is not None:
         since = xp.maximum(t - p.restart_ticks[-1], 0.0)
