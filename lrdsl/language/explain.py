@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 
 from lrdsl.language import floats
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Quotient,
+                         Repeat, Sequence, Slice, Sum)
 from lrdsl.language.plan import Plan, TimedCall, TimedSequence
 from lrdsl.language.units import format_number
 
@@ -100,6 +100,8 @@ def to_json(expr) -> object:
         return {key: [to_json(p) for p in getattr(expr, field)]}
     if isinstance(expr, Difference):
         return {"difference": [to_json(expr.minuend), to_json(expr.subtrahend)]}
+    if isinstance(expr, Quotient):
+        return {"quotient": [to_json(expr.dividend), to_json(expr.divisor)]}
     if isinstance(expr, Slice):
         return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):

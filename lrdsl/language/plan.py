@@ -25,8 +25,8 @@ from lrdsl.language import floats
 from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
                                      unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Quotient,
+                         Repeat, Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.language.units import Duration, Units
@@ -210,6 +210,39 @@ class TimedDifference:
         return xp.maximum(a - b, 0.0)
 
 
+class TimedQuotient:
+    """a / b, by interval division: b's proven range lies in (0, ∞), and the quotient's
+    range is [a_lo / b_hi, a_hi / b_lo], finite.
+
+    The divisor is floored at its proven low end before dividing — a rounding guard like
+    the difference's floor at 0, not a change of meaning: a float32 divisor that rounds a
+    hair below its bound cannot push the quotient past the proven range.
+    """
+
+    def __init__(self, node: Quotient, a, b):
+        self.node, self.a, self.b = node, a, b
+        self.duration = _longest((a, b))
+        self.holds = a.holds and b.holds
+        lo, hi = b.range
+        if not lo > 0:
+            reach = "is 0" if hi == 0 else f"may reach 0 (its values lie in [{lo:.6g}, {hi:.6g}])"
+            error = ArgumentError(f"{node}: the divisor of '/', {node.divisor}, {reach}; a divisor "
+                                  f"must stay > 0")
+            error.node_site = (node, len(f"{node}") - len(str(node.divisor)) - _parenthesized(node))
+            raise error
+        self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)  # 1e308 / 1e-308: inf
+
+    def values(self, t, xp, left=None):
+        a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
+        b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
+        return xp.divide(a, xp.maximum(b, self.b.range[0]))
+
+
+def _parenthesized(node: Quotient) -> int:
+    """1 where the divisor's text stands in parentheses after the '/', else 0."""
+    return 1 if str(node).endswith(f"({node.divisor})") else 0
+
+
 class TimedSlice:
     """a(start + min(t, stop − start)); without a stop, a(start + t)."""
 
@@ -362,6 +395,10 @@ class Plan:
             if high > FLOAT32_MAX:
                 where = getattr(node, "node", "a part")
                 return f"{where} reaches {high:.3g} on the way, beyond float32"
+        for node, _ in self.highs():
+            if isinstance(node, TimedQuotient) and node.b.range[0] < FLOAT32_NORMAL:
+                return (f"{node.node}: the divisor's values reach down to {node.b.range[0]:.3g}, "
+                        f"below float32's smallest normal number (1.18e-38)")
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
@@ -533,6 +570,8 @@ def _timed(node: Expr, units: Units):
         return _timed_slice(node, units)
     if isinstance(node, Difference):
         return TimedDifference(node, _timed(node.minuend, units), _timed(node.subtrahend, units))
+    if isinstance(node, Quotient):
+        return TimedQuotient(node, _timed(node.dividend, units), _timed(node.divisor, units))
     kinds = ((Product, "product"), (Sum, "sum"), (Minimum, "minimum"), (Maximum, "maximum"))
     for cls, kind in kinds:
         if isinstance(node, cls):
@@ -540,6 +579,17 @@ def _timed(node: Expr, units: Units):
     if isinstance(node, Repeat):
         return TimedRepeat(node, _timed(node.schedule, units), node.n)
     raise LrdslError(f"not a time schedule: {node}")
+
+
+def _point_at_node(error: LrdslError) -> None:
+    """A caret in the canonical text, for an error that knows (node, offset in its text)."""
+    site = getattr(error, "node_site", None)
+    if site is None or error.expr is None:
+        return
+    node, offset = site
+    at = error.expr.find(str(node))
+    if at >= 0:
+        error.line, error.column = 1, at + offset + 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -563,6 +613,7 @@ def plan(expr: str | Expr, *, steps_per_epoch: float | None = None,
         return _plan(expr, steps_per_epoch, total)
     except LrdslError as error:
         error.expr = str(expr)
+        _point_at_node(error)
         raise
     except TypeError:  # unhashable units
         raise LrdslError(f"steps_per_epoch and total must be numbers, got "
