@@ -230,7 +230,10 @@ class TimedQuotient:
                                   f"must stay > 0")
             error.node_site = (node, len(f"{node}") - len(str(node.divisor)) - _parenthesized(node))
             raise error
-        self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)  # 1e308 / 1e-308: inf
+        if not math.isfinite(a.range[1] / lo):  # 1e308 / 1e-308 is inf in Python too
+            raise ArgumentError(f"{node}: may reach {a.range[1]:.3g} / {lo:.3g}, beyond float "
+                                f"range (its divisor {node.divisor} comes that close to 0)")
+        self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)
 
     def values(self, t, xp, left=None):
         a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
