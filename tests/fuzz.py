@@ -168,7 +168,7 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
     if depth <= 0:
         return atom(pick, 0)
     form = pick(["atom", "sequence", "sum", "difference", "product", "slice", "minmax", "repeat",
-                 "warmup", "cooldown", "wsd", "atom", "atom", "atom"])
+                 "warmup", "cooldown", "wsd", "atom", "atom", "atom", "quotient"])
     sub = lambda: schedule(pick, depth - 1)  # noqa: E731
     if form == "atom":
         return atom(pick, depth)
@@ -182,6 +182,8 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
         left = pick(["schedule", "number"])
         a = (number(pick, "factor"), ATOM) if left == "number" else sub()
         return f"{_wrap(a, PRODUCT)} * {_wrap(sub(), SLICE)}", PRODUCT
+    if form == "quotient":
+        return quotient(pick, sub), PRODUCT
     if form == "slice":
         start = pick(["", duration(pick)])
         end = pick([duration(pick), "", duration(pick)])
@@ -197,6 +199,27 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
     # warm-up, a stretched middle, a cool-down: the WSD shape that needs total
     return (f"{call(pick, 'warmup', depth)} >> {_wrap(sub(), SUM)} >> "
             f"{call(pick, 'cooldown', depth)}", SEQ)
+
+
+def quotient(pick: Pick, sub) -> str:
+    """``a / b``: the divisor sometimes provably positive (a number, ``k + b``, ``max(b, k)``,
+    a floored cosine), sometimes not (any schedule, which may reach 0: to be refused)."""
+    a = (number(pick), ATOM) if pick([True, False]) else sub()
+    kind = pick(["schedule", "number", "shifted", "floored", "cosine", "anneal"])
+    if kind == "number":
+        b = (number(pick, "factor"), ATOM)
+    elif kind == "shifted":
+        b = (f"{number(pick)} + {_wrap(sub(), PRODUCT)}", SUM)
+    elif kind == "floored":
+        b = (f"max({sub()[0]}, {number(pick)})", ATOM)
+    elif kind == "cosine":
+        b = (f"cosine({number(pick)}, {duration(pick)}, min={number(pick)})", ATOM)
+    elif kind == "anneal":
+        b = (f"anneal(1, {number(pick, 'factor')}, {duration(pick)}, shape={pick(['linear', 'cos'])})",
+             ATOM)
+    else:
+        b = sub()
+    return f"{_wrap(a, PRODUCT)} / {_wrap(b, SLICE)}"
 
 
 def expression(pick: Pick, depth: int = 3) -> str:
@@ -324,6 +347,9 @@ def cancelled(node) -> float:
         highs = [o.range[1] for o in node.operands]
         return max(cancelled(o) * math.prod(h for j, h in enumerate(highs) if j != i)
                    for i, o in enumerate(node.operands))
+    if isinstance(node, p.TimedQuotient):  # a/b: the dividend's error over b's low end; an error
+        low = node.b.range[0]             # e in b moves a/b by up to a·e/b² (b ≥ its low end)
+        return max(cancelled(node.a) / low, node.a.range[1] / low * (cancelled(node.b) / low))
     children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
     children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
     return max((cancelled(c) for c in children), default=0.0)
@@ -339,7 +365,7 @@ def flushed_terms(node) -> int:
 
     if isinstance(node, p.TimedCall):
         return 4
-    if isinstance(node, p.TimedDifference):
+    if isinstance(node, (p.TimedDifference, p.TimedQuotient)):
         return flushed_terms(node.a) + flushed_terms(node.b)
     if isinstance(node, p.TimedPointwise) and node.combine in (
             p.TimedPointwise.COMBINE["product"][0], p.TimedPointwise.COMBINE["sum"][0]):

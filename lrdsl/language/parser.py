@@ -93,6 +93,20 @@ def _duration(text: str) -> Duration:
     return Duration(float(number), UNIT_SPELLINGS[text[len(number):]])
 
 
+def _chained(node: Expr) -> Expr:
+    """The node, or an error where a run of left-associative operators nests it deeper than
+    MAX_DEPTH (``a - b + c - d …``, ``a / b / c …``: each operator holds the one before), as
+    parentheses would: the AST's text, equality and plan recurse down that spine."""
+    depth, inner = 0, node
+    while isinstance(inner, (Sum, Difference, Product, Quotient)):
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise LrdslError(f"the expression nests deeper than {MAX_DEPTH} levels (a run of "
+                             f"'-' or '/' without parentheses)")
+        inner = inner.children()[0]
+    return node
+
+
 def _build_transformer():
     from lark import Transformer, v_args
 
@@ -145,16 +159,16 @@ def _build_transformer():
             for item in rest:
                 if isinstance(item, _Divisor):
                     dividend = factors[0] if len(factors) == 1 else Product(tuple(factors))
-                    factors = [Quotient(dividend, item.schedule)]
+                    factors = [_chained(Quotient(dividend, item.schedule))]
                 else:
                     factors.append(item)
             return factors[0] if len(factors) == 1 else Product(tuple(factors))
 
         def add(self, a, b):
-            return Sum((a, b))
+            return _chained(Sum((a, b)))
 
         def subtract(self, a, b):
-            return Difference(a, b)
+            return _chained(Difference(a, b))
 
         def slice(self, schedule, start, end):
             return Slice(schedule, start, end)
