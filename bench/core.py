@@ -5,7 +5,8 @@
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
 for a v1 expression and for a v2 one (WSD with a 1−√x cool-down and a stretched middle) — and
-the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
+the cost of planning (units, anchors, stretching and the range proof) in µs per plan; and a v3
+quotient (REX, lr·(1 − x)/(1 − x/2)) over 10⁶ ticks against numpy by hand.
 """
 
 import timeit
@@ -19,6 +20,7 @@ from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
+REX = "0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)"
 
 
 def best_us(fn, number):
@@ -78,6 +80,18 @@ def main():
     wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
     wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
 
+    # --- v3: REX, a quotient, over a run of n ticks ----------------------------------------------
+    def rex_by_hand():
+        x = np.minimum(t, n) / n
+        return 0.1 * (1 - x) / (1 - x / 2)
+
+    def rex_ours():
+        return lrdsl.curve(REX, n, total=n)
+
+    np.testing.assert_allclose(rex_ours(), rex_by_hand(), rtol=1e-12, atol=1e-15)
+    rex_numpy_ms = best_us(rex_by_hand, 3) / 1e3
+    rex_curve_ms = best_us(rex_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -93,9 +107,11 @@ def main():
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
         ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, REX quotient (ms)", rex_curve_ms, "numpy by hand", rex_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
+    print(f"v3 expression: {REX} (total=10⁶)")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

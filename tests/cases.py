@@ -46,6 +46,9 @@ LONG = [
     ("max(exp(0.1, 0.9999), 1e-4)", {}), ("min(cosine(0.1, 1e6), 0.05)", {}),
     ("cosine(0.1, 1e6)[5e5:]", {}), ("0.2 - cosine(0.1, 1e6)", {}),
     ("cosine(0.1, 5e5) + anneal(0, 0.01, 1e6)", {}), ("repeat(warmup(1e3) >> cosine(0.1, 9e4))", {}),
+    ("0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)", {"total": 1e6}),
+    ("1 / (1 + linear(0, 9, 1e6))", {}), ("2 / cosine(1, 1e6, min=0.5)", {}),
+    ("1 / invtime(10, 1e-4, d=1e6)", {}), ("warmup(1e4) >> 3e-4 / (1 + linear(0, 1, 9e5)) >> cooldown(9e4)", {}),
 ]
 
 
