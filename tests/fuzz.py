@@ -375,6 +375,43 @@ def flushed_terms(node) -> int:
     return max((flushed_terms(c) for c in children), default=1)
 
 
+def amplified(node) -> float:
+    """How much a piece a flushing backend drops (below its smallest normal number) can move a
+    schedule with a quotient (a plan's timed tree): a call scales a flushed share by at most its
+    largest value, a product by the other factors' bounds, a quotient a / b by 1 / b_lo (an error
+    in a) or a_hi / b_lo² (an error in b); every other node passes on the largest of its
+    children's.  docs/language.md ("Language v3: division"); 0 without a quotient."""
+    p = sys.modules["lrdsl.language.plan"]
+
+    def gain(node) -> float:
+        if isinstance(node, p.TimedCall):
+            return node.range[1]
+        if isinstance(node, p.TimedQuotient):
+            low = node.b.range[0]
+            return max(gain(node.a) / low, node.a.range[1] / low * (gain(node.b) / low))
+        if isinstance(node, p.TimedPointwise) and node.combine is p.TimedPointwise.COMBINE["product"][0]:
+            highs = [o.range[1] for o in node.operands]
+            return max(gain(o) * math.prod(h for j, h in enumerate(highs) if j != i)
+                       for i, o in enumerate(node.operands))
+        return max((gain(c) for c in _children(node)), default=1.0)
+
+    def has_quotient(node) -> bool:
+        return isinstance(node, p.TimedQuotient) or any(has_quotient(c) for c in _children(node))
+
+    return gain(node) if has_quotient(node) else 0.0
+
+
+def flush_scale(compiled) -> float:
+    """What a flushed piece is scaled by at most: the schedule's proven largest value, or what a
+    quotient amplifies it to (:func:`amplified`)."""
+    return max(compiled.schedule.range[1], amplified(compiled.schedule))
+
+
+def _children(node) -> list:
+    children = [getattr(node, name) for name in ("inner", "body", "a", "b") if hasattr(node, name)]
+    return children + list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+
+
 def _mismatch(got, want, tolerance, cancel: float = 0.0, largest: float = 0.0,
               terms: int = 1) -> str | None:
     """Where ``got`` first leaves ``want``'s tolerance, or None; ``cancel`` is :func:`cancelled`'s
@@ -583,7 +620,7 @@ class JaxQueue:
     def add(self, case: Case, compiled, ticks) -> None:
         if self.dtypes:
             self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks),
-                                 cancelled(compiled.schedule), compiled.schedule.range[1],
+                                 cancelled(compiled.schedule), flush_scale(compiled),
                                  flushed_terms(compiled.schedule)))
         if len(self.pending) >= self.BATCH:
             self.flush()
@@ -621,7 +658,7 @@ def _raised(result):
 def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
     Run(tally, case)("keras", lambda: keras_values(time_schedule(compiled), case.options, ticks),
                      compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule),
-                     largest=compiled.schedule.range[1], terms=flushed_terms(compiled.schedule))
+                     largest=flush_scale(compiled), terms=flushed_terms(compiled.schedule))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -249,3 +249,12 @@ def test_float32_refuses_a_divisor_it_would_flush_to_zero():
     assert "beyond float32" in lrdsl.plan("1e30 / exp(1, 0.5, d=100) * 1e-30").float32_complaint
     assert lrdsl.plan("0.1 * anneal(1, 0, 100, shape=linear) / anneal(1, 0.5, 100, shape=linear)"
                       ).float32_complaint is None
+
+
+def test_float32_refuses_a_divisor_that_would_amplify_a_flushed_number():
+    # linear·1e-8 is 1e-44 at tick 1, which float32 flushes to 0; divided by 1e-30 it is 1e-14
+    complaint = lrdsl.plan("linear(0, 1e-30, 1e6) * 1e-8 / 1e-30").float32_complaint
+    assert complaint and "flushes to 0" in complaint
+    for fine in ("1 / (1 + linear(0, 9, 100))", "2 / cosine(1, 10, min=0.5)", "cosine(1, 10) / 4",
+                 "1e-6 / anneal(1, 1e-6, 100)"):
+        assert lrdsl.plan(fine).float32_complaint is None, fine
