@@ -235,6 +235,23 @@ class TimedQuotient:
                                 f"range (its divisor {node.divisor} comes that close to 0)")
         self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)
 
+    def float32_complaint(self, peak: float) -> str | None:
+        """A divisor float32 would flush to 0, or one so small that a piece of the dividend
+        float32 flushes (below 1.18e-38) would come out of the division beyond §5's tolerance,
+        10⁻¹² of the schedule's proven ``peak`` (``linear(0, 1e-30, 1e6) * 1e-8 / 1e-30``: the
+        product is subnormal at tick 1, the quotient 1e-14).  An error e in the dividend moves
+        a / b by up to e / b_lo, one in the divisor by up to a_hi·e / b_lo²."""
+        lo = self.b.range[0]
+        if lo < FLOAT32_NORMAL:
+            return (f"{self.node}: the divisor's values reach down to {lo:.3g}, below float32's "
+                    f"smallest normal number (1.18e-38)")
+        gain = max(1 / lo, self.a.range[1] / lo / lo)
+        if gain > 1 and FLOAT32_NORMAL * gain > max(1e-12 * peak, FLOAT32_NORMAL):
+            return (f"{self.node}: its divisor reaches down to {lo:.3g}, so a number float32 "
+                    f"flushes to 0 (below 1.18e-38) would move the quotient by up to "
+                    f"{FLOAT32_NORMAL * gain:.3g}")
+        return None
+
     def values(self, t, xp, left=None):
         a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
         b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
@@ -399,9 +416,10 @@ class Plan:
                 where = getattr(node, "node", "a part")
                 return f"{where} reaches {high:.3g} on the way, beyond float32"
         for node, _ in self.highs():
-            if isinstance(node, TimedQuotient) and node.b.range[0] < FLOAT32_NORMAL:
-                return (f"{node.node}: the divisor's values reach down to {node.b.range[0]:.3g}, "
-                        f"below float32's smallest normal number (1.18e-38)")
+            if isinstance(node, TimedQuotient):
+                complaint = node.float32_complaint(self.range[1])
+                if complaint:
+                    return complaint
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
