@@ -390,9 +390,9 @@ def amplified(node) -> float:
             low = node.b.range[0]
             return max(gain(node.a) / low, node.a.range[1] / low * (gain(node.b) / low))
         if isinstance(node, p.TimedPointwise) and node.combine is p.TimedPointwise.COMBINE["product"][0]:
-            highs = [o.range[1] for o in node.operands]
-            return max(gain(o) * math.prod(h for j, h in enumerate(highs) if j != i)
-                       for i, o in enumerate(node.operands))
+            highs = [o.range[1] for o in node.operands]  # a piece of a factor, or of the running
+            return max(max(gain(o) * math.prod(h for j, h in enumerate(highs) if j != i),  # product
+                           math.prod(highs[i + 1:])) for i, o in enumerate(node.operands))
         return max((gain(c) for c in _children(node)), default=1.0)
 
     def has_quotient(node) -> bool:

@@ -258,3 +258,13 @@ def test_float32_refuses_a_divisor_that_would_amplify_a_flushed_number():
     for fine in ("1 / (1 + linear(0, 9, 100))", "2 / cosine(1, 10, min=0.5)", "cosine(1, 10) / 4",
                  "1e-6 / anneal(1, 1e-6, 100)"):
         assert lrdsl.plan(fine).float32_complaint is None, fine
+
+
+def test_float32_refuses_a_flushed_intermediate_a_later_factor_would_bring_back():
+    # poly(10, 10) / 1e38 is below 1.18e-38 near its end: float32 gives 0 there, and · 1e38 keeps
+    # it 0 where the reference is ~0.1 (fuzz seed 21, case 1843); as much for a product
+    for text in ("poly(10, 10) / 1e38 * 1e38", "poly(10, 10) * 1e-37 * 1e37"):
+        complaint = lrdsl.plan(text).float32_complaint
+        assert complaint and "flushes to 0" in complaint, text
+    for fine in ("0.1 * cosine(1, 100)", "1e6 * cosine(1e-6, 100)", "2 * cosine(0.1, 100) / 4"):
+        assert lrdsl.plan(fine).float32_complaint is None, fine

@@ -258,6 +258,30 @@ class TimedQuotient:
         return xp.divide(a, xp.maximum(b, self.b.range[0]))
 
 
+def _flush_gain(node) -> float:
+    """How far an error of one smallest-normal number at an intermediate inside ``node`` (a piece
+    a flushing backend drops to 0) can move the node's value, at least 1: a later factor of a
+    product multiplies it by its bound (``poly(10, 10) / 1e38 * 1e38``: the quotient flushes near
+    the end, the factor brings 1e-38 back to 0.1), a quotient divides it by its divisor's low
+    end (a_hi / b_lo² for one inside the divisor); other nodes pass on their children's largest."""
+    if isinstance(node, TimedQuotient):
+        lo = node.b.range[0]
+        return max(1.0, _flush_gain(node.a) / lo, node.a.range[1] / lo * (_flush_gain(node.b) / lo))
+    if isinstance(node, TimedPointwise) and node.combine is TimedPointwise.COMBINE["product"][0]:
+        highs = [o.range[1] for o in node.operands]
+        after = [1.0] * (len(highs) + 1)  # after[i]: the product of the bounds from i on
+        for i in range(len(highs) - 1, -1, -1):
+            after[i] = after[i + 1] * highs[i]
+        gain, before = 1.0, 1.0
+        for i, operand in enumerate(node.operands):
+            gain = max(gain, _flush_gain(operand) * before * after[i + 1], after[i + 1])
+            before *= highs[i]
+        return gain
+    children = [getattr(node, name) for name in ("inner", "body", "a", "b") if hasattr(node, name)]
+    children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+    return max([1.0] + [_flush_gain(child) for child in children])
+
+
 def _parenthesized(node: Quotient) -> int:
     """1 where the divisor's text stands in parentheses after the '/', else 0."""
     return 1 if str(node).endswith(f"({node.divisor})") else 0
@@ -420,6 +444,11 @@ class Plan:
                 complaint = node.float32_complaint(self.range[1])
                 if complaint:
                     return complaint
+        gain = _flush_gain(self.schedule)
+        if FLOAT32_NORMAL * gain > max(1e-12 * self.range[1], FLOAT32_NORMAL):
+            return (f"a number float32 flushes to 0 (below 1.18e-38) may be scaled by up to "
+                    f"{gain:.3g} on the way (a later factor or a small divisor), beyond "
+                    f"float32's tolerance")
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
