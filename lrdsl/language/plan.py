@@ -228,7 +228,9 @@ class TimedQuotient:
             reach = "is 0" if hi == 0 else f"may reach 0 (its values lie in [{lo:.6g}, {hi:.6g}])"
             error = ArgumentError(f"{node}: the divisor of '/', {node.divisor}, {reach}; a divisor "
                                   f"must stay > 0")
-            error.node_site = (node, len(f"{node}") - len(str(node.divisor)) - _parenthesized(node))
+            # where the divisor's text starts in the node's: plan() puts the caret there
+            setattr(error, "node_site", (node, len(str(node)) - len(str(node.divisor))
+                                         - _parenthesized(node)))
             raise error
         if not math.isfinite(a.range[1] / lo):  # 1e308 / 1e-308 is inf in Python too
             raise ArgumentError(f"{node}: may reach {a.range[1]:.3g} / {lo:.3g}, beyond float "
