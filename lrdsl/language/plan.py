@@ -263,10 +263,10 @@ class TimedQuotient:
 def _flush_gain(node) -> float:
     """How far an error of one smallest-normal number at an intermediate inside ``node`` (a piece
     a flushing backend drops to 0) can move the node's value (at least 1; 0 for a constant, whose
-    number is exact): a later factor of a
-    product multiplies it by its bound (``poly(10, 10) / 1e38 * 1e38``: the quotient flushes near
-    the end, the factor brings 1e-38 back to 0.1), a quotient divides it by its divisor's low
-    end (a_hi / b_lo² for one inside the divisor); other nodes pass on their children's largest."""
+    number is exact): a later factor of a product multiplies it by its bound (``poly(10, 10) /
+    1e38 * 1e38``: the quotient flushes near the end, the factor brings 1e-38 back to 0.1), a
+    quotient divides it by its divisor's low end (a_hi / b_lo² for one inside the divisor);
+    other nodes pass on their children's largest."""
     if isinstance(node, TimedCall) and node.range[0] == node.range[1]:
         return 0.0  # a constant: nothing in it flushes
     if isinstance(node, TimedQuotient):
