@@ -4,9 +4,10 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and two v3
-ones (a cosine quantized per epoch; a repeat whose periods grow ×1.5) — and the cost of planning
-(units, anchors, stretching and the range proof) in µs per plan.
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and three v3
+ones (a cosine quantized per epoch; a repeat whose periods grow ×1.5; REX, a quotient
+lr·(1 − x)/(1 − x/2)) — and the cost of planning (units, anchors, stretching and the range proof)
+in µs per plan.
 """
 
 import timeit
@@ -22,6 +23,7 @@ EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
 V3 = "quantize(cosine(0.1, 10000ep), 1ep)"  # a per-epoch cosine, 100 steps per epoch
 V3_REPEAT = "repeat(cosine(0.1, 1000), mult=1.5)"
+REX = "0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)"
 
 
 def best_us(fn, number):
@@ -107,6 +109,18 @@ def main():
     growing_numpy_ms = best_us(growing_by_hand, 3) / 1e3
     growing_curve_ms = best_us(growing_ours, 3) / 1e3
 
+    # --- v3: REX, a quotient, over a run of n ticks ----------------------------------------------
+    def rex_by_hand():
+        x = np.minimum(t, n) / n
+        return 0.1 * (1 - x) / (1 - x / 2)
+
+    def rex_ours():
+        return lrdsl.curve(REX, n, total=n)
+
+    np.testing.assert_allclose(rex_ours(), rex_by_hand(), rtol=1e-12, atol=1e-15)
+    rex_numpy_ms = best_us(rex_by_hand, 3) / 1e3
+    rex_curve_ms = best_us(rex_ours, 3) / 1e3
+
     def planned(expr, **units):
         def once():
             _plan.cache_clear()
@@ -126,11 +140,13 @@ def main():
          quantized_numpy_ms, 3.0),
         ("v3 curve, 10⁶ ticks, repeat ×1.5 (ms)", growing_curve_ms, "numpy by hand",
          growing_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, REX quotient (ms)", rex_curve_ms, "numpy by hand", rex_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
     print(f"v3 expression: {V3} (steps_per_epoch=100)")
     print(f"v3 expression: {V3_REPEAT}")
+    print(f"v3 expression: {REX} (total=10⁶)")
     print(f"{'measure':<46} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

@@ -14,13 +14,13 @@ from lrdsl.language.params import Primitive
 from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
                           UnitError, UnknownNameError)
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
-                                  Quantize, Repeat, Sequence, Slice, Sum, call, const)
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum, call, const)
 from lrdsl.language.parser import parse
 
 __all__ = [
     "parse", "curve", "primitives", "Primitive",
-    "Expr", "Call", "Sequence", "Product", "Sum", "Difference", "Slice", "Minimum", "Maximum",
-    "Repeat", "Quantize", "Plateau", "call", "const",
+    "Expr", "Call", "Sequence", "Product", "Quotient", "Sum", "Difference", "Slice", "Minimum",
+    "Maximum", "Repeat", "Quantize", "Plateau", "call", "const",
     "LrdslError", "LrdslSyntaxError", "UnknownNameError", "ArgumentError", "UnitError",
     "MetricError",
 ]

@@ -55,6 +55,8 @@ class _XlaNumpy:
     ``xp.divide``, and here a divisor known when tracing is first scaled, with the numerator,
     by a power of two if its reciprocal would not be a normal number of the dtype; both then
     pass an optimization barrier, and so does the quotient: no constant folds into ``1/b``.
+    A divisor traced as an array (``a / b`` of two schedules, ``b`` maybe a constant one) passes
+    the same barriers: ``1.7e308 * (x / 0.9)`` was folded into ``(1.7e308 · 1/0.9) · x``, inf.
     """
 
     def __getattr__(self, name):
@@ -62,8 +64,9 @@ class _XlaNumpy:
 
     @staticmethod
     def divide(a, b):
-        if not isinstance(b, (int, float)):
-            return a / b
+        if not isinstance(b, (int, float)):  # a quotient of schedules: its divisor may be a
+            a, b = jax.lax.optimization_barrier((a, b))  # constant XLA would fold as 1/b
+            return jax.lax.optimization_barrier(a / b)
         dtype = _float_dtype()
         half = jnp.finfo(dtype).maxexp // 2  # 512 in float64, 64 in float32
         exponent = math.frexp(b)[1]

@@ -54,6 +54,9 @@ LONG = [
     ("repeat(warmup(100) >> cosine(0.1, 900), mult=2, round=true)", {}),
     ("repeat(cosine(0.1, 7.7), mult=1.3, decay=0.999)", {}),
     ("repeat(anneal(0.01, 0.1, 333.3, shape=linear), n=12, mult=1.7, decay=1.05) >> 0.01", {}),
+    ("0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)", {"total": 1e6}),
+    ("1 / (1 + linear(0, 9, 1e6))", {}), ("2 / cosine(1, 1e6, min=0.5)", {}),
+    ("1 / invtime(10, 1e-4, d=1e6)", {}), ("warmup(1e4) >> 3e-4 / (1 + linear(0, 1, 9e5)) >> cooldown(9e4)", {}),
 ]
 
 

@@ -448,3 +448,20 @@ def test_real_processes_survive_hostile_input(tmp_path):
     result = subprocess.run([str(LRDSL), "parse", "warmup(5) >> cosine(0.1, 100)", "--plot"],
                             capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=60)
     assert result.returncode == 0 and b"\\u2192" in result.stdout  # → written as an escape
+
+
+def test_parse_eval_and_plot_a_quotient():
+    rex = "0.1 * anneal(1, 0, 100, shape=linear) / anneal(1, 0.5, 100, shape=linear)"
+    data = json.loads(run("parse", "--json", rex).stdout)
+    assert data["canonical"] == "0.1 * anneal(1,0,100,shape=linear) / anneal(1,0.5,100,shape=linear)"
+    assert data["duration"] == 100 and [s["name"] for s in data["segments"]] == ["quotient"]
+    dividend, divisor = data["ast"]["quotient"]
+    assert dividend["product"][0]["call"] == "const" and divisor["args"]["end"] == 0.5
+    lines = run("eval", rex, "--at", "0,50,100").stdout.split("\n")
+    # REX: 0.1·(1 − x)/(1 − x/2), x = t/100
+    assert [float(line.split()[1]) for line in lines if line] == pytest.approx(
+        [0.1, 0.1 * 0.5 / 0.75, 0.0], rel=1e-9)
+    plot = run("parse", "--plot", "-", "--", rex).stdout
+    assert "quotient" in plot and "┤" in plot
+    error = run("parse", "1 / cosine(0.1, 100)", check_exit=2).stderr
+    assert "the divisor of '/', cosine(0.1,100), may reach 0" in error and "^" in error

@@ -187,3 +187,11 @@ def test_a_segment_handed_its_ticks_left_holds_its_end_past_it():
     want = [10 * 1 / 50, 0.0, 0.0, 0.0]  # P·(1 − x), one tick left of 50 at tick 76
     np.testing.assert_allclose(lrdsl.curve(expr, ticks, **options), want, rtol=1e-12, atol=0)
     assert [lrdsl.plan(expr, **options).value_at(t) for t in ticks[1:]] == [0.0] * 3
+
+
+def test_float32_refuses_a_divisor_whose_reciprocal_flushes():
+    # XLA on CPU divides by a constant as a·(1/b): 1/1e38 = 1e-38 is below float32's smallest
+    # normal number, so optax in float32 gave 0 where the value is 9.7e-38 (the fuzz sample)
+    complaint = lrdsl.plan("onecycle(10, 100, final_div=10, anneal=linear) / 1e38").float32_complaint
+    assert complaint is not None and "reciprocal" in complaint
+    assert lrdsl.plan("onecycle(10, 100) / 1e37").float32_complaint is None

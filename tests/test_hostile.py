@@ -33,7 +33,9 @@ TEMPLATES = [
     "piecewise([{a}], [{b}, {c}])", "{a} * {b} * {c}", "{a} + {b} - {c}", "{a} - cosine({b}, {c})",
     "max({a}, exp({b}, {c}))", "min({a}, exp({b}, {c}, d=10))", "cosine({a}, 100)[{b}:]",
     "cosine(0.1, {a})[{b}:{c}]", "warmup({a}) >> {b} >> cooldown({c})", "repeat(cosine({a}, {b}), n={c})",
-    "{a} | plateau(loss, factor={b}, min={c})",
+    "{a} | plateau(loss, factor={b}, min={c})", "{a} / {b} / {c}", "{a} / cosine({b}, 100, min={c})",
+    "{a} * anneal(1, {b}, {c}, shape=linear) / anneal(1, {b}, {c})", "{a} / invtime({b}, {c}, d={a})",
+    "{a} / (1 + linear(0, {b}, {c}))", "{a} / max(exp({b}, {c}), {a})",
     "repeat(cosine(0.1, {a}), mult={b}, decay={c}, n=3)", "repeat(cosine({a}, {b}), mult={c}, round=true)",
 ]
 TICKS = np.array([0, 1, 2, 3, 7, 99, 100, 101, 1000, 10**5, 10**6 - 1, 10**6], dtype=np.float64)

@@ -395,6 +395,11 @@ EXTREMES = {
     "linear(0, 1e300, 1e-200)": lambda t: 1e300 * min(t, 1e-200) / 1e-200,
     "warmup(1e-10) >> 1e300": lambda t: 1e300 * min(t, 1e-10) / 1e-10,
     "exp(1e300, 0.5, every=1e-200)": lambda t: 1e300 * 0.5 ** (t / 1e-200),
+    # a quotient of schedules whose divisor is a constant: XLA folded 1.7e308·(1/0.9) into inf
+    "1.7976931348623157e308 * (linear(0.9, 0.45, 10) / 0.9)":
+        lambda t: 1.7976931348623157e308 * ((0.9 - 0.045 * min(t, 10)) / 0.9),
+    "1e300 * (linear(1, 0.5, 10) / (0.5 + linear(0.5, 1, 10)))":
+        lambda t: 1e300 * ((1 - 0.05 * min(t, 10)) / (1 + 0.05 * min(t, 10))),
 }
 
 

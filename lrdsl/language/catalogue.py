@@ -38,6 +38,17 @@ def _unbounded(doc: str = "") -> Param:
 
 
 D = _unbounded()
+
+
+def _decays_to_end(value):
+    """The low end of a decaying call's range: its value at d where ``d=`` bounds it (it holds
+    that value from there on), else 0 — every argument narrows a range, so
+    ``1 / invtime(10, 0.1, d=100)`` divides by at least invtime's value at tick 100."""
+    def low(p) -> float:
+        if not math.isfinite(p.d):
+            return 0.0
+        return float(value(floats, p.d, SimpleNamespace(**{**vars(p), "left": None})))
+    return low
 SHAPE = Param("shape", "choice", "linear", choices=tuple(SHAPES))
 POWER = Param("power", "number", 1.0, POSITIVE)
 
@@ -215,7 +226,8 @@ _add(Primitive(
     """Step decay: lr·factor^⌊t/every⌋.""",
     native="StepLR(step_size=every, gamma=factor)", example="step(0.1, 30, factor=0.5)",
     value=_step, resolve=_resolve_factor,
-    range=lambda p: (0.0 if p.factor < 1 else p.lr, p.lr * grows(p, p.factor, p.every)),
+    range=lambda p: (_decays_to_end(_step)(p) if p.factor < 1 else p.lr,
+                     p.lr * grows(p, p.factor, p.every)),
     span=lambda p: 3 * p.every,
     describe=lambda a: f"×{format_value(a['factor'])} every {a['every']}"))
 
@@ -294,7 +306,7 @@ _add(Primitive(
     rate, lr·e^(−k·t/every).  A rate > 1 grows, so it needs d=.""",
     native="Keras ExponentialDecay; ExponentialLR(gamma=rate) when every=1",
     example="exp(0.1, 0.95)", value=_exp, validate=_exp_rate_or_k, resolve=_resolve_exp,
-    range=lambda p: (0.0 if p.log_rate <= 0 else p.lr,
+    range=lambda p: (_decays_to_end(_exp)(p) if p.log_rate <= 0 else p.lr,
                      p.lr * grows(p, math.exp(p.log_rate), p.every)),
     span=lambda p: 3 * p.every / max(abs(p.log_rate), 1e-9) if p.log_rate else 100.0,
     describe=lambda a: (f"×{format_value(a['rate'])}" if a["rate"] is not None else
@@ -319,7 +331,7 @@ _add(Primitive(
     """Inverse-time ("time-based") decay: lr / (1 + rate·t/every)^power (⌊t/every⌋ with
     staircase).""",
     native="Keras InverseTimeDecay; timm power-law stable phase",
-    example="invtime(0.1, 0.5)", value=_invtime, range=lambda p: (0.0, p.lr),
+    example="invtime(0.1, 0.5)", value=_invtime, range=lambda p: (_decays_to_end(_invtime)(p), p.lr),
     span=lambda p: 10 * p.every / max(p.rate, 1e-9) if p.rate else 100.0,
     describe=lambda a: f"1/(1 + {format_value(a['rate'])}·t/{a['every']})"
     + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
@@ -336,7 +348,7 @@ _add(Primitive(
               Param("power", "number", 0.5, NONNEGATIVE), D),
     """Inverse square root: lr·(d0 / max(t, d0))^power (power 0.5: √).""",
     native="t5x rsqrt_normalized_decay; power schedulers (t^−0.51)",
-    example="rsqrt(0.01, d0=1000)", value=_rsqrt, range=lambda p: (0.0, p.lr),
+    example="rsqrt(0.01, d0=1000)", value=_rsqrt, range=lambda p: (_decays_to_end(_rsqrt)(p), p.lr),
     span=lambda p: 3 * p.d0,
     describe=lambda a: f"(t/{a['d0']})^-{format_number(a['power'])} from {a['d0']}"))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from lrdsl.language import floats
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
-                                  Quantize, Repeat, Sequence, Slice, Sum)
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.catalogue import PRIMITIVES
 from lrdsl.language.plan import Plan, TimedCall, TimedRepeat, TimedSequence
 from lrdsl.language.units import format_number
@@ -149,6 +149,8 @@ def to_json(expr) -> object:
         return {key: [to_json(p) for p in getattr(expr, field)]}
     if isinstance(expr, Difference):
         return {"difference": [to_json(expr.minuend), to_json(expr.subtrahend)]}
+    if isinstance(expr, Quotient):
+        return {"quotient": [to_json(expr.dividend), to_json(expr.divisor)]}
     if isinstance(expr, Slice):
         return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):

@@ -1,13 +1,14 @@
 """The schedule AST: frozen, hashable dataclasses whose ``str()`` is the canonical text.
 
 ``Call`` (a primitive with every argument bound), ``Sequence`` (``a >> b``), ``Sum``
-(``a + b``), ``Difference`` (``a - b``), ``Product`` (``a * b``), ``Slice`` (``a[s:e]``),
-``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat``, ``Quantize`` and ``Plateau`` (``a | plateau(...)``).
+(``a + b``), ``Difference`` (``a - b``), ``Product`` (``a * b``), ``Quotient`` (``a / b``),
+``Slice`` (``a[s:e]``), ``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat``, ``Quantize`` and
+``Plateau`` (``a | plateau(...)``).
 Constructors check the rules about shape rather than syntax — a warm-up needs a next
 segment, a cool-down a previous one, only one segment before the last may be unbounded — so
 a hand-built tree is as valid as a parsed one.  ``str(node)`` is also the repr and the saved
 form; ``parse(str(e)) == e``.  Python's operators build the same nodes:
-``a >> b``, ``a + b``, ``a - b``, ``a * b``, ``a[5:]``.
+``a >> b``, ``a + b``, ``a - b``, ``a * b``, ``a / b``, ``a[5:]``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SEQUENCE, SUM, PRODUCT, POSTFIX, ATOM = 1, 2, 3, 4, 5
 
 
 class Expr:
-    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*`` and slices ``a[s:e]``."""
+    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*``, ``/`` and slices ``a[s:e]``."""
 
     __slots__ = ()
     precedence = ATOM
@@ -77,6 +78,12 @@ class Expr:
 
     def __rmul__(self, other) -> "Product":
         return Product((as_schedule(other), self))
+
+    def __truediv__(self, other) -> "Quotient":
+        return Quotient(self, as_schedule(other))
+
+    def __rtruediv__(self, other) -> "Quotient":
+        return Quotient(as_schedule(other), self)
 
     def __add__(self, other) -> "Sum":
         return Sum((self, as_schedule(other)))
@@ -308,7 +315,9 @@ class Product(Expr):
         return any(f.bounded for f in self.factors)
 
     def __str__(self) -> str:
-        return " * ".join(_wrap(f, PRODUCT) for f in self.factors)
+        # a quotient after the first factor keeps its parentheses: c * a / b is (c * a) / b
+        return " * ".join(_wrap(f, POSTFIX if i and isinstance(f, Quotient) else PRODUCT)
+                          for i, f in enumerate(self.factors))
 
 
 @dataclass(frozen=True, repr=False)
@@ -359,6 +368,34 @@ class Difference(Expr):
 
     def __str__(self) -> str:
         return f"{_wrap(self.minuend, SUM)} - {_wrap(self.subtrahend, PRODUCT)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Quotient(Expr):
+    """``a / b``: the pointwise quotient; the plan proves the divisor stays in (0, ∞).
+
+    Left-associative at the level of ``*``: ``a * b / c`` is ``(a * b) / c``, ``a / b / c`` is
+    ``(a / b) / c``; as long as its longer bounded operand.  REX is
+    ``0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)``.
+    """
+
+    dividend: Expr
+    divisor: Expr
+    precedence = PRODUCT
+
+    def __post_init__(self):
+        for name, where in (("dividend", "before '/'"), ("divisor", "after '/'")):
+            object.__setattr__(self, name, check_operand(as_schedule(getattr(self, name)), where))
+
+    def children(self):
+        return (self.dividend, self.divisor)
+
+    @property
+    def bounded(self) -> bool:
+        return self.dividend.bounded or self.divisor.bounded
+
+    def __str__(self) -> str:
+        return f"{_wrap(self.dividend, PRODUCT)} / {_wrap(self.divisor, POSTFIX)}"
 
 
 def _slice_bound(value, name: str, check) -> Duration | None:

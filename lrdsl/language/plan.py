@@ -28,7 +28,7 @@ from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, float32_spl
                                      restart_end, restart_steady, restart_table, unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
 from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
-                                  Quantize, Repeat, Sequence, Slice, Sum)
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.language.units import Duration, Units
@@ -210,6 +210,91 @@ class TimedDifference:
         a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
         b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
         return xp.maximum(a - b, 0.0)
+
+
+class TimedQuotient:
+    """a / b, by interval division: b's proven range lies in (0, ∞), and the quotient's
+    range is [a_lo / b_hi, a_hi / b_lo], finite.
+
+    The divisor is floored at its proven low end before dividing — a rounding guard like
+    the difference's floor at 0, not a change of meaning: a float32 divisor that rounds a
+    hair below its bound cannot push the quotient past the proven range.
+    """
+
+    def __init__(self, node: Quotient, a, b):
+        self.node, self.a, self.b = node, a, b
+        self.duration = _longest((a, b))
+        self.holds = a.holds and b.holds
+        lo, hi = b.range
+        if not lo > 0:
+            reach = "is 0" if hi == 0 else f"may reach 0 (its values lie in [{lo:.6g}, {hi:.6g}])"
+            error = ArgumentError(f"{node}: the divisor of '/', {node.divisor}, {reach}; a divisor "
+                                  f"must stay > 0")
+            # where the divisor's text starts in the node's: plan() puts the caret there
+            setattr(error, "node_site", (node, len(str(node)) - len(str(node.divisor))
+                                         - _parenthesized(node)))
+            raise error
+        if not math.isfinite(a.range[1] / lo):  # 1e308 / 1e-308 is inf in Python too
+            raise ArgumentError(f"{node}: may reach {a.range[1]:.3g} / {lo:.3g}, beyond float "
+                                f"range (its divisor {node.divisor} comes that close to 0)")
+        self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)
+
+    def float32_complaint(self, peak: float) -> str | None:
+        """A divisor float32 would flush to 0, or one so small that a piece of the dividend
+        float32 flushes (below 1.18e-38) would come out of the division beyond §5's tolerance,
+        10⁻¹² of the schedule's proven ``peak`` (``linear(0, 1e-30, 1e6) * 1e-8 / 1e-30``: the
+        product is subnormal at tick 1, the quotient 1e-14).  An error e in the dividend moves
+        a / b by up to e / b_lo, one in the divisor by up to a_hi·e / b_lo²."""
+        lo, hi = self.b.range
+        if lo < FLOAT32_NORMAL:
+            return (f"{self.node}: the divisor's values reach down to {lo:.3g}, below float32's "
+                    f"smallest normal number (1.18e-38)")
+        if hi * FLOAT32_NORMAL > 1:  # XLA on CPU divides as a·(1/b): 1/b would flush to 0
+            return (f"{self.node}: the divisor's values reach up to {hi:.3g}, whose reciprocal is "
+                    f"below float32's smallest normal number (1.18e-38)")
+        gain = max(1 / lo, self.a.range[1] / lo / lo)
+        if gain > 1 and FLOAT32_NORMAL * gain > max(1e-12 * peak, FLOAT32_NORMAL):
+            return (f"{self.node}: its divisor reaches down to {lo:.3g}, so a number float32 "
+                    f"flushes to 0 (below 1.18e-38) would move the quotient by up to "
+                    f"{FLOAT32_NORMAL * gain:.3g}")
+        return None
+
+    def values(self, t, xp, left=None):
+        a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
+        b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
+        return xp.divide(a, xp.maximum(b, self.b.range[0]))
+
+
+def _flush_gain(node) -> float:
+    """How far an error of one smallest-normal number at an intermediate inside ``node`` (a piece
+    a flushing backend drops to 0) can move the node's value (at least 1; 0 for a constant, whose
+    number is exact): a later factor of a product multiplies it by its bound (``poly(10, 10) /
+    1e38 * 1e38``: the quotient flushes near the end, the factor brings 1e-38 back to 0.1), a
+    quotient divides it by its divisor's low end (a_hi / b_lo² for one inside the divisor);
+    other nodes pass on their children's largest."""
+    if isinstance(node, TimedCall) and node.range[0] == node.range[1]:
+        return 0.0  # a constant: nothing in it flushes
+    if isinstance(node, TimedQuotient):
+        lo = node.b.range[0]
+        return max(1.0, _flush_gain(node.a) / lo, node.a.range[1] / lo * (_flush_gain(node.b) / lo))
+    if isinstance(node, TimedPointwise) and node.combine is TimedPointwise.COMBINE["product"][0]:
+        highs = [o.range[1] for o in node.operands]
+        after = [1.0] * (len(highs) + 1)  # after[i]: the product of the bounds from i on
+        for i in range(len(highs) - 1, -1, -1):
+            after[i] = after[i + 1] * highs[i]
+        gain, before = 1.0, 1.0
+        for i, operand in enumerate(node.operands):
+            gain = max(gain, _flush_gain(operand) * before * after[i + 1], after[i + 1])
+            before *= highs[i]
+        return gain
+    children = [getattr(node, name) for name in ("inner", "body", "a", "b") if hasattr(node, name)]
+    children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+    return max([1.0] + [_flush_gain(child) for child in children])
+
+
+def _parenthesized(node: Quotient) -> int:
+    """1 where the divisor's text stands in parentheses after the '/', else 0."""
+    return 1 if str(node).endswith(f"({node.divisor})") else 0
 
 
 class TimedSlice:
@@ -532,6 +617,16 @@ class Plan:
             if high > FLOAT32_MAX:
                 where = getattr(node, "node", "a part")
                 return f"{where} reaches {high:.3g} on the way, beyond float32"
+        for node, _ in self.highs():
+            if isinstance(node, TimedQuotient):
+                complaint = node.float32_complaint(self.range[1])
+                if complaint:
+                    return complaint
+        gain = _flush_gain(self.schedule)
+        if FLOAT32_NORMAL * gain > max(1e-12 * self.range[1], FLOAT32_NORMAL):
+            return (f"a number float32 flushes to 0 (below 1.18e-38) may be scaled by up to "
+                    f"{gain:.3g} on the way (a later factor or a small divisor), beyond "
+                    f"float32's tolerance")
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
@@ -729,6 +824,8 @@ def _timed(node: Expr, units: Units):
         return _timed_slice(node, units)
     if isinstance(node, Difference):
         return TimedDifference(node, _timed(node.minuend, units), _timed(node.subtrahend, units))
+    if isinstance(node, Quotient):
+        return TimedQuotient(node, _timed(node.dividend, units), _timed(node.divisor, units))
     kinds = ((Product, "product"), (Sum, "sum"), (Minimum, "minimum"), (Maximum, "maximum"))
     for cls, kind in kinds:
         if isinstance(node, cls):
@@ -738,6 +835,17 @@ def _timed(node: Expr, units: Units):
     if isinstance(node, Quantize):
         return TimedQuantize(node, _timed(node.schedule, units), units.ticks(node.every))
     raise LrdslError(f"not a time schedule: {node}")
+
+
+def _point_at_node(error: LrdslError) -> None:
+    """A caret in the canonical text, for an error that knows (node, offset in its text)."""
+    site = getattr(error, "node_site", None)
+    if site is None or error.expr is None:
+        return
+    node, offset = site
+    at = error.expr.find(str(node))
+    if at >= 0:
+        error.line, error.column = 1, at + offset + 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -761,6 +869,7 @@ def plan(expr: str | Expr, *, steps_per_epoch: float | None = None,
         return _plan(expr, steps_per_epoch, total)
     except LrdslError as error:
         error.expr = str(expr)
+        _point_at_node(error)
         raise
     except TypeError:  # unhashable units
         raise LrdslError(f"steps_per_epoch and total must be numbers, got "
