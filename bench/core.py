@@ -4,9 +4,10 @@
 
 Prints figures and ratios from one run.  Targets (issues #2, #10): uncached parse+AST ≤ 2× the
 bare Lark LALR parse of the same text, cached parse ≤ 2 µs, curve over 10⁶ ticks ≤ 3× numpy —
-for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and a v3
-five-channel program (issue #21) — and
-the cost of planning (units, anchors, stretching and the range proof) in µs per plan.
+for a v1 expression, a v2 one (WSD with a 1−√x cool-down and a stretched middle) and four v3
+ones (a cosine quantized per epoch; a repeat whose periods grow ×1.5; REX, a quotient
+lr·(1 − x)/(1 − x/2); a five-channel program) — and the cost of planning (units, anchors,
+stretching and the range proof) in µs per plan.
 """
 
 import timeit
@@ -20,6 +21,9 @@ from lrdsl.language.plan import _plan
 
 EXAMPLE = "warmup(5) >> cosine(0.1, 100) | plateau(val_loss, 0.5)"
 V2 = "warmup(1%) >> 3e-4 >> cooldown(20%, power=0.5)"
+V3 = "quantize(cosine(0.1, 10000ep), 1ep)"  # a per-epoch cosine, 100 steps per epoch
+V3_REPEAT = "repeat(cosine(0.1, 1000), mult=1.5)"
+REX = "0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)"
 PROGRAM = """lr = warmup(1%) >> cosine(3e-4, 99%)
 momentum = anneal(0.95, 0.85, 100%)
 weight_decay = anneal(0.04, 0.4, 100%)
@@ -84,6 +88,44 @@ def main():
     wsd_numpy_ms = best_us(wsd_by_hand, 3) / 1e3
     wsd_curve_ms = best_us(wsd_ours, 3) / 1e3
 
+    # --- v3: a cosine held per epoch over 10⁶ ticks --------------------------------------------
+    def quantized_by_hand():
+        epoch = np.minimum(t // 100, 10000)  # the epoch index, then the cosine at its start
+        return 0.1 * (1 + np.cos(np.pi * epoch / 10000)) / 2
+
+    def quantized_ours():
+        return lrdsl.curve(V3, n, steps_per_epoch=100)
+
+    np.testing.assert_allclose(quantized_ours(), quantized_by_hand(), rtol=1e-9, atol=1e-15)
+    quantized_numpy_ms = best_us(quantized_by_hand, 3) / 1e3
+    quantized_curve_ms = best_us(quantized_ours, 3) / 1e3
+
+    # --- v3: a growing repeat over n ticks --------------------------------------------------------
+    def growing_by_hand():
+        begins = 1000 * (1.5 ** np.arange(40) - 1) / 0.5  # repetition k from ⌈Bₖ⌉
+        k = np.searchsorted(np.ceil(begins), t, side="right") - 1
+        into = t - begins[k]
+        return 0.1 * (1 + np.cos(np.pi * into / (1000 * 1.5 ** k))) / 2
+
+    def growing_ours():
+        return lrdsl.curve(V3_REPEAT, n)
+
+    np.testing.assert_allclose(growing_ours(), growing_by_hand(), rtol=1e-9, atol=1e-15)
+    growing_numpy_ms = best_us(growing_by_hand, 3) / 1e3
+    growing_curve_ms = best_us(growing_ours, 3) / 1e3
+
+    # --- v3: REX, a quotient, over a run of n ticks ----------------------------------------------
+    def rex_by_hand():
+        x = np.minimum(t, n) / n
+        return 0.1 * (1 - x) / (1 - x / 2)
+
+    def rex_ours():
+        return lrdsl.curve(REX, n, total=n)
+
+    np.testing.assert_allclose(rex_ours(), rex_by_hand(), rtol=1e-12, atol=1e-15)
+    rex_numpy_ms = best_us(rex_by_hand, 3) / 1e3
+    rex_curve_ms = best_us(rex_ours, 3) / 1e3
+
     # --- v3: a program of five channels over n ticks ---------------------------------------------
     def program_by_hand():
         x = t / n
@@ -119,11 +161,19 @@ def main():
         ("curve, 10⁶ ticks, warmup+cosine+plateau (ms)", curve_ms, "numpy by hand", numpy_ms, 3.0),
         ("v2 parse, uncached (µs)", uncached_v2_us, "bare Lark LALR parse", bare_v2_us, 2.0),
         ("v2 curve, 10⁶ ticks, WSD 1−√x (ms)", wsd_curve_ms, "numpy by hand", wsd_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, quantized cosine (ms)", quantized_curve_ms, "numpy by hand",
+         quantized_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, repeat ×1.5 (ms)", growing_curve_ms, "numpy by hand",
+         growing_numpy_ms, 3.0),
+        ("v3 curve, 10⁶ ticks, REX quotient (ms)", rex_curve_ms, "numpy by hand", rex_numpy_ms, 3.0),
         ("v3 curve, 10⁶ ticks, five-channel program (ms)", program_curve_ms, "numpy by hand",
          program_numpy_ms, 3.0),
     ]
     print(f"expression: {EXAMPLE}")
     print(f"v2 expression: {V2} (total=10⁶)")
+    print(f"v3 expression: {V3} (steps_per_epoch=100)")
+    print(f"v3 expression: {V3_REPEAT}")
+    print(f"v3 expression: {REX} (total=10⁶)")
     print(f"{'measure':<48} {'lrdsl':>10} {'against':>24} {'value':>10} {'ratio':>7} {'target':>7}")
     for name, ours_value, against, theirs, target in rows:
         ratio = ours_value / theirs

@@ -13,14 +13,14 @@ from lrdsl.language.catalogue import primitives
 from lrdsl.language.params import Primitive
 from lrdsl.errors import (ArgumentError, LrdslError, LrdslSyntaxError, MetricError,
                           UnitError, UnknownNameError)
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum, call, const)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum, call, const)
 from lrdsl.language.parser import parse
 
 __all__ = [
     "parse", "curve", "primitives", "Primitive",
-    "Expr", "Call", "Sequence", "Product", "Sum", "Difference", "Slice", "Minimum", "Maximum",
-    "Repeat", "Plateau", "call", "const",
+    "Expr", "Call", "Sequence", "Product", "Quotient", "Sum", "Difference", "Slice", "Minimum",
+    "Maximum", "Repeat", "Quantize", "Plateau", "call", "const",
     "LrdslError", "LrdslSyntaxError", "UnknownNameError", "ArgumentError", "UnitError",
     "MetricError",
 ]

@@ -30,6 +30,8 @@ tolerance without ``jax_enable_x64``.
 optax's own ``contrib.reduce_on_plateau`` scales the updates on its own clock and cannot be
 placed *under* a time schedule; here the plateau's scale s is kept beside the tick in the
 transformation's state and the step is ``-min(f(t), max(f(t)·s, min))`` (docs/language.md "Reports and the plateau").
+Its rule is written ``plateau(value, factor, patience=p − 1, threshold=rtol, atol=atol,
+cooldown=c)`` (tests/test_plateau_peers.py holds the two to the same scales).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class _XlaNumpy:
     ``xp.divide``, and here a divisor known when tracing is first scaled, with the numerator,
     by a power of two if its reciprocal would not be a normal number of the dtype; both then
     pass an optimization barrier, and so does the quotient: no constant folds into ``1/b``.
+    A divisor traced as an array (``a / b`` of two schedules, ``b`` maybe a constant one) passes
+    the same barriers: ``1.7e308 * (x / 0.9)`` was folded into ``(1.7e308 · 1/0.9) · x``, inf.
     """
 
     def __getattr__(self, name):
@@ -69,8 +73,9 @@ class _XlaNumpy:
 
     @staticmethod
     def divide(a, b):
-        if not isinstance(b, (int, float)):
-            return a / b
+        if not isinstance(b, (int, float)):  # a quotient of schedules: its divisor may be a
+            a, b = jax.lax.optimization_barrier((a, b))  # constant XLA would fold as 1/b
+            return jax.lax.optimization_barrier(a / b)
         dtype = _float_dtype()
         half = jnp.finfo(dtype).maxexp // 2  # 512 in float64, 64 in float32
         exponent = math.frexp(b)[1]

@@ -164,10 +164,16 @@ def plateau_step(rule: PlateauRule, scale, best, bad, cooldown_left, value, wher
     Improved when ``value`` beats the bar ``best·bar_scale + bar_shift`` (below it for min,
     above it for max; NaN never does).  A bad report during cooldown does not count; more
     than ``patience`` bad reports multiply the scale by ``factor`` and start the cooldown.
+    With ``best="running"`` best moves on every report below it (max: above), improvement or
+    not; ``rule.running`` is a Python bool, so a compiled step holds one of the two.
     """
     bar = best * rule.bar_scale + rule.bar_shift
-    improved = value < bar if rule.minimize else value > bar
-    best = where(improved, value, best)
+    minimize = rule.minimize
+    improved = value < bar if minimize else value > bar
+    if rule.running:
+        best = where(value < best if minimize else value > best, value, best)
+    else:
+        best = where(improved, value, best)
     bad = where(improved, 0, bad + 1)
     cooling = cooldown_left > 0
     cooldown_left = where(cooling, cooldown_left - 1, cooldown_left)

@@ -52,6 +52,17 @@ LONG = [
     ("max(exp(0.1, 0.9999), 1e-4)", {}), ("min(cosine(0.1, 1e6), 0.05)", {}),
     ("cosine(0.1, 1e6)[5e5:]", {}), ("0.2 - cosine(0.1, 1e6)", {}),
     ("cosine(0.1, 5e5) + anneal(0, 0.01, 1e6)", {}), ("repeat(warmup(1e3) >> cosine(0.1, 9e4))", {}),
+    ("quantize(cosine(1, 1e6), 7.5)", {}), ("warmup(500) >> quantize(cosine(0.1, 1e6), 1000)", {}),
+    ("quantize(exp(0.1, 0.99999, d=1e6), 7.5)", {}), ("quantize(linear(0.1, 0, 999999.5), 3.25)", {}),
+    ("quantize(step(1, 13, factor=0.9999, d=1e6), 3.25)", {}),
+    ("repeat(cosine(0.1, 1000), mult=1.5)", {}), ("repeat(cosine(0.1, 1000), mult=1.5, round=true)", {}),
+    ("repeat(cosine(0.1, 1000, min=1e-4), mult=2, decay=0.8)", {}),
+    ("repeat(warmup(100) >> cosine(0.1, 900), mult=2, round=true)", {}),
+    ("repeat(cosine(0.1, 7.7), mult=1.3, decay=0.999)", {}),
+    ("repeat(anneal(0.01, 0.1, 333.3, shape=linear), n=12, mult=1.7, decay=1.05) >> 0.01", {}),
+    ("0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)", {"total": 1e6}),
+    ("1 / (1 + linear(0, 9, 1e6))", {}), ("2 / cosine(1, 1e6, min=0.5)", {}),
+    ("1 / invtime(10, 1e-4, d=1e6)", {}), ("warmup(1e4) >> 3e-4 / (1 + linear(0, 1, 9e5)) >> cooldown(9e4)", {}),
 ]
 
 

@@ -66,6 +66,7 @@ NUMBER_POOLS = {
     "mult": MULTS, "power": POWERS, "n": COUNTS, "patience": ["0", "1", "2", "10"],
     "cooldown": ["0", "1", "3"], "threshold": ["0.0001", "0", "0.01", "0.1"], "pct": PCTS,
     "div": DIVS, "final_div": DIVS,
+    "atol": ["0", "0.01", "0.1", "1e-4", "1"],  # plateau(atol=) (v3)
 }
 
 
@@ -168,7 +169,7 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
     if depth <= 0:
         return atom(pick, 0)
     form = pick(["atom", "sequence", "sum", "difference", "product", "slice", "minmax", "repeat",
-                 "warmup", "cooldown", "wsd", "atom", "atom", "atom"])
+                 "warmup", "cooldown", "wsd", "atom", "atom", "atom", "quantize", "quotient"])
     sub = lambda: schedule(pick, depth - 1)  # noqa: E731
     if form == "atom":
         return atom(pick, depth)
@@ -182,6 +183,8 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
         left = pick(["schedule", "number"])
         a = (number(pick, "factor"), ATOM) if left == "number" else sub()
         return f"{_wrap(a, PRODUCT)} * {_wrap(sub(), SLICE)}", PRODUCT
+    if form == "quotient":
+        return quotient(pick, sub), PRODUCT
     if form == "slice":
         start = pick(["", duration(pick)])
         end = pick([duration(pick), "", duration(pick)])
@@ -190,6 +193,12 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
         return call(pick, pick(["min", "max"]), depth), ATOM
     if form == "repeat":
         return call(pick, "repeat", depth), ATOM
+    if form == "quantize":  # sometimes an every float32 cannot hold, or one finer than a tick
+        text = call(pick, "quantize", depth)
+        if pick([False, True]):
+            text = text[:text.rindex(",") + 1] + \
+                f" {pick(['7.5', '0.5', '1.2', '7.7', '1e-3', '2.25ep', '3.25', '10%', '1e308'])})"
+        return text, ATOM
     if form == "warmup":
         return f"{call(pick, 'warmup', depth)} >> {_wrap(sub(), SUM)}", SEQ
     if form == "cooldown":
@@ -197,6 +206,27 @@ def schedule(pick: Pick, depth: int = 3) -> tuple[str, int]:
     # warm-up, a stretched middle, a cool-down: the WSD shape that needs total
     return (f"{call(pick, 'warmup', depth)} >> {_wrap(sub(), SUM)} >> "
             f"{call(pick, 'cooldown', depth)}", SEQ)
+
+
+def quotient(pick: Pick, sub) -> str:
+    """``a / b``: the divisor sometimes provably positive (a number, ``k + b``, ``max(b, k)``,
+    a floored cosine), sometimes not (any schedule, which may reach 0: to be refused)."""
+    a = (number(pick), ATOM) if pick([True, False]) else sub()
+    kind = pick(["schedule", "number", "shifted", "floored", "cosine", "anneal"])
+    if kind == "number":
+        b = (number(pick, "factor"), ATOM)
+    elif kind == "shifted":
+        b = (f"{number(pick)} + {_wrap(sub(), PRODUCT)}", SUM)
+    elif kind == "floored":
+        b = (f"max({sub()[0]}, {number(pick)})", ATOM)
+    elif kind == "cosine":
+        b = (f"cosine({number(pick)}, {duration(pick)}, min={number(pick)})", ATOM)
+    elif kind == "anneal":
+        b = (f"anneal(1, {number(pick, 'factor')}, {duration(pick)}, shape={pick(['linear', 'cos'])})",
+             ATOM)
+    else:
+        b = sub()
+    return f"{_wrap(a, PRODUCT)} / {_wrap(b, SLICE)}"
 
 
 def expression(pick: Pick, depth: int = 3) -> str:
@@ -324,6 +354,9 @@ def cancelled(node) -> float:
         highs = [o.range[1] for o in node.operands]
         return max(cancelled(o) * math.prod(h for j, h in enumerate(highs) if j != i)
                    for i, o in enumerate(node.operands))
+    if isinstance(node, p.TimedQuotient):  # a/b: the dividend's error over b's low end; an error
+        low = node.b.range[0]             # e in b moves a/b by up to a·e/b² (b ≥ its low end)
+        return max(cancelled(node.a) / low, node.a.range[1] / low * (cancelled(node.b) / low))
     children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
     children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
     return max((cancelled(c) for c in children), default=0.0)
@@ -333,20 +366,59 @@ def flushed_terms(node) -> int:
     """How many pieces below the smallest normal number a flushing backend may drop in ``node``
     (a plan's timed tree): docs/language.md ("A backend that flushes subnormal numbers").  A call
     adds at most two weighted terms, each weight a share or a sum of two shares in [0, 1]: 4;
-    a sum, product or difference adds its operands' pieces; every other node passes on the
-    largest of its children's."""
+    a sum, product or difference adds its operands' pieces; a repeat whose decay > 1 scales its
+    body's by decayⁿ⁻¹; every other node passes on the largest of its children's."""
     p = sys.modules["lrdsl.language.plan"]  # the module (lrdsl.plan the attribute is the function)
 
     if isinstance(node, p.TimedCall):
         return 4
-    if isinstance(node, p.TimedDifference):
+    if isinstance(node, (p.TimedDifference, p.TimedQuotient)):
         return flushed_terms(node.a) + flushed_terms(node.b)
     if isinstance(node, p.TimedPointwise) and node.combine in (
             p.TimedPointwise.COMBINE["product"][0], p.TimedPointwise.COMBINE["sum"][0]):
         return sum(flushed_terms(o) for o in node.operands)
+    if isinstance(node, p.TimedRepeat) and node.decay > 1:  # a dropped piece times decayⁿ⁻¹
+        return math.ceil(flushed_terms(node.body) * node.decay ** (node.n - 1))
     children = [getattr(node, name) for name in ("inner", "body") if hasattr(node, name)]
     children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
     return max((flushed_terms(c) for c in children), default=1)
+
+
+def amplified(node) -> float:
+    """How much a piece a flushing backend drops (below its smallest normal number) can move a
+    schedule with a quotient (a plan's timed tree): a call scales a flushed share by at most its
+    largest value, a product by the other factors' bounds, a quotient a / b by 1 / b_lo (an error
+    in a) or a_hi / b_lo² (an error in b); every other node passes on the largest of its
+    children's.  docs/language.md ("Language v3: division"); 0 without a quotient."""
+    p = sys.modules["lrdsl.language.plan"]
+
+    def gain(node) -> float:
+        if isinstance(node, p.TimedCall):
+            return node.range[1]
+        if isinstance(node, p.TimedQuotient):
+            low = node.b.range[0]
+            return max(gain(node.a) / low, node.a.range[1] / low * (gain(node.b) / low))
+        if isinstance(node, p.TimedPointwise) and node.combine is p.TimedPointwise.COMBINE["product"][0]:
+            highs = [o.range[1] for o in node.operands]  # a piece of a factor, or of the running
+            return max(max(gain(o) * math.prod(h for j, h in enumerate(highs) if j != i),  # product
+                           math.prod(highs[i + 1:])) for i, o in enumerate(node.operands))
+        return max((gain(c) for c in _children(node)), default=1.0)
+
+    def has_quotient(node) -> bool:
+        return isinstance(node, p.TimedQuotient) or any(has_quotient(c) for c in _children(node))
+
+    return gain(node) if has_quotient(node) else 0.0
+
+
+def flush_scale(compiled) -> float:
+    """What a flushed piece is scaled by at most: the schedule's proven largest value, or what a
+    quotient amplifies it to (:func:`amplified`)."""
+    return max(compiled.schedule.range[1], amplified(compiled.schedule))
+
+
+def _children(node) -> list:
+    children = [getattr(node, name) for name in ("inner", "body", "a", "b") if hasattr(node, name)]
+    return children + list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
 
 
 def _mismatch(got, want, tolerance, cancel: float = 0.0, largest: float = 0.0,
@@ -557,7 +629,7 @@ class JaxQueue:
     def add(self, case: Case, compiled, ticks) -> None:
         if self.dtypes:
             self.pending.append((case, time_schedule(compiled), ticks, compiled.values(ticks),
-                                 cancelled(compiled.schedule), compiled.schedule.range[1],
+                                 cancelled(compiled.schedule), flush_scale(compiled),
                                  flushed_terms(compiled.schedule)))
         if len(self.pending) >= self.BATCH:
             self.flush()
@@ -595,7 +667,7 @@ def _raised(result):
 def check_keras(case: Case, tally: Tally, compiled, ticks) -> None:
     Run(tally, case)("keras", lambda: keras_values(time_schedule(compiled), case.options, ticks),
                      compiled.values(ticks), ticks, F32, cancel=cancelled(compiled.schedule),
-                     largest=compiled.schedule.range[1], terms=flushed_terms(compiled.schedule))
+                     largest=flush_scale(compiled), terms=flushed_terms(compiled.schedule))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -107,3 +107,20 @@ def onecycle_ends(lr, d, pct, anneal_name, three_phase, first, last, t):
 
 NAMES.update({"shape": shape, "anneal": anneal, "warmup": warmup, "cooldown": cooldown,
               "onecycle_ends": onecycle_ends})
+
+
+# --- v3 (LANGUAGE.md §3 repeat): written from the formula, period by period -------------------
+
+def repeat(a, t, d, mult=1.0, decay=1.0, whole=False, n=None):
+    """decayᵏ·a(τ·d/Pₖ): repetition k of a (of duration d) stretched to Pₖ = d·multᵏ ticks
+    (whole: P₀ = ⌊d⌋, Pₖ = ⌊Pₖ₋₁·mult⌋), τ ticks into it; after the n-th, a(d)·decayⁿ⁻¹."""
+    period = math.floor(d) if whole else d
+    start, k = 0, 0
+    while t >= start + period:
+        if n is not None and k == n - 1:
+            return decay ** k * a(d)
+        start += period
+        period = math.floor(period * mult) if whole else period * mult
+        k += 1
+    return decay ** k * a((t - start) * d / period)
+NAMES["repeat"] = repeat

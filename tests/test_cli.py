@@ -1,5 +1,6 @@
 """The installed ``lrdsl`` console script, driven in subprocesses."""
 
+import itertools
 import json
 import os
 import struct
@@ -30,6 +31,13 @@ def test_parse_prints_canonical_form_and_segments():
     assert out[4].strip().startswith("plateau on val_loss (min): ×0.5 once more than 10 reports")
 
 
+def test_parse_names_the_plateau_atol_and_running_best_only_when_set():
+    out = run("parse", "0.1 | plateau(loss, 0.2, atol=0.01, best=running)").stdout.splitlines()
+    assert out[-1].strip().endswith("threshold 0.0001 (rel), atol 0.01, running best")
+    out = run("parse", "0.1 | plateau(loss, 0.2, atol=0, best=improvement)").stdout.splitlines()
+    assert out[0] == "0.1 | plateau(loss,factor=0.2)" and out[-1].strip().endswith("threshold 0.0001 (rel)")
+
+
 def test_parse_units_and_unbounded_tail():
     out = run("parse", "warmup(2ep) >> step(0.1, 1ep)", "--steps-per-epoch", "10").stdout.splitlines()
     assert out[1].split()[:2] == ["[0,", "20)"] and out[2].split()[:2] == ["[20,", "∞)"]
@@ -43,6 +51,34 @@ def test_parse_json():
     assert [s["name"] for s in data["segments"]] == ["warmup", "cosine"]
     assert data["ast"]["sequence"][1] == {"call": "cosine", "args": {"lr": 0.1, "d": "100", "min": 0.0}}
     assert data["plateau"] is None
+
+
+def test_parse_describes_a_quantized_schedule_and_plots_its_stairs(tmp_path):
+    expr, units = "warmup(2ep) >> quantize(cosine(0.1, 8ep), 1ep)", ("--steps-per-epoch", "10")
+    out = run("parse", expr, *units).stdout.splitlines()
+    assert out[0] == "warmup(2ep) >> quantize(cosine(0.1,8ep),1ep)"
+    assert out[2].split() == ["[20,", "100)", "quantize", "0.1", "→", "0", "cosine", "held", "per",
+                              "1", "epoch"]
+    assert out[3].strip() == "then 0"
+    assert "held per 10 ticks" in run("parse", "quantize(exp(0.1, 0.5), 10)").stdout
+    data = json.loads(run("parse", "--json", expr, *units).stdout)
+    assert data["ast"]["sequence"][1] == {
+        "quantize": {"call": "cosine", "args": {"lr": 0.1, "d": "8ep", "min": 0.0}}, "every": "1ep"}
+    plot = run("parse", "--plot", expr, *units).stdout
+    heights = [h for h in _braille_columns(plot) if h is not None]
+    falling = heights[heights.index(max(heights)):]
+    assert all(b <= a + 0.5 for a, b in zip(falling, falling[1:]))
+    # eight epochs of cosine: eight flat steps of ~18 columns each, not a smooth curve
+    runs = [len(list(run)) for _, run in itertools.groupby(falling)]
+    assert sum(length >= 12 for length in runs) >= 8, runs
+    smooth = run("parse", "--plot", "warmup(2ep) >> cosine(0.1, 8ep)", *units).stdout
+    smooth_heights = [h for h in _braille_columns(smooth) if h is not None]
+    smooth_runs = [len(list(run)) for _, run in itertools.groupby(
+        smooth_heights[smooth_heights.index(max(smooth_heights)):])]
+    assert sum(length >= 12 for length in smooth_runs) < 4, smooth_runs
+    target = tmp_path / "q.png"
+    assert f"wrote {target}" in run("parse", "--plot", str(target), expr, *units).stdout
+    assert _png_size(target) == (800, 450)
 
 
 def _braille_columns(plot: str) -> list[float]:
@@ -412,3 +448,20 @@ def test_real_processes_survive_hostile_input(tmp_path):
     result = subprocess.run([str(LRDSL), "parse", "warmup(5) >> cosine(0.1, 100)", "--plot"],
                             capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=60)
     assert result.returncode == 0 and b"\\u2192" in result.stdout  # → written as an escape
+
+
+def test_parse_eval_and_plot_a_quotient():
+    rex = "0.1 * anneal(1, 0, 100, shape=linear) / anneal(1, 0.5, 100, shape=linear)"
+    data = json.loads(run("parse", "--json", rex).stdout)
+    assert data["canonical"] == "0.1 * anneal(1,0,100,shape=linear) / anneal(1,0.5,100,shape=linear)"
+    assert data["duration"] == 100 and [s["name"] for s in data["segments"]] == ["quotient"]
+    dividend, divisor = data["ast"]["quotient"]
+    assert dividend["product"][0]["call"] == "const" and divisor["args"]["end"] == 0.5
+    lines = run("eval", rex, "--at", "0,50,100").stdout.split("\n")
+    # REX: 0.1·(1 − x)/(1 − x/2), x = t/100
+    assert [float(line.split()[1]) for line in lines if line] == pytest.approx(
+        [0.1, 0.1 * 0.5 / 0.75, 0.0], rel=1e-9)
+    plot = run("parse", "--plot", "-", "--", rex).stdout
+    assert "quotient" in plot and "┤" in plot
+    error = run("parse", "1 / cosine(0.1, 100)", check_exit=2).stderr
+    assert "the divisor of '/', cosine(0.1,100), may reach 0" in error and "^" in error

@@ -34,6 +34,13 @@ from tests import fuzz  # noqa: E402
     ("linear(2, 1, 1e-38)", {}, "smallest normal"),
     ("step(0.5, 1e-30)", {}, "every"),
     ("(cosine(0.1, 1e6) >> 0.1)[2e7:]", {}, "slice's start"),
+    # quantize reads its schedule at every·q: a start float32 rounds a hair below an inner
+    # boundary read the level before it (1.2 ticks here; the inner quantize switches at 18)
+    ("quantize(quantize(anneal(0.1, 2, 10%, power=0.51), 1ep) >> cooldown(2steps), 1.2) >> "
+     "cooldown(5)", {"steps_per_epoch": 3, "total": 250}, "not a float32 number"),
+    ("quantize(sgdr(0.5, 1%, d=10), 1.2)", {"steps_per_epoch": 100, "total": 77}, "period starts"),
+    ("quantize(exp(0.1, 0.99999), 7.5)", {}, "only below tick 8.38861e+06"),
+    ("quantize(cosine(1, 100), 1e308)", {}, "does not fit float32"),  # t/every·every was NaN
 ])
 def test_float32_refuses_what_it_cannot_hold(expr, options, words):
     complaint = lrdsl.plan(expr, **options).float32_complaint
@@ -180,3 +187,11 @@ def test_a_segment_handed_its_ticks_left_holds_its_end_past_it():
     want = [10 * 1 / 50, 0.0, 0.0, 0.0]  # P·(1 − x), one tick left of 50 at tick 76
     np.testing.assert_allclose(lrdsl.curve(expr, ticks, **options), want, rtol=1e-12, atol=0)
     assert [lrdsl.plan(expr, **options).value_at(t) for t in ticks[1:]] == [0.0] * 3
+
+
+def test_float32_refuses_a_divisor_whose_reciprocal_flushes():
+    # XLA on CPU divides by a constant as a·(1/b): 1/1e38 = 1e-38 is below float32's smallest
+    # normal number, so optax in float32 gave 0 where the value is 9.7e-38 (the fuzz sample)
+    complaint = lrdsl.plan("onecycle(10, 100, final_div=10, anneal=linear) / 1e38").float32_complaint
+    assert complaint is not None and "reciprocal" in complaint
+    assert lrdsl.plan("onecycle(10, 100) / 1e37").float32_complaint is None

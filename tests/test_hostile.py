@@ -33,7 +33,10 @@ TEMPLATES = [
     "piecewise([{a}], [{b}, {c}])", "{a} * {b} * {c}", "{a} + {b} - {c}", "{a} - cosine({b}, {c})",
     "max({a}, exp({b}, {c}))", "min({a}, exp({b}, {c}, d=10))", "cosine({a}, 100)[{b}:]",
     "cosine(0.1, {a})[{b}:{c}]", "warmup({a}) >> {b} >> cooldown({c})", "repeat(cosine({a}, {b}), n={c})",
-    "{a} | plateau(loss, factor={b}, min={c})",
+    "{a} | plateau(loss, factor={b}, min={c})", "{a} / {b} / {c}", "{a} / cosine({b}, 100, min={c})",
+    "{a} * anneal(1, {b}, {c}, shape=linear) / anneal(1, {b}, {c})", "{a} / invtime({b}, {c}, d={a})",
+    "{a} / (1 + linear(0, {b}, {c}))", "{a} / max(exp({b}, {c}), {a})",
+    "repeat(cosine(0.1, {a}), mult={b}, decay={c}, n=3)", "repeat(cosine({a}, {b}), mult={c}, round=true)",
 ]
 TICKS = np.array([0, 1, 2, 3, 7, 99, 100, 101, 1000, 10**5, 10**6 - 1, 10**6], dtype=np.float64)
 UNITS = {"steps_per_epoch": 10, "total": 1000}
@@ -166,3 +169,41 @@ def test_the_fuzz_checks_tell_a_bug_from_a_rounding():
                       "optax64": {"tried": 1, "unsafe": 1}, "curve": {"tried": 1, "exception": 1},
                       "plan": {"tried": 1, "rejected": 1}}
     assert tally.bug_count() == 4 and "tick 1" in tally.bugs[0].detail
+
+
+#: v2 fuzz finds near repeat's numerics (a growing period past float range, a cycle of a
+#: subnormal length), and their v3 repeat spellings
+REPEAT_HOSTILE = [
+    "sgdr(2, 3, mult=1e308)", "poly(3, 2.2250738585072014e-308, end=5e-324, cycle=true)[:1 epochs]",
+    "repeat(cosine(2, 3), mult=1e308)", "repeat(cosine(2, 3), mult=1e308, round=true)",
+    "repeat(cosine(2, 3), n=3, mult=1e308, decay=1e-300)",
+    "repeat(poly(3, 2.2250738585072014e-308, end=5e-324)[:1 epochs], mult=1.5)",
+    # Hypothesis' find: the table's last entry (only an end tick) had a length of 1e69, which
+    # Keras could not put in a float32 constant
+    "repeat(cosine(0.1, 1e-7), mult=1e38, decay=5e-324, n=3)",
+]
+
+
+@pytest.mark.parametrize("text", REPEAT_HOSTILE)
+def test_fuzz_finds_near_repeat_give_values_or_one_line_errors_on_every_backend(text):
+    for options in fuzz.OPTIONS:
+        case = fuzz.Case(text, dict(options), [])
+        tally = fuzz.Tally()
+        compiled, ticks, _ = fuzz.check_core(case, tally)
+        if compiled is not None:
+            fuzz.check_keras(case, tally, compiled, ticks)
+            queue = fuzz.JaxQueue(tally, fuzz.BACKENDS)
+            queue.add(case, compiled, ticks)
+            queue.flush()
+        assert not tally.bug_count(), fuzz.report(tally)
+        try:
+            plan = lrdsl.plan(text, **options)
+        except lrdsl.LrdslError as error:
+            assert "\n" not in str(error)
+            continue
+        at = np.array([0.0, 1.0, 3.0, 4.0, 5.0, 1e6])  # tick 4: where the poly's fuzz find broke
+        _assert_safe(plan.values(at), f"curve {text}")
+        _assert_safe([plan.value_at(t) for t in at], f"the float path {text}")
+        if plan.float32_complaint is None:
+            schedule = lrdsl.keras.schedule(text, **options)
+            _assert_safe(keras.ops.convert_to_numpy(schedule(at)), f"keras {text}")

@@ -52,6 +52,17 @@ NATIVE += [
     # lrdsl switches at the boundary tick, Keras one tick later: boundaries shift by one
     ("piecewise([10, 25], [0.1, 0.01, 0.001])",
      lambda: schedules.PiecewiseConstantDecay([9, 24], [0.1, 0.01, 0.001]), 40),
+    # quantize is staircase=True for any schedule: ExponentialDecay's staircase over n ticks is
+    # the continuous decay held per n ticks, rate^n per step of the stairs
+    ("quantize(exp(0.1, 0.5), 10)",
+     lambda: schedules.ExponentialDecay(0.1, 10, 0.5 ** 10, staircase=True), 60),
+    ("quantize(exp(0.1, 0.5, every=10), 10)",
+     lambda: schedules.ExponentialDecay(0.1, 10, 0.5, staircase=True), 60),
+    ("quantize(invtime(0.1, 0.5, every=10), 10)",
+     lambda: schedules.InverseTimeDecay(0.1, 10, 0.5, staircase=True), 60),
+    # a quantized linear decay is piecewise constant at its period starts (Keras a tick later)
+    ("quantize(linear(0.1, 0, 40), 10)",
+     lambda: schedules.PiecewiseConstantDecay([9, 19, 29, 39], [0.1, 0.075, 0.05, 0.025, 0.0]), 60),
 ]
 
 
@@ -309,7 +320,9 @@ def test_every_primitive_has_a_long_horizon_case():
     assert not missing or missing == ["const"], missing
 
 
-@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)"])
+@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)",
+                                  "quantize(exp(0.1, 0.99999), 7.5)", "quantize(cosine(1, 100), 1e308)"])
 def test_numbers_float32_cannot_hold_are_refused(expr):
     lrdsl.plan(expr)  # fine in float64
     with pytest.raises(lrdsl.LrdslError, match="float32"):

@@ -197,6 +197,9 @@ def test_the_case_table_has_plateau_cases():
 RULES = [dict(mode=mode, threshold_mode=tm, threshold=th, patience=p, cooldown=c)
          for mode in ("min", "max") for tm in ("rel", "abs") for th in (0.0, 0.05)
          for p, c in ((0, 0), (0, 2), (2, 1))]
+RULES += [dict(mode=mode, threshold_mode=tm, threshold=0.02, patience=p, cooldown=c, atol=0.03, best=best)
+          for mode in ("min", "max") for tm in ("rel", "abs") for best in ("improvement", "running")
+          for p, c in ((0, 1), (2, 0))]
 
 
 @pytest.mark.parametrize("options", RULES, ids=lambda o: "-".join(f"{v}" for v in o.values()))
@@ -368,7 +371,9 @@ def test_learning_rate_needs_the_transform_state():
     assert float(lrdsl.optax.learning_rate("0.1", state[1])) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)"])
+@pytest.mark.parametrize("expr", ["cosine(1e-50, 10)", "1e38 * 10", "step(0.1, 1e-46)",
+                                  "quantize(step(1, 3.6, factor=0.5), 1.2)",
+                                  "quantize(exp(0.1, 0.99999), 7.5)", "quantize(cosine(1, 100), 1e308)"])
 def test_numbers_float32_cannot_hold_are_refused_in_float32_only(expr):
     sched = lrdsl.optax.schedule(expr)
     with pytest.raises(lrdsl.LrdslError, match="float32 unless jax_enable_x64"):
@@ -390,6 +395,11 @@ EXTREMES = {
     "linear(0, 1e300, 1e-200)": lambda t: 1e300 * min(t, 1e-200) / 1e-200,
     "warmup(1e-10) >> 1e300": lambda t: 1e300 * min(t, 1e-10) / 1e-10,
     "exp(1e300, 0.5, every=1e-200)": lambda t: 1e300 * 0.5 ** (t / 1e-200),
+    # a quotient of schedules whose divisor is a constant: XLA folded 1.7e308·(1/0.9) into inf
+    "1.7976931348623157e308 * (linear(0.9, 0.45, 10) / 0.9)":
+        lambda t: 1.7976931348623157e308 * ((0.9 - 0.045 * min(t, 10)) / 0.9),
+    "1e300 * (linear(1, 0.5, 10) / (0.5 + linear(0.5, 1, 10)))":
+        lambda t: 1e300 * ((1 - 0.05 * min(t, 10)) / (1 + 0.05 * min(t, 10))),
 }
 
 
@@ -557,6 +567,9 @@ NATIVE = [
     ("exp(0.1, 0.5, every=10)", lambda: optax.exponential_decay(0.1, 10, 0.5), 80),
     ("exp(0.1, 0.5, every=10, staircase=true)",
      lambda: optax.exponential_decay(0.1, 10, 0.5, staircase=True), 80),
+    # quantize gives any schedule optax's staircase
+    ("quantize(exp(0.1, 0.5), 10)",
+     lambda: optax.exponential_decay(0.1, 10, 0.5 ** 10, staircase=True), 80),
     ("const(0.1, d=15) >> max(exp(0.1, 0.8, every=4), 0.01)",
      lambda: optax.exponential_decay(0.1, 4, 0.8, transition_begin=15, end_value=0.01), 120),
     # piecewise_constant_schedule: scales multiply in from count ≥ boundary on

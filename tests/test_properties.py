@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lrdsl
@@ -80,6 +81,10 @@ def _extend(children):
         st.builds(_valid(lambda k, a: k * a), lrs, children),
         st.builds(_valid(lambda a, b: a + b), children, children),
         st.builds(_valid(lambda k, a: k - a), st.floats(10, 30).map(lambda x: round(x, 1)), children),
+        st.builds(_valid(lambda a, b: a / b), children, children),  # b may reach 0: refused
+        st.builds(_valid(lambda a, k, b: a / (k + b)), children, lrs, children),  # b > 0
+        st.builds(_valid(lambda k, a, b: k * a / lrdsl.call("max", b, k)), lrs, children, children),
+        st.builds(_valid(lambda a, k: a / k), children, lrs),
         st.builds(_valid(lambda a, b: lrdsl.call("min", a, b)), children, children),
         st.builds(_valid(lambda a, k: lrdsl.call("max", a, k)), children, lrs),
         st.builds(_valid(lambda b, s: lrdsl.call("warmup", 2, shape=s, start=0.1) >> b), children, shapes),
@@ -89,7 +94,11 @@ def _extend(children):
                   unbounded, st.integers(1, 100).map(float)),
         st.builds(_valid(lambda a, s: a[s:]), children, st.integers(1, 5)),
         st.builds(_valid(lrdsl.Repeat), st.one_of(bounded, children),
-                  st.one_of(st.none(), st.integers(1, 5).map(float))),
+                  st.one_of(st.none(), st.integers(1, 5).map(float)),
+                  st.sampled_from([1.0, 1.0, 1.5, 2.0, 3.0, 1.3]),
+                  st.sampled_from([1.0, 1.0, 0.5, 0.9, 1.2]), st.booleans()),
+        st.builds(_valid(lambda a, e: lrdsl.call("quantize", a, e)), children,
+                  st.one_of(durations, st.sampled_from([0.5, 1.5, 7.5, 2.25]).map(Duration))),
     ).filter(lambda e: e is not None)
 
 
@@ -98,6 +107,10 @@ expressions = st.one_of(
     schedules,
     st.builds(lambda s, m, f, p: lrdsl.Plateau(s, lrdsl.call("plateau", m, f, patience=p)),
               schedules, monitors, fractions, st.integers(0, 5).map(float)),
+    # (v3) atol= and best=
+    st.builds(lambda s, m, f, a, b: lrdsl.Plateau(s, lrdsl.call("plateau", m, f, atol=a, best=b)),
+              schedules, monitors, fractions, st.sampled_from([0.0, 1e-3, 0.5]),
+              st.sampled_from(["improvement", "running"])),
 )
 
 
@@ -134,7 +147,7 @@ def test_generated_programs_round_trip(channels):
 
 #: plan-time refusals a generated expression may meet (its numbers, not its shape, are at fault)
 REFUSALS = ("may go negative", "already ended", "not before its end", "no room to stretch",
-            "cool-down from 0", "warm-up to 0")
+            "cool-down from 0", "warm-up to 0", "the divisor of '/'", "beyond float range")
 
 
 #: the units generated expressions are evaluated with: sp and tok convert through the batch
@@ -167,8 +180,8 @@ def _only_lrdsl_errors(text):
         pass
 
 
-ALPHABET = st.sampled_from(list("()[],=*>|#%.\"' \n0123456789eEabcdpstw_+-") +
-                           ["warmup", "cosine", "repeat", "plateau", ">>", "ep", "st", "n=",
+ALPHABET = st.sampled_from(list("()[],=*/>|#%.\"' \n0123456789eEabcdpstw_+-") +
+                           ["warmup", "cosine", "repeat", "quantize", "plateau", ">>", "ep", "st", "n=",
                             "true", "1e999", "-1", "onecycle", "piecewise", "val_loss"])
 
 
@@ -201,6 +214,10 @@ def test_long_and_deep_inputs_never_overflow_the_stack():
     assert values.tolist()[-1] == 0.1
     long_product = " * ".join(["0.999"] * 20_000)
     assert math.isclose(lrdsl.curve(long_product, 1)[0], 0.999 ** 20_000)
+    assert math.isclose(lrdsl.curve(long_product + " / 2 * 4", 1)[0], 0.999 ** 20_000 * 2)
+    for chain in (" - ".join(["1"] * 5000), " / ".join(["1"] * 5000), "1" + " / 1 * 1" * 5000):
+        with pytest.raises(lrdsl.LrdslError, match="nests deeper than 64"):
+            lrdsl.parse(chain)  # each '-' or '/' holds the one before: as deep as parentheses
     for deep in ("(" * 1000 + "0.1" + ")" * 1000, "(" * 1000, "repeat(" * 1000 + "cosine(1,2)" + ")" * 1000,
                  "[" * 1000, "x" * 100_000, "1" * 100_000, "#" * 100_000):
         _only_lrdsl_errors(deep)

@@ -194,7 +194,11 @@ def test_the_torch_scheduler_saves_the_runtime_state_plus_base_lrs():
 
 
 @pytest.mark.parametrize("options", ["loss, 0.5, patience=1, cooldown=2", "acc, 0.3, patience=0, threshold=0.1",
-                                     "loss, 0.5, patience=2, threshold=0.05, threshold_mode=abs"])
+                                     "loss, 0.5, patience=2, threshold=0.05, threshold_mode=abs",
+                                     "loss, 0.5, patience=1, threshold=0.05, atol=0.02, cooldown=1",
+                                     "acc, 0.5, patience=0, threshold=0.01, threshold_mode=abs, atol=0.1",
+                                     "loss, 0.5, patience=1, threshold=0.2, threshold_mode=abs, best=running",
+                                     "acc, 0.5, patience=1, threshold=0.1, atol=0.05, best=running, cooldown=1"])
 def test_the_pure_plateau_step_is_the_stateful_one(options):
     np = pytest.importorskip("numpy")
     from lrdsl.language.plan import plan
@@ -217,3 +221,27 @@ def test_a_target_sharing_the_lr_text_still_may_not_carry_its_plateau():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.5)
     with pytest.raises(lrdsl.LrdslError, match="momentum: only the learning rate may carry"):
         lrdsl.torch.scheduler(opt, "0.5 | plateau(loss)", momentum="0.5 | plateau(loss)")
+
+
+@pytest.mark.parametrize("best", ["improvement", "running"])
+def test_a_plateau_state_copies_and_pickles_with_its_rule(best):
+    # best=running is a PlateauState subclass chosen by PlateauState(rule): copy and pickle
+    # rebuild the object without the rule, and must keep the class and the state
+    import copy
+    import pickle
+
+    from lrdsl.language.plan import plan
+    from lrdsl.language.plateau import PlateauState
+
+    state = PlateauState(plan(f"0.1 | plateau(loss, 0.5, patience=0, threshold=0.1, best={best})").plateau)
+    for value in (1.0, 0.95, 0.93):
+        state.report_value(value)
+    twins = [copy.deepcopy(state), pickle.loads(pickle.dumps(state))]
+    for twin in twins:
+        assert type(twin) is type(state) and twin.state_dict() == state.state_dict()
+    state.report_value(0.92)
+    for twin in twins:
+        twin.report_value(0.92)
+        assert twin.state_dict() == state.state_dict()
+    # running: best 0.93 → 0.92 (below it), improvement: best stays 1.0
+    assert state.best == (0.92 if best == "running" else 1.0)

@@ -22,7 +22,8 @@ from lrdsl.language import floats, params
 from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, SHAPES, complement,
                                      cos_shape, decay_exponent, exp_shape_complaint, geometric,
                                      grows, interpolate, interval, levels_at, period_complaint,
-                                     period_left, period_position, restart_table, shares,
+                                     period_left, period_position, restart_of, restart_table,
+                                     restart_steady, shares,
                                      weighted, whole_periods)
 from lrdsl.language.params import (AT_LEAST_ONE, COUNT, INTEGER, LR, NONNEGATIVE, PEAK, POSITIVE,
                                    UNIT_CLOSED, UNIT_OPEN, Param, Primitive, format_value)
@@ -37,6 +38,17 @@ def _unbounded(doc: str = "") -> Param:
 
 
 D = _unbounded()
+
+
+def _decays_to_end(value):
+    """The low end of a decaying call's range: its value at d where ``d=`` bounds it (it holds
+    that value from there on), else 0 — every argument narrows a range, so
+    ``1 / invtime(10, 0.1, d=100)`` divides by at least invtime's value at tick 100."""
+    def low(p) -> float:
+        if not math.isfinite(p.d):
+            return 0.0
+        return float(value(floats, p.d, SimpleNamespace(**{**vars(p), "left": None})))
+    return low
 SHAPE = Param("shape", "choice", "linear", choices=tuple(SHAPES))
 POWER = Param("power", "number", 1.0, POSITIVE)
 
@@ -214,7 +226,8 @@ _add(Primitive(
     """Step decay: lr·factor^⌊t/every⌋.""",
     native="StepLR(step_size=every, gamma=factor)", example="step(0.1, 30, factor=0.5)",
     value=_step, resolve=_resolve_factor,
-    range=lambda p: (0.0 if p.factor < 1 else p.lr, p.lr * grows(p, p.factor, p.every)),
+    range=lambda p: (_decays_to_end(_step)(p) if p.factor < 1 else p.lr,
+                     p.lr * grows(p, p.factor, p.every)),
     span=lambda p: 3 * p.every,
     describe=lambda a: f"×{format_value(a['factor'])} every {a['every']}"))
 
@@ -293,7 +306,7 @@ _add(Primitive(
     rate, lr·e^(−k·t/every).  A rate > 1 grows, so it needs d=.""",
     native="Keras ExponentialDecay; ExponentialLR(gamma=rate) when every=1",
     example="exp(0.1, 0.95)", value=_exp, validate=_exp_rate_or_k, resolve=_resolve_exp,
-    range=lambda p: (0.0 if p.log_rate <= 0 else p.lr,
+    range=lambda p: (_decays_to_end(_exp)(p) if p.log_rate <= 0 else p.lr,
                      p.lr * grows(p, math.exp(p.log_rate), p.every)),
     span=lambda p: 3 * p.every / max(abs(p.log_rate), 1e-9) if p.log_rate else 100.0,
     describe=lambda a: (f"×{format_value(a['rate'])}" if a["rate"] is not None else
@@ -318,7 +331,7 @@ _add(Primitive(
     """Inverse-time ("time-based") decay: lr / (1 + rate·t/every)^power (⌊t/every⌋ with
     staircase).""",
     native="Keras InverseTimeDecay; timm power-law stable phase",
-    example="invtime(0.1, 0.5)", value=_invtime, range=lambda p: (0.0, p.lr),
+    example="invtime(0.1, 0.5)", value=_invtime, range=lambda p: (_decays_to_end(_invtime)(p), p.lr),
     span=lambda p: 10 * p.every / max(p.rate, 1e-9) if p.rate else 100.0,
     describe=lambda a: f"1/(1 + {format_value(a['rate'])}·t/{a['every']})"
     + (f"^{format_number(a['power'])}" if a["power"] != 1 else "")))
@@ -335,7 +348,7 @@ _add(Primitive(
               Param("power", "number", 0.5, NONNEGATIVE), D),
     """Inverse square root: lr·(d0 / max(t, d0))^power (power 0.5: √).""",
     native="t5x rsqrt_normalized_decay; power schedulers (t^−0.51)",
-    example="rsqrt(0.01, d0=1000)", value=_rsqrt, range=lambda p: (0.0, p.lr),
+    example="rsqrt(0.01, d0=1000)", value=_rsqrt, range=lambda p: (_decays_to_end(_rsqrt)(p), p.lr),
     span=lambda p: 3 * p.d0,
     describe=lambda a: f"(t/{a['d0']})^-{format_number(a['power'])} from {a['d0']}"))
 
@@ -405,44 +418,12 @@ def _sgdr(xp, t, p):
         restarts, into = period_position(xp, t, p.period)
         length = p.period
     else:
-        restarts, into, left, length = _restart_of(xp, t, p)
+        restarts, into, left, length = restart_of(xp, t, p)
         peak = p.lr * geometric(xp, p.log_decay, restarts)
         return cos_shape(xp, t, peak, p.min, xp.divide(into, length), xp.divide(left, length))
     peak = p.lr * geometric(xp, p.log_decay, restarts)
     u, v = xp.divide(into, length), xp.divide(period_left(xp, t, restarts, length), length)
     return cos_shape(xp, t, peak, p.min, u, v)
-
-
-#: restarts of a growing sgdr decided at plan time (no more than this many, none past this tick)
-
-def _restart_of(xp, t, p):
-    """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1.
-
-    Within the table every backend looks up the same whole restart ticks, and τ = (t − kᵢ) + oᵢ
-    and Tᵢ − τ = (kᵢ₊₁ − 1 − t) + rᵢ₊₁ are sums of two non-negative numbers, a whole one exact
-    in float32: float32 decides the boundary and keeps the cosine's digits at both ends as
-    float64 does.  Beyond the table (more than RESTART_TABLE restarts, or past tick 2³¹) the
-    closed form decides, exactly only in float64."""
-    ticks = xp.array(p.restart_ticks)
-    flat = xp.reshape(t, (-1,))  # TensorFlow's searchsorted wants a 1-D array
-    index = xp.reshape(xp.searchsorted(ticks, flat, side="right") - 1, xp.shape(t))
-    last = len(p.restart_ticks) - 1
-    known = t < p.restart_ticks[-1]
-    index = xp.minimum(index, last - 1)
-    restarts = xp.take(xp.array(p.restart_index), index)
-    into = (t - xp.take(ticks, index)) + xp.take(xp.array(p.restart_offsets), index)
-    left = (xp.take(ticks, index + 1) - 1.0 - t) + xp.take(xp.array(p.restart_tails), index)
-    length = xp.take(xp.array(p.restart_lengths), index)
-
-    def begins(n):  # tick at which restart n begins; mult^n is exact for whole mults
-        return p.period * xp.divide(xp.power(p.mult, n) - 1.0, p.mult - 1.0)
-    late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
-    late = xp.where(t < begins(late), late - 1.0, late)
-    late = xp.where(t >= begins(late + 1.0), late + 1.0, late)
-    late_into = t - begins(late)
-    late_length = p.period * xp.power(p.mult, late)
-    return (xp.where(known, restarts, late), xp.where(known, into, late_into),
-            xp.where(known, left, late_length - late_into), xp.where(known, length, late_length))
 
 
 def _resolve_sgdr(p):
@@ -559,10 +540,56 @@ def _build(kind: str):
     return build
 
 
+def _repeat_check(a):
+    if a["decay"] > 1 and a["n"] is None:
+        return (f"decay={format_value(a['decay'])} > 1 grows each repetition, so it needs n "
+                f"(a bounded number of them)")
+    return None
+
+
+def _describe_repeat(a):
+    times = "forever" if a["n"] is None else f"{format_number(a['n'])} times"
+    rule = [f"each ×{format_number(a['mult'])} longer"] if a["mult"] != 1 else []
+    if a["round"]:
+        rule.append("rounded down to whole ticks")
+    if a["decay"] != 1:
+        rule.append(f"×{format_number(a['decay'])} in value")
+    return times + (f" ({', '.join(rule)})" if rule else "")
+
+
 _add(Primitive(
-    "repeat", (Param("schedule", "schedule"), Param("n", "number", None, COUNT, shown="∞")),
-    """Run a bounded schedule n times (forever by default), each with a fresh clock.""",
-    example="repeat(warmup(2) >> cosine(0.1, 18))", build=_build("Repeat")))
+    "repeat", (Param("schedule", "schedule"), Param("n", "number", None, COUNT, shown="∞"),
+               Param("mult", "number", 1.0, AT_LEAST_ONE), Param("decay", "number", 1.0, POSITIVE),
+               Param("round", "bool", False)),
+    """Run a bounded schedule n times (forever by default), each with a fresh clock; repetition k
+    (from 0) is a stretched to Pₖ ticks and scaled by decayᵏ: decayᵏ·a(τ·D/Pₖ), τ ticks into it,
+    D = a's duration, Pₖ = D·multᵏ (round=true: P₀ = ⌊D⌋, Pₖ = ⌊Pₖ₋₁·mult⌋).  A decay > 1
+    grows, so it needs n.
+
+    Repetition k begins at P₀ + … + Pₖ₋₁ (in decimal arithmetic of the numbers as written, as
+    sgdr's restarts) and is in force from the first whole tick at or after it, decided from a
+    table made at plan time (the repetitions before tick 2³¹, at most 32768 of them: a mult so
+    near 1 that they run out earlier needs n within them).  round=true is PyTorch Ignite's
+    ``cycle_mult`` (with ``start_value_mult`` = ``end_value_mult`` = decay) and Composer's
+    ``t_mult``; sgdr(lr, p, mult=m, decay=g) is repeat(cosine(lr, p), mult=m, decay=g).""",
+    native="Ignite CosineAnnealingScheduler(cycle_mult, start_value_mult, end_value_mult) "
+           "with round=true; Keras CosineDecayRestarts(t_mul, m_mul)",
+    example="repeat(warmup(2) >> cosine(0.1, 18))", validate=_repeat_check,
+    describe=_describe_repeat, build=_build("Repeat")))
+_add(Primitive(
+    "quantize", (Param("schedule", "schedule"), Param("every", "duration", check=POSITIVE)),
+    """A schedule held per period of its own clock: a(every·⌊min(t, d)/every⌋), d = a's
+    duration; past d it holds its last period's value (a(d) when every divides d).  As long as
+    a, with a's range.
+
+    The period index is settled as every periodic call's is (``period_position``), never a
+    float32 ⌊t/every⌋, and the period begins on every·q as written (3·1.2 is 3.6).  References:
+    mmengine's ``by_epoch=True`` schedulers converted to iterations (the value changes at epoch
+    starts only); timm's epoch schedulers after a per-step warm-up (``warmup(500st) >>
+    quantize(cosine(0.1, 90ep), 1ep)``); Keras ``staircase=True``, which quantize gives any
+    schedule: ``quantize(exp(lr, r), n)`` is ``ExponentialDecay(lr, n, r**n, staircase=True)``.""",
+    native="mmengine by_epoch schedulers; timm epoch stepping; Keras staircase=True",
+    example="warmup(5) >> quantize(cosine(0.1, 100), 10)", build=_build("Quantize")))
 _add(Primitive(
     "min", (Param("schedules", "schedules"),),
     """Pointwise minimum of schedules or numbers (a ceiling); as long as its longest bounded
@@ -581,11 +608,18 @@ _add(Primitive(
                 Param("mode", "choice", "auto", choices=("auto", "min", "max")),
                 Param("threshold", "number", 1e-4, NONNEGATIVE),
                 Param("threshold_mode", "choice", "rel", choices=("rel", "abs")),
-                Param("cooldown", "number", 0.0, INTEGER), Param("min", "number", 0.0, LR)),
+                Param("cooldown", "number", 0.0, INTEGER), Param("min", "number", 0.0, LR),
+                Param("atol", "number", 0.0, NONNEGATIVE),
+                Param("best", "choice", "improvement", choices=("improvement", "running"))),
     """Reduce on plateau, after ``|``: a scale s (from 1) times factor when the monitor has
     not improved for more than patience reports; LR = min(f(t), max(f(t)·s, min)).
-    mode=auto is max for monitors named *acc*/*auc*, else min.""",
-    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)",
+    mode=auto is max for monitors named *acc*/*auc*, else min.  Improved (mode min): v <
+    best·(1 − threshold) − atol (rel) or v < best − threshold − atol (abs), max mirrored
+    (atol: optax's; PyTorch's rule at atol=0).  best=improvement moves best only on an
+    improvement (PyTorch); best=running to every new lowest (max: highest) value
+    (scikit-learn's adaptive rate).""",
+    native="ReduceLROnPlateau(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr); "
+           "optax contrib.reduce_on_plateau (atol); scikit-learn learning_rate='adaptive' (best=running)",
     example="cosine(0.1, 100) | plateau(val_loss, 0.5, patience=3)"))
 
 

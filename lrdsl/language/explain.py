@@ -6,12 +6,14 @@ Pure Python floats throughout (no numpy), so ``lrdsl parse`` stays quick.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from lrdsl.language import floats
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
-from lrdsl.language.plan import Plan, TimedCall, TimedSequence
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum)
+from lrdsl.language.catalogue import PRIMITIVES
+from lrdsl.language.plan import Plan, TimedCall, TimedRepeat, TimedSequence
 from lrdsl.language.units import format_number
 
 
@@ -24,6 +26,7 @@ class Segment:
     expr: Expr
     first: float
     last: float | None  # None: unbounded, no final value
+    timed: Any = field(default=None, compare=False)  # the segment's plan node
 
     @property
     def name(self) -> str:
@@ -42,7 +45,7 @@ def segments(plan: Plan) -> list[Segment]:
         first = float(part.values(0.0, floats))
         bounded = math.isfinite(part.duration)
         last = float(part.values(part.duration, floats)) if bounded else None
-        out.append(Segment(start, start + part.duration, expr, first, last))
+        out.append(Segment(start, start + part.duration, expr, first, last, part))
     return out
 
 
@@ -52,8 +55,52 @@ def _shape(segment: Segment) -> str:
     if isinstance(expr, Call):
         return expr.primitive.describe(expr.arguments)
     if isinstance(expr, Repeat):
-        return f"{'forever' if expr.n is None else f'{format_number(expr.n)} times'}: {expr.schedule}"
+        rule = PRIMITIVES["repeat"].describe(
+            {"n": expr.n, "mult": expr.mult, "decay": expr.decay, "round": expr.round})
+        periods = _periods(segment.timed, segment.start) if isinstance(segment.timed, TimedRepeat) else ""
+        return f"{rule}: {expr.schedule}" + (f"; periods {periods}" if periods else "")
+    if isinstance(expr, Quantize):
+        return f"{_words(expr.schedule)} held per {_every(expr.every)}"
     return str(expr)
+
+
+def _words(expr: Expr) -> str:
+    """A call by its name and shape words (``cosine cos``); anything else by its text."""
+    if isinstance(expr, Call):
+        shape = expr.primitive.describe(expr.arguments)
+        return f"{expr.primitive.title or expr.name} {shape}".rstrip()
+    return str(expr)
+
+
+def _every(every) -> str:
+    """``1ep`` as "1 epoch", ``10`` as "10 ticks"."""
+    words = {"ep": ("epoch", "epochs"), "st": ("step", "steps"), "": ("tick", "ticks")}
+    if every.unit not in words:
+        return str(every)
+    one, many = words[every.unit]
+    return f"{format_number(every.value)} {one if every.value == 1 else many}"
+
+
+#: how many of a repeat's periods ``lrdsl parse`` lists before "…"
+PERIODS_SHOWN = 4
+
+
+def _periods(node: TimedRepeat, start: float = 0.0) -> str:
+    """A repeat's first periods as tick ranges, ``[0, 10) [10, 25) [25, 47) [47, 80) …``, where
+    they are not all alike (mult = 1 with its duration whole says nothing more); in the
+    expression's ticks, the repeat starting at ``start``."""
+    if node.table is None:
+        if node.period == node.body.duration:
+            return ""
+        begins = [k * node.period for k in range(PERIODS_SHOWN + 1)]
+    else:
+        table = node.table
+        begins = [tick - offset for tick, offset in
+                  zip(table.restart_ticks, table.restart_offsets)][:PERIODS_SHOWN + 1]
+    count = PERIODS_SHOWN if node.n is None else min(int(node.n), PERIODS_SHOWN)
+    spans = [f"[{_tick(start + a)}, {_tick(start + b)})" for a, b in zip(begins, begins[1:])][:count]
+    more = node.n is None or node.n > count
+    return " ".join(spans) + (" …" if more else "")
 
 
 def _tick(x: float) -> str:
@@ -79,6 +126,8 @@ def describe(plan: Plan) -> list[str]:
         extra = "".join([
             f", cooldown {rule.cooldown}" if rule.cooldown else "",
             f", threshold {format_number(rule.threshold)} ({rule.threshold_mode})",
+            f", atol {format_number(rule.atol)}" if rule.atol else "",
+            ", running best" if rule.running else "",
         ])
         lines.append(f"plateau on {rule.monitor} ({rule.mode}): ×{format_number(rule.factor)} once more "
                      f"than {rule.patience} reports in a row do not improve, min "
@@ -100,10 +149,15 @@ def to_json(expr) -> object:
         return {key: [to_json(p) for p in getattr(expr, field)]}
     if isinstance(expr, Difference):
         return {"difference": [to_json(expr.minuend), to_json(expr.subtrahend)]}
+    if isinstance(expr, Quotient):
+        return {"quotient": [to_json(expr.dividend), to_json(expr.divisor)]}
     if isinstance(expr, Slice):
         return {"slice": to_json(expr.schedule), "start": to_json(expr.start), "end": to_json(expr.end)}
     if isinstance(expr, Repeat):
-        return {"repeat": to_json(expr.schedule), "n": expr.n}
+        return {"repeat": to_json(expr.schedule), "n": expr.n, "mult": expr.mult,
+                "decay": expr.decay, "round": expr.round}
+    if isinstance(expr, Quantize):
+        return {"quantize": to_json(expr.schedule), "every": to_json(expr.every)}
     if isinstance(expr, Plateau):
         return {"schedule": to_json(expr.schedule),
                 "plateau": {k: to_json(v) for k, v in expr.options.arguments.items()}}

@@ -17,6 +17,8 @@ OPERATORS = (
                "before a bounded last one stretches to fill `total`", "SequentialLR"),
     ("a + b, a - b", "pointwise sum and difference (a difference must provably stay ≥ 0)", "—"),
     ("a * b, k * a", "pointwise product", "—"),
+    ("a / b", "pointwise quotient, left-associative with `*`; the divisor must provably stay > 0",
+     "REX (pytorch_optimizer REXScheduler); Keras InverseTimeDecay as `lr / (1 + …)`"),
     ("a[s:e]", "a(s + min(t, e − s)): a time slice, either end optional; holds a(e) past e",
      "timm warmup_prefix=False; Noam's 1-based step"),
     ("a | plateau(…)", "min(a(t), max(a(t)·s, min)), the scale s lowered on plateau (top level only)",

@@ -1,13 +1,14 @@
 """The schedule AST: frozen, hashable dataclasses whose ``str()`` is the canonical text.
 
 ``Call`` (a primitive with every argument bound), ``Sequence`` (``a >> b``), ``Sum``
-(``a + b``), ``Difference`` (``a - b``), ``Product`` (``a * b``), ``Slice`` (``a[s:e]``),
-``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat`` and ``Plateau`` (``a | plateau(...)``).
+(``a + b``), ``Difference`` (``a - b``), ``Product`` (``a * b``), ``Quotient`` (``a / b``),
+``Slice`` (``a[s:e]``), ``Minimum`` / ``Maximum`` (``min(a, b)``), ``Repeat``, ``Quantize`` and
+``Plateau`` (``a | plateau(...)``).
 Constructors check the rules about shape rather than syntax — a warm-up needs a next
 segment, a cool-down a previous one, only one segment before the last may be unbounded — so
 a hand-built tree is as valid as a parsed one.  ``str(node)`` is also the repr and the saved
 form; ``parse(str(e)) == e``.  Python's operators build the same nodes:
-``a >> b``, ``a + b``, ``a - b``, ``a * b``, ``a[5:]``.
+``a >> b``, ``a + b``, ``a - b``, ``a * b``, ``a / b``, ``a[5:]``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SEQUENCE, SUM, PRODUCT, POSTFIX, ATOM = 1, 2, 3, 4, 5
 
 
 class Expr:
-    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*`` and slices ``a[s:e]``."""
+    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*``, ``/`` and slices ``a[s:e]``."""
 
     __slots__ = ()
     precedence = ATOM
@@ -77,6 +78,12 @@ class Expr:
 
     def __rmul__(self, other) -> "Product":
         return Product((as_schedule(other), self))
+
+    def __truediv__(self, other) -> "Quotient":
+        return Quotient(self, as_schedule(other))
+
+    def __rtruediv__(self, other) -> "Quotient":
+        return Quotient(as_schedule(other), self)
 
     def __add__(self, other) -> "Sum":
         return Sum((self, as_schedule(other)))
@@ -308,7 +315,9 @@ class Product(Expr):
         return any(f.bounded for f in self.factors)
 
     def __str__(self) -> str:
-        return " * ".join(_wrap(f, PRODUCT) for f in self.factors)
+        # a quotient after the first factor keeps its parentheses: c * a / b is (c * a) / b
+        return " * ".join(_wrap(f, POSTFIX if i and isinstance(f, Quotient) else PRODUCT)
+                          for i, f in enumerate(self.factors))
 
 
 @dataclass(frozen=True, repr=False)
@@ -359,6 +368,34 @@ class Difference(Expr):
 
     def __str__(self) -> str:
         return f"{_wrap(self.minuend, SUM)} - {_wrap(self.subtrahend, PRODUCT)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Quotient(Expr):
+    """``a / b``: the pointwise quotient; the plan proves the divisor stays in (0, ∞).
+
+    Left-associative at the level of ``*``: ``a * b / c`` is ``(a * b) / c``, ``a / b / c`` is
+    ``(a / b) / c``; as long as its longer bounded operand.  REX is
+    ``0.1 * anneal(1, 0, 100%, shape=linear) / anneal(1, 0.5, 100%, shape=linear)``.
+    """
+
+    dividend: Expr
+    divisor: Expr
+    precedence = PRODUCT
+
+    def __post_init__(self):
+        for name, where in (("dividend", "before '/'"), ("divisor", "after '/'")):
+            object.__setattr__(self, name, check_operand(as_schedule(getattr(self, name)), where))
+
+    def children(self):
+        return (self.dividend, self.divisor)
+
+    @property
+    def bounded(self) -> bool:
+        return self.dividend.bounded or self.divisor.bounded
+
+    def __str__(self) -> str:
+        return f"{_wrap(self.dividend, PRODUCT)} / {_wrap(self.divisor, POSTFIX)}"
 
 
 def _slice_bound(value, name: str, check) -> Duration | None:
@@ -458,18 +495,24 @@ class Maximum(_Pointwise):
 
 @dataclass(frozen=True, repr=False)
 class Repeat(Expr):
-    """``repeat(a, n=∞)``: the bounded schedule ``a`` run ``n`` times, each with a fresh clock."""
+    """``repeat(a, n=∞, mult=1, decay=1, round=false)``: the bounded schedule ``a`` run ``n``
+    times, each with a fresh clock; repetition k stretched ×multᵏ in time, ×decayᵏ in value."""
 
     schedule: Expr
     n: float | None = None
+    mult: float = 1.0
+    decay: float = 1.0
+    round: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "schedule", check_operand(as_schedule(self.schedule), "inside repeat"))
         if not self.schedule.bounded:
             raise ArgumentError(f"repeat: argument 'schedule' must be bounded, got {self.schedule}",
                                 argument="schedule")
-        if self.n is not None:
-            PRIMITIVES["repeat"].bind([self.schedule, self.n], [])  # the count's checks
+        values = PRIMITIVES["repeat"].check((self.schedule, self.n, self.mult, self.decay,
+                                             self.round))  # n, mult, decay's checks
+        for name, value in zip(("n", "mult", "decay", "round"), values[1:]):
+            object.__setattr__(self, name, value)
 
     def children(self):
         return (self.schedule,)
@@ -479,8 +522,45 @@ class Repeat(Expr):
         return self.n is not None
 
     def __str__(self) -> str:
-        return f"repeat({self.schedule})" if self.n is None else \
-            f"repeat({self.schedule},n={format_value(self.n)})"
+        extra = "".join(f",{name}={format_value(value)}" for name, value, default in (
+            ("n", self.n, None), ("mult", self.mult, 1.0), ("decay", self.decay, 1.0),
+            ("round", self.round, False)) if value != default)
+        return f"repeat({self.schedule}{extra})"
+
+
+@dataclass(frozen=True, repr=False)
+class Quantize(Expr):
+    """``quantize(a, every)``: ``a`` held for ``every`` ticks at its value at the start of each
+    period, a(every·⌊min(t, d)/every⌋) (the formula and references: the catalogue entry)."""
+
+    schedule: Expr
+    every: Duration
+
+    def __post_init__(self):
+        try:
+            schedule = check_operand(as_schedule(self.schedule), "inside quantize")
+        except ArgumentError as error:
+            error.argument = "schedule"  # the caret goes under it
+            raise
+        object.__setattr__(self, "schedule", schedule)
+        every = self.every
+        if isinstance(every, str) and not isinstance(every, Duration):
+            every = parse_duration(every)  # Quantize(a, "1ep"), as a slice takes "1ep"
+        every = PRIMITIVES["quantize"].bind([schedule, every], [])[1]  # every's checks
+        object.__setattr__(self, "every", every)
+
+    def children(self):
+        return (self.schedule,)
+
+    def _own_durations(self):
+        yield self, "every", self.every
+
+    @property
+    def bounded(self) -> bool:
+        return self.schedule.bounded
+
+    def __str__(self) -> str:
+        return f"quantize({self.schedule},{self.every})"
 
 
 @dataclass(frozen=True, repr=False)

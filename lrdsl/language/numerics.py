@@ -281,26 +281,51 @@ RESTART_TABLE = 2 ** 15
 RESTART_HORIZON = 2.0 ** 31
 
 
-def restart_table(period: float, mult: float):
+def restart_table(period: float, mult: float, whole: bool = False, count: float | None = None):
     """Restart i begins at Bᵢ = period·(multⁱ − 1)/(mult − 1) and is in force from the first whole
     tick ≥ Bᵢ.  Returns, per restart: that tick kᵢ, oᵢ = kᵢ − Bᵢ ∈ [0, 1), rᵢ = Bᵢ₊₁ − (kᵢ₊₁ − 1)
     ∈ (0, 1] and Tᵢ, from decimal arithmetic on the numbers as written (``repr``), so
     7·(1.3 − 1)/0.3 is 7, not 7.000000000000001.  The table ends with the first restart that
     begins at or past RESTART_HORIZON (so the last one before it has its end), or with the
     RESTART_TABLE-th; that final entry's numbers are held within float range (only its tick
-    is read, as the end of the one before)."""
+    is read, as the end of the one before).
+
+    ``whole`` (repeat's round=true): the lengths are whole ticks, T₀ = ⌊period⌋ and
+    Tᵢ = ⌊Tᵢ₋₁·mult⌋ (Ignite's ``cycle_mult``), so every Bᵢ is a whole tick; once a length stops
+    growing (⌊T·mult⌋ = T) the table ends there too and :func:`restart_steady` gives that length,
+    the period from the final tick on.  ``count``: the table ends with restart ``count`` (the
+    end of the last of ``count`` periods)."""
+    return _restart_rows(period, mult, whole, count)[:4]
+
+
+def restart_steady(period: float, mult: float, whole: bool = False, count: float | None = None):
+    """The steady length from the final tick of :func:`restart_table` on, or None."""
+    return _restart_rows(period, mult, whole, count)[4]
+
+
+def restart_end(period: float, mult: float, whole: bool = False, count: float | None = None):
+    """Where the final restart of :func:`restart_table` begins (Bᵢ, not rounded to a tick)."""
+    return _restart_rows(period, mult, whole, count)[5]
+
+
+@functools.lru_cache(maxsize=64)
+def _restart_rows(period: float, mult: float, whole: bool, count: float | None):
     import decimal
     with decimal.localcontext() as context:
         context.prec = 60
         m, length = decimal.Decimal(repr(mult)), decimal.Decimal(repr(period))
+        if whole:
+            length = length.to_integral_value(rounding=decimal.ROUND_FLOOR)
         begin = decimal.Decimal(0)
         ticks: list[float] = []
         offsets: list[float] = []
         tails: list[float] = []
         lengths: list[float] = []
+        steady = None
         while True:
             tick = begin.to_integral_value(rounding=decimal.ROUND_CEILING)
-            final = len(ticks) + 1 == RESTART_TABLE or begin >= RESTART_HORIZON
+            final = (len(ticks) + 1 == RESTART_TABLE or begin >= RESTART_HORIZON
+                     or steady is not None or (count is not None and len(ticks) == count))
             cap = sys.float_info.max if final else math.inf  # the final one only ends the table
             if ticks:
                 tails.append(float(begin - (tick - 1)))
@@ -310,5 +335,66 @@ def restart_table(period: float, mult: float):
             if final:
                 break
             begin += length
-            length *= m
-    return tuple(ticks), tuple(offsets), tuple(tails) + (1.0,), tuple(lengths)
+            grown = length * m
+            if whole:
+                grown = grown.to_integral_value(rounding=decimal.ROUND_FLOOR)
+                if grown == length:
+                    steady = float(length)
+            length = grown
+    return (tuple(ticks), tuple(offsets), tuple(tails) + (1.0,), tuple(lengths), steady,
+            float(begin))
+
+
+def _all_below(t, limit: float) -> bool:
+    """Whether every tick of an eager numpy array (or a plain float) lies below ``limit``; False
+    for a traced tensor, whose values are not known when the formula is built."""
+    if isinstance(t, float):
+        return t < limit
+    if type(t).__module__ == "numpy" and hasattr(t, "max"):
+        return not t.size or bool(t.max() < limit)
+    return False
+
+
+def restart_of(xp, t, p):
+    """(restart i, ticks τ into it, ticks left in it, its length Tᵢ) at ticks t, for mult > 1,
+    from the table ``p.restart_ticks`` … of :func:`restart_table` (sgdr's, repeat's).
+
+    Within the table every backend looks up the same whole restart ticks, and τ = (t − kᵢ) + oᵢ
+    and Tᵢ − τ = (kᵢ₊₁ − 1 − t) + rᵢ₊₁ are sums of two non-negative numbers, a whole one exact
+    in float32: float32 decides the boundary and keeps the cosine's digits at both ends as
+    float64 does.  Beyond the table (more than RESTART_TABLE restarts, or past tick 2³¹) the
+    closed form decides, exactly only in float64; where whole lengths stopped growing
+    (``p.restart_steady``, a whole period) the restarts past the table come every that many
+    ticks, as exact as any period."""
+    ticks = xp.array(p.restart_ticks)
+    flat = xp.reshape(t, (-1,))  # TensorFlow's searchsorted wants a 1-D array
+    index = xp.reshape(xp.searchsorted(ticks, flat, side="right") - 1, xp.shape(t))
+    last = len(p.restart_ticks) - 1
+    known = t < p.restart_ticks[-1]
+    index = xp.minimum(index, last - 1)
+    restarts = xp.take(xp.array(p.restart_index), index)
+    into = (t - xp.take(ticks, index)) + xp.take(xp.array(p.restart_offsets), index)
+    left = (xp.take(ticks, index + 1) - 1.0 - t) + xp.take(xp.array(p.restart_tails), index)
+    length = xp.take(xp.array(p.restart_lengths), index)
+
+    if _all_below(t, p.restart_ticks[-1]):  # an eager array within the table: no closed form
+        return restarts, into, left, length
+    steady = getattr(p, "restart_steady", None)
+    if steady is not None:
+        since = xp.maximum(t - p.restart_ticks[-1], 0.0)
+        late, late_into = period_position(xp, since, steady)
+        late = late + float(last)
+        late_length = xp.zeros_like(t) + steady
+    else:
+        # restart n begins at period·(multⁿ − 1)/(mult − 1) and lasts period·multⁿ (exact for
+        # whole mults); the guess n from logarithms is settled by one step either way
+        late = xp.floor(xp.divide(xp.log1p(xp.divide(t, p.period) * (p.mult - 1.0)), p.log_mult))
+        grown = xp.power(p.mult, late)
+        begin = p.period * xp.divide(grown - 1.0, p.mult - 1.0)
+        early, after = t < begin, t >= begin + p.period * grown
+        late = xp.where(early, late - 1.0, xp.where(after, late + 1.0, late))
+        grown = xp.where(early, xp.divide(grown, p.mult), xp.where(after, grown * p.mult, grown))
+        late_into = t - p.period * xp.divide(grown - 1.0, p.mult - 1.0)
+        late_length = p.period * grown
+    return (xp.where(known, restarts, late), xp.where(known, into, late_into),
+            xp.where(known, left, late_length - late_into), xp.where(known, length, late_length))

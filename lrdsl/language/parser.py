@@ -20,8 +20,8 @@ from pathlib import Path
 from lrdsl.language.catalogue import PRIMITIVES
 from lrdsl.language.params import Name
 from lrdsl.errors import ArgumentError, LrdslError, LrdslSyntaxError, UnknownNameError, did_you_mean
-from lrdsl.language.nodes import (Call, Difference, Expr, Plateau, Product, Sequence, Slice, Sum, as_schedule,
-                         check_operand)
+from lrdsl.language.nodes import (Call, Difference, Expr, Plateau, Product, Quotient, Sequence, Slice, Sum,
+                                  as_schedule, check_operand)
 from lrdsl.language.units import UNIT_SPELLINGS, Duration, parse_duration
 
 #: deeper nesting than this is refused (no real schedule comes close)
@@ -31,7 +31,7 @@ MAX_DEPTH = 64
 _TERMINAL_WORDS = {
     "NUMBER": "a number", "DURATION": "a duration like 5ep", "NAME": "a name",
     "STRING": "a quoted string", "_LPAR": "'('", "_RPAR": "')'", "_LSQB": "'['",
-    "_RSQB": "']'", "_COMMA": "','", "_EQUAL": "'='", "_THEN": "'>>'", "_TIMES": "'*'",
+    "_RSQB": "']'", "_COMMA": "','", "_EQUAL": "'='", "_THEN": "'>>'", "_TIMES": "'*'", "_SLASH": "'/'",
     "_PLUS": "'+'", "_MINUS": "'-'", "_COLON": "':'", "_PIPE": "'|'", "$END": "end of expression",
 }
 
@@ -48,7 +48,7 @@ HINTS = {
 _HINT_WORDS = {
     "comma": "a ',' is missing between two arguments",
     "operator": "two schedules side by side: join them with '>>' (one after the other) or an "
-                "operator (+ - *)",
+                "operator (+ - * /)",
     "unclosed": "a '(' or '[' is not closed",
     "pipe": "only plateau(...) may follow '|'",
 }
@@ -62,6 +62,15 @@ def grammar_path() -> Path:
             return candidate
     raise LrdslError(f"lrdsl's grammar file is missing (looked in {here / 'grammar'} "
                      f"and {here.parent / 'grammar'}); reinstall lrdsl")
+
+
+class _Divisor:
+    """What follows a '/' in a run of factors (the grammar's ``divisor``)."""
+
+    __slots__ = ("schedule",)
+
+    def __init__(self, schedule):
+        self.schedule = schedule
 
 
 class _Keyword:
@@ -79,6 +88,20 @@ def _finite(value: float, token) -> float:
     return value
 
 
+
+
+def _chained(node: Expr) -> Expr:
+    """The node, or an error where a run of left-associative operators nests it deeper than
+    MAX_DEPTH (``a - b + c - d …``, ``a / b / c …``: each operator holds the one before), as
+    parentheses would: the AST's text, equality and plan recurse down that spine."""
+    depth, inner = 0, node
+    while isinstance(inner, (Sum, Difference, Product, Quotient)):
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise LrdslError(f"the expression nests deeper than {MAX_DEPTH} levels (a run of "
+                             f"'-' or '/' without parentheses)")
+        inner = inner.children()[0]
+    return node
 
 
 def _build_transformer():
@@ -124,14 +147,25 @@ def _build_transformer():
         def seq(self, *parts):
             return Sequence(parts)
 
-        def prod(self, *factors):
-            return Product(factors)
+        def divisor(self, schedule):
+            return _Divisor(schedule)
+
+        def prod(self, first, *rest):
+            """``a * b / c * d``: left to right, ((a * b) / c) * d; a run of '*' is one Product."""
+            factors = [first]
+            for item in rest:
+                if isinstance(item, _Divisor):
+                    dividend = factors[0] if len(factors) == 1 else Product(tuple(factors))
+                    factors = [_chained(Quotient(dividend, item.schedule))]
+                else:
+                    factors.append(item)
+            return factors[0] if len(factors) == 1 else Product(tuple(factors))
 
         def add(self, a, b):
-            return Sum((a, b))
+            return _chained(Sum((a, b)))
 
         def subtract(self, a, b):
-            return Difference(a, b)
+            return _chained(Difference(a, b))
 
         def slice(self, schedule, start, end):
             return Slice(schedule, start, end)

@@ -14,6 +14,7 @@ arithmetic over its operands — and an interval that leaves [0, ∞) anywhere i
 
 from __future__ import annotations
 
+import fractions
 import functools
 import math
 import sys
@@ -22,11 +23,12 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from lrdsl.language import floats
-from lrdsl.language.numerics import (float32_split, period_complaint, period_position, remaining,
-                                     unfolded, whole_periods)
+from lrdsl.language.numerics import (RESTART_HORIZON, RESTART_TABLE, float32_split, geometric,
+                                     period_complaint, period_position, remaining, restart_of,
+                                     restart_end, restart_steady, restart_table, unfolded, whole_periods)
 from lrdsl.errors import ArgumentError, LrdslError, UnitError
-from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product, Repeat,
-                         Sequence, Slice, Sum)
+from lrdsl.language.nodes import (Call, Difference, Expr, Maximum, Minimum, Plateau, Product,
+                                  Quantize, Quotient, Repeat, Sequence, Slice, Sum)
 from lrdsl.language.parser import parse
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.language.units import CONSTANTS, Duration, Units
@@ -210,6 +212,91 @@ class TimedDifference:
         return xp.maximum(a - b, 0.0)
 
 
+class TimedQuotient:
+    """a / b, by interval division: b's proven range lies in (0, ∞), and the quotient's
+    range is [a_lo / b_hi, a_hi / b_lo], finite.
+
+    The divisor is floored at its proven low end before dividing — a rounding guard like
+    the difference's floor at 0, not a change of meaning: a float32 divisor that rounds a
+    hair below its bound cannot push the quotient past the proven range.
+    """
+
+    def __init__(self, node: Quotient, a, b):
+        self.node, self.a, self.b = node, a, b
+        self.duration = _longest((a, b))
+        self.holds = a.holds and b.holds
+        lo, hi = b.range
+        if not lo > 0:
+            reach = "is 0" if hi == 0 else f"may reach 0 (its values lie in [{lo:.6g}, {hi:.6g}])"
+            error = ArgumentError(f"{node}: the divisor of '/', {node.divisor}, {reach}; a divisor "
+                                  f"must stay > 0")
+            # where the divisor's text starts in the node's: plan() puts the caret there
+            setattr(error, "node_site", (node, len(str(node)) - len(str(node.divisor))
+                                         - _parenthesized(node)))
+            raise error
+        if not math.isfinite(a.range[1] / lo):  # 1e308 / 1e-308 is inf in Python too
+            raise ArgumentError(f"{node}: may reach {a.range[1]:.3g} / {lo:.3g}, beyond float "
+                                f"range (its divisor {node.divisor} comes that close to 0)")
+        self.range = _checked_range(node, a.range[0] / hi, a.range[1] / lo)
+
+    def float32_complaint(self, peak: float) -> str | None:
+        """A divisor float32 would flush to 0, or one so small that a piece of the dividend
+        float32 flushes (below 1.18e-38) would come out of the division beyond §5's tolerance,
+        10⁻¹² of the schedule's proven ``peak`` (``linear(0, 1e-30, 1e6) * 1e-8 / 1e-30``: the
+        product is subnormal at tick 1, the quotient 1e-14).  An error e in the dividend moves
+        a / b by up to e / b_lo, one in the divisor by up to a_hi·e / b_lo²."""
+        lo, hi = self.b.range
+        if lo < FLOAT32_NORMAL:
+            return (f"{self.node}: the divisor's values reach down to {lo:.3g}, below float32's "
+                    f"smallest normal number (1.18e-38)")
+        if hi * FLOAT32_NORMAL > 1:  # XLA on CPU divides as a·(1/b): 1/b would flush to 0
+            return (f"{self.node}: the divisor's values reach up to {hi:.3g}, whose reciprocal is "
+                    f"below float32's smallest normal number (1.18e-38)")
+        gain = max(1 / lo, self.a.range[1] / lo / lo)
+        if gain > 1 and FLOAT32_NORMAL * gain > max(1e-12 * peak, FLOAT32_NORMAL):
+            return (f"{self.node}: its divisor reaches down to {lo:.3g}, so a number float32 "
+                    f"flushes to 0 (below 1.18e-38) would move the quotient by up to "
+                    f"{FLOAT32_NORMAL * gain:.3g}")
+        return None
+
+    def values(self, t, xp, left=None):
+        a = self.a.values(t, xp, left if self.a.duration == self.duration else None)
+        b = self.b.values(t, xp, left if self.b.duration == self.duration else None)
+        return xp.divide(a, xp.maximum(b, self.b.range[0]))
+
+
+def _flush_gain(node) -> float:
+    """How far an error of one smallest-normal number at an intermediate inside ``node`` (a piece
+    a flushing backend drops to 0) can move the node's value (at least 1; 0 for a constant, whose
+    number is exact): a later factor of a product multiplies it by its bound (``poly(10, 10) /
+    1e38 * 1e38``: the quotient flushes near the end, the factor brings 1e-38 back to 0.1), a
+    quotient divides it by its divisor's low end (a_hi / b_lo² for one inside the divisor);
+    other nodes pass on their children's largest."""
+    if isinstance(node, TimedCall) and node.range[0] == node.range[1]:
+        return 0.0  # a constant: nothing in it flushes
+    if isinstance(node, TimedQuotient):
+        lo = node.b.range[0]
+        return max(1.0, _flush_gain(node.a) / lo, node.a.range[1] / lo * (_flush_gain(node.b) / lo))
+    if isinstance(node, TimedPointwise) and node.combine is TimedPointwise.COMBINE["product"][0]:
+        highs = [o.range[1] for o in node.operands]
+        after = [1.0] * (len(highs) + 1)  # after[i]: the product of the bounds from i on
+        for i in range(len(highs) - 1, -1, -1):
+            after[i] = after[i + 1] * highs[i]
+        gain, before = 1.0, 1.0
+        for i, operand in enumerate(node.operands):
+            gain = max(gain, _flush_gain(operand) * before * after[i + 1], after[i + 1])
+            before *= highs[i]
+        return gain
+    children = [getattr(node, name) for name in ("inner", "body", "a", "b") if hasattr(node, name)]
+    children += list(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+    return max([1.0] + [_flush_gain(child) for child in children])
+
+
+def _parenthesized(node: Quotient) -> int:
+    """1 where the divisor's text stands in parentheses after the '/', else 0."""
+    return 1 if str(node).endswith(f"({node.divisor})") else 0
+
+
 class TimedSlice:
     """a(start + min(t, stop − start)); without a stop, a(start + t)."""
 
@@ -229,23 +316,176 @@ class TimedSlice:
 
 
 class TimedRepeat:
+    """Repetition k of the body (from 0) over Pₖ ticks: decayᵏ·a(τ·D/Pₖ), τ ticks into it, D the
+    body's duration, Pₖ = D·multᵏ (round: P₀ = ⌊D⌋, Pₖ = ⌊Pₖ₋₁·mult⌋); held at a(D)·decayⁿ⁻¹
+    after the last of n.
+
+    Equal periods (mult = 1) are placed by :func:`period_position`; growing ones by a plan-time
+    table of whole start ticks and offsets (:func:`restart_table`, sgdr's), which also gives the
+    ticks left in the repetition: the body's time and its ticks left are both scaled by D/Pₖ,
+    so a cosine's tail keeps its digits in float32.
+    """
+
     def __init__(self, node: Repeat, body, n: float | None):
-        self.body, self.n, self.period = body, n, body.duration
-        self.duration = math.inf if n is None else n * self.period
+        self.node, self.body, self.n = node, body, n
+        self.mult, self.decay, self.round = node.mult, node.decay, node.round
+        self.log_decay = math.log(node.decay)
+        length = body.duration
+        if self.round:
+            if not length >= 1:
+                raise ArgumentError(f"{node}: round=true runs whole-tick periods, and "
+                                    f"{node.schedule} lasts {length:g} ticks, less than one")
+            length = float(math.floor(length))
+        self.period, self.table = length, None
+        if self.mult == 1:
+            self.duration = math.inf if n is None else n * self.period
+            complaint = period_complaint("its period", self.period)
+            if complaint:
+                raise ArgumentError(f"{node}: {complaint}")
+        else:
+            self.table = self._table(node, n)
         if not math.isfinite(self.duration) and n is not None:
-            raise ArgumentError(f"{node}: lasts {n:g} × {self.period:g} ticks, beyond float range; "
-                                f"lower n, or leave it out to repeat forever")
-        complaint = period_complaint("its period", self.period)
-        if complaint:
-            raise ArgumentError(f"{node}: {complaint}")
+            raise ArgumentError(f"{node}: lasts {n:g} repetitions of {body.duration:g} ticks and "
+                                f"more, beyond float range; lower n, or leave it out to repeat forever")
         self.holds = n is not None
-        self.range = body.range
+        self.range = _checked_range(node, *self._range(body.range))
+
+    def _table(self, node, n):
+        ticks, offsets, tails, lengths = restart_table(self.period, self.mult, self.round, n)
+        steady = restart_steady(self.period, self.mult, self.round, n)
+        table = SimpleNamespace(
+            restart_ticks=ticks, restart_offsets=offsets, restart_tails=tails,
+            # the final entry only ends the one before: its length is never read (1 keeps
+            # the table within float32 for a float32 backend's constant)
+            restart_lengths=tuple(min(x, sys.float_info.max) for x in lengths[:-1]) + (1.0,),
+            restart_index=tuple(float(i) for i in range(len(ticks))), restart_steady=steady,
+            period=self.period, mult=self.mult, log_mult=math.log(self.mult))
+        last, count = ticks[-1], len(ticks) - 1  # repetitions the table holds
+        if n is not None and count == n:
+            self.duration = restart_end(self.period, self.mult, self.round, n)
+        elif steady is not None:  # whole periods stopped growing: every one is `steady` on
+            end = restart_end(self.period, self.mult, self.round, n)
+            self.duration = math.inf if n is None else end + (n - count) * steady
+        elif last < RESTART_HORIZON:
+            # past the table only a closed form places the repetitions, and no two backends
+            # agree on it to float64 precision: refuse, as sgdr does
+            raise ArgumentError(f"{node}: mult={self.mult!r} repeats {RESTART_TABLE} times by tick "
+                                f"{last:.17g}; past that the backends cannot agree where "
+                                f"repetitions begin: raise mult, or give n ≤ {count}")
+        else:  # the table reaches tick 2³¹: later repetitions by the closed form
+            self.duration = math.inf if n is None else \
+                _power_sum(self.period, self.mult, n)
+        return table
+
+    def float32_complaint(self) -> str | None:
+        """Where the body runs on a stretched clock (τ·D/Pₖ, a float32 quotient off by an ulp or
+        two of D), float32 cannot place what the body switches at its own ticks: refused where
+        the body holds a boundary or period inside a call (a step, a restart, a milestone) or a
+        jump between segments of a sequence.  Sufficient, not tight."""
+        if self.table is None and self.period == self.body.duration:
+            return None  # the body's own clock, exact
+        stack = [self.body]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, TimedCall):
+                for param in node.primitive.params:
+                    if param.kind.startswith("duration"):
+                        for number in _numbers(getattr(node.p, param.name)):
+                            if number < node.duration:
+                                return (f"{self.node}: stretches {node.node}'s clock, and float32 "
+                                        f"cannot place its {param.name} ticks on the stretched one")
+            if isinstance(node, TimedSequence):
+                for i, part in enumerate(node.parts[1:], 1):
+                    before = float(node.parts[i - 1].values(node.parts[i - 1].duration, floats))
+                    after = float(part.values(0.0, floats))
+                    if abs(before - after) > 4e-6 * max(abs(before), abs(after)):
+                        return (f"{self.node}: stretches a sequence's clock, and float32 cannot "
+                                f"place its jump from {before:.6g} to {after:.6g} on the stretched one")
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
+        return None
+
+    def _range(self, body_range):
+        lo, hi = body_range
+        if self.decay == 1:
+            return lo, hi
+        if self.n is None:  # decay < 1 forever: the values fall towards 0
+            return 0.0, hi
+        scale = _power(self.decay, self.n - 1)
+        if self.decay < 1:
+            return lo * scale, hi
+        if hi and not math.isfinite(hi * scale):
+            raise ArgumentError(f"{self.node}: repetition {self.n - 1:g} reaches {hi:g}·"
+                                f"{self.decay:g}^{self.n - 1:g}, beyond float range; lower decay or n")
+        return lo, (hi * scale if hi else 0.0)
 
     def values(self, t, xp, left=None):
-        local = period_position(xp, t, self.period)[1]
-        if self.n is not None:  # after the last round, hold its final value
-            local = xp.where(t >= self.duration, self.period, local)
-        return self.body.values(local, xp)
+        if self.table is None:
+            k, local = period_position(xp, t, self.period)
+            if self.n is not None:  # after the last round, hold its final value
+                local = xp.where(t >= self.duration, self.period, local)
+            if self.period == self.body.duration:
+                out = self.body.values(local, xp)
+            else:  # round=true of a fractional duration: the body runs ×D/⌊D⌋ faster
+                out = self.body.values(xp.divide(local, self.period / self.body.duration), xp)
+        else:
+            k, into, ahead, length = restart_of(xp, t, self.table)
+            stretch = xp.divide(length, self.body.duration)  # the body's time runs ×D/Pₖ
+            inner = xp.minimum(xp.divide(into, stretch), self.body.duration)
+            inner_left = xp.maximum(xp.divide(ahead, stretch), 0.0)
+            if self.n is not None:  # after the last repetition, hold its final value
+                done = t >= self.duration
+                inner = xp.where(done, self.body.duration, inner)
+                inner_left = xp.where(done, 0.0, inner_left)
+            out = self.body.values(inner, xp, inner_left)
+        if self.decay == 1:
+            return out
+        if self.n is not None:
+            k = xp.minimum(k, self.n - 1.0)
+        return out * geometric(xp, self.log_decay, k)
+
+
+def _power_sum(period: float, mult: float, n: float) -> float:
+    """period·(multⁿ − 1)/(mult − 1): the duration of n growing periods, inf where it overflows."""
+    return period * (_power(mult, n) - 1.0) / (mult - 1.0)
+
+
+def _power(base: float, exponent: float) -> float:
+    """base^exponent in float64, inf where it overflows."""
+    try:
+        return math.exp(exponent * math.log(base))
+    except OverflowError:
+        return math.inf
+
+
+class TimedQuantize:
+    """a(every·q), q = ⌊min(t, d)/every⌋ settled by :func:`period_position` (never a float32
+    ⌊t/every⌋), the period's start every·q as t − τ from its position τ; past a bounded a's end d,
+    its last period's value (a(d) where every divides d).  The inner gets a period's first
+    tick (the float nearest it) and no ``left``: it reads its own tail from that tick."""
+
+    def __init__(self, node: Quantize, inner, every: float):
+        self.inner, self.every, self.duration = inner, every, inner.duration
+        complaint = period_complaint("its period 'every'", every)
+        if complaint:
+            raise ArgumentError(f"{node}: {complaint}")
+        self.holds = math.isfinite(self.duration)
+        self.range = inner.range
+        # where float32 rounds d itself, the held value is decided once in float64 (as a call's)
+        rounded = self.holds and float32_split(float(self.duration))[1] != 0
+        self.held = float(self._at(self.duration, floats)) if rounded else None
+
+    def _at(self, t, xp):
+        # t − τ rounds once, from a τ that keeps the decimal period's digits: period q begins
+        # on 7.7·q as written (q·every in floats is off: 3·1.2 = 3.5999999999999996)
+        return self.inner.values(t - period_position(xp, t, self.every)[1], xp)
+
+    def values(self, t, xp, left=None):
+        if not self.holds:
+            return self._at(t, xp)
+        f = self._at(xp.minimum(t, self.duration), xp)
+        return f if self.held is None else xp.where(t >= self.duration, self.held, f)
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -316,6 +556,21 @@ def _period_complaint(what: str, p: float, horizon: float) -> str | None:
     return None
 
 
+def _start_complaint(what: str, every: float, horizon: float) -> str | None:
+    """quantize reads its schedule at the period starts every·q: float32 must hold each exactly up
+    to ``horizon`` (its duration, at most 2²⁴), else a start lands a hair off, perhaps on the
+    wrong side of the schedule's own boundary.  So every must be a float32 number m·2⁻ʲ, whose
+    multiples float32 holds below 2²⁴⁻ʲ."""
+    if _f32(every) != every:
+        return (f"{what}={every:.17g} ticks is not a float32 number, so float32 would read the "
+                f"schedule at other ticks than its period starts")
+    limit = FLOAT32_TICKS / fractions.Fraction(every).denominator
+    if limit < min(horizon, FLOAT32_TICKS):
+        return (f"{what}={every:.17g} ticks: float32 holds its multiples (the period starts) "
+                f"only below tick {limit:g}")
+    return None
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled expression: ``schedule`` (timed tree), ``plateau`` (rule or None)."""
@@ -362,12 +617,27 @@ class Plan:
             if high > FLOAT32_MAX:
                 where = getattr(node, "node", "a part")
                 return f"{where} reaches {high:.3g} on the way, beyond float32"
+        for node, _ in self.highs():
+            if isinstance(node, TimedQuotient):
+                complaint = node.float32_complaint(self.range[1])
+                if complaint:
+                    return complaint
+        gain = _flush_gain(self.schedule)
+        if FLOAT32_NORMAL * gain > max(1e-12 * self.range[1], FLOAT32_NORMAL):
+            return (f"a number float32 flushes to 0 (below 1.18e-38) may be scaled by up to "
+                    f"{gain:.3g} on the way (a later factor or a small divisor), beyond "
+                    f"float32's tolerance")
         for number in self.constants():
             if abs(number) > FLOAT32_MAX and number != math.inf:
                 return f"the number {number:.3g} does not fit float32"
             if 0 < abs(number) < FLOAT32_NORMAL:
                 return (f"the number {number:.3g} is below float32's smallest normal number "
                         f"(1.18e-38)")
+        for node in self._nodes():
+            if isinstance(node, TimedRepeat):
+                complaint = node.float32_complaint()
+                if complaint:
+                    return complaint
         for what, tick, kind, horizon in self.ticks():
             complaint = _boundary_complaint(what, tick)
             if complaint is None and kind == "period":
@@ -377,12 +647,24 @@ class Plan:
                              f"overflows; at least {FLOAT32_COUNT / FLOAT32_MAX:.0e})")
             if complaint is None and kind == "offset":
                 complaint = _offset_complaint(what, tick, horizon)
+            if complaint is None and kind == "start":
+                complaint = _start_complaint(what, tick, horizon)
             if complaint is None and kind == "offset" and tick > FLOAT32_TICKS:
                 complaint = (f"{what} at tick {tick:.3g} is beyond the ticks float32 counts "
                              f"exactly (2^24)")
             if complaint:
                 return complaint
         return None
+
+    def _nodes(self):
+        """Every node of the timed tree."""
+        stack = [self.schedule]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
 
     def highs(self):
         """(node, bound) for every node's proven upper bound, and a product's running products
@@ -404,7 +686,8 @@ class Plan:
         """(what, tick, kind, horizon) for every tick count the plan folds in: a call's durations
         (kind "period": float32 also decides its multiples, up to horizon, the call's duration),
         the starts of a sequence's segments ("boundary"), a slice's start ("offset") and stop
-        ("boundary"), a repeat's period ("period")."""
+        ("boundary"), a repeat's period and quantize's every ("period"; for quantize also "start":
+        float32 must hold its multiples, the ticks its schedule is read at)."""
         stack = [self.schedule]
         while stack:
             node = stack.pop()
@@ -422,8 +705,11 @@ class Plan:
                 yield "a slice's start", node.start, "boundary", 0.0
                 if math.isfinite(node.length):
                     yield "a slice's length", node.length, "boundary", 0.0
-            elif isinstance(node, TimedRepeat):
+            elif isinstance(node, TimedRepeat) and node.table is None:
                 yield "a repeat's period", node.period, "period", node.duration
+            elif isinstance(node, TimedQuantize):
+                yield "quantize: every", node.every, "period", node.duration
+                yield "quantize: every", node.every, "start", node.duration
             stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
                          if hasattr(node, name))
             stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
@@ -454,6 +740,11 @@ class Plan:
                 yield from node.starts
             if isinstance(node, TimedSlice):
                 yield node.start
+            if isinstance(node, TimedQuantize):
+                yield node.every
+            if isinstance(node, TimedRepeat) and node.table is not None:
+                # a start tick or a length beyond float32
+                yield from _numbers(node.table.restart_ticks + node.table.restart_lengths)
 
 
 def _ticks_arg(units: Units, value):
@@ -533,13 +824,28 @@ def _timed(node: Expr, units: Units):
         return _timed_slice(node, units)
     if isinstance(node, Difference):
         return TimedDifference(node, _timed(node.minuend, units), _timed(node.subtrahend, units))
+    if isinstance(node, Quotient):
+        return TimedQuotient(node, _timed(node.dividend, units), _timed(node.divisor, units))
     kinds = ((Product, "product"), (Sum, "sum"), (Minimum, "minimum"), (Maximum, "maximum"))
     for cls, kind in kinds:
         if isinstance(node, cls):
             return TimedPointwise(node, kind, [_timed(child, units) for child in node.children()])
     if isinstance(node, Repeat):
         return TimedRepeat(node, _timed(node.schedule, units), node.n)
+    if isinstance(node, Quantize):
+        return TimedQuantize(node, _timed(node.schedule, units), units.ticks(node.every))
     raise LrdslError(f"not a time schedule: {node}")
+
+
+def _point_at_node(error: LrdslError) -> None:
+    """A caret in the canonical text, for an error that knows (node, offset in its text)."""
+    site = getattr(error, "node_site", None)
+    if site is None or error.expr is None:
+        return
+    node, offset = site
+    at = error.expr.find(str(node))
+    if at >= 0:
+        error.line, error.column = 1, at + offset + 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -578,4 +884,5 @@ def plan(expr: str | Expr, *, steps_per_epoch: float | None = None,
         return _plan(expr, units)
     except LrdslError as error:
         error.expr = str(expr)
+        _point_at_node(error)
         raise

@@ -6,6 +6,11 @@ update rules are PyTorch's ``ReduceLROnPlateau`` step for step, so
 ``const(lr) | plateau(...)`` reproduces its LR sequence.  One difference,
 on purpose: PyTorch skips a reduction smaller than ``eps=1e-8`` in absolute
 LR; the scale here is independent of the LR, so no such floor applies.
+
+Two v3 options bring in the other libraries' rules: ``atol=`` (optax's
+``contrib.reduce_on_plateau``: an improvement must also beat best by atol) and
+``best=running`` (scikit-learn's adaptive rate: best is the lowest value so far, moved
+by every report below it).  At their defaults the rule is PyTorch's, bit for bit.
 """
 
 from __future__ import annotations
@@ -40,13 +45,22 @@ class PlateauRule:
     threshold_mode: str = "rel"
     cooldown: int = 0
     min: float = 0.0
+    #: (v3) the absolute margin an improvement needs on top of the threshold (optax's atol)
+    atol: float = 0.0
+    #: (v3) "improvement": best moves only on an improvement (PyTorch); "running": best is the
+    #: lowest (max: highest) value reported so far (scikit-learn's adaptive rate)
+    best: str = "improvement"
     #: a report improves on ``best`` when it beats the bar ``best·bar_scale + bar_shift``: lies
     #: below it in min mode, above it in max mode.  That is PyTorch's rule bit for bit:
-    #: best·(1 ∓ threshold) for "rel", best ∓ threshold for "abs" (x·1 and x + 0 are exact).
-    #: NaN never improves.  Set once from mode and threshold_mode: it runs on every report.
+    #: best·(1 ∓ threshold) for "rel", best ∓ threshold for "abs" (x·1 and x + 0 are exact),
+    #: and optax's (1 − rtol)·best − atol with the atol folded into the shift (∓ atol; x − 0 is
+    #: exact, so atol=0 changes no bar).  NaN never improves.  Set once from mode,
+    #: threshold_mode and atol: it runs on every report.
     bar_scale: float = field(init=False, repr=False, compare=False)
     bar_shift: float = field(init=False, repr=False, compare=False)
     minimize: bool = field(init=False, repr=False, compare=False)
+    #: best="running": every report below (max: above) best moves it, improvement or not
+    running: bool = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_call(cls, options) -> "PlateauRule":
@@ -56,14 +70,15 @@ class PlateauRule:
             lowered = a["monitor"].lower()
             mode = "max" if ("acc" in lowered or "auc" in lowered) else "min"
         return cls(a["monitor"], a["factor"], int(a["patience"]), mode, a["threshold"],
-                   a["threshold_mode"], int(a["cooldown"]), a["min"])
+                   a["threshold_mode"], int(a["cooldown"]), a["min"], a["atol"], a["best"])
 
     def __post_init__(self):
         object.__setattr__(self, "minimize", self.mode == "min")
         sign = -1.0 if self.minimize else 1.0
         rel = self.threshold_mode == "rel"
         object.__setattr__(self, "bar_scale", 1.0 + sign * self.threshold if rel else 1.0)
-        object.__setattr__(self, "bar_shift", 0.0 if rel else sign * self.threshold)
+        object.__setattr__(self, "bar_shift", (0.0 if rel else sign * self.threshold) + sign * self.atol)
+        object.__setattr__(self, "running", self.best == "running")
 
     def monitored(self, mapping: Mapping, what: str = "the report"):
         """``mapping[monitor]``, or a :class:`MetricError` naming what the mapping holds."""
@@ -107,6 +122,13 @@ class PlateauState:
     ``bar`` is what the next report must beat to improve, kept from ``best`` (see PlateauRule).
     """
 
+    def __new__(cls, rule: PlateauRule | None = None):  # None: copy and pickle make it bare
+        """A :class:`RunningPlateauState` for ``best=running``: PyTorch's rule keeps its body
+        as it was, with no test of the option on every report."""
+        if cls is PlateauState and rule is not None and rule.running:
+            cls = RunningPlateauState
+        return super().__new__(cls)
+
     def __init__(self, rule: PlateauRule):
         self.rule = rule
         self.scale = 1.0
@@ -125,8 +147,10 @@ class PlateauState:
     def report_value(self, value: float) -> float:
         """Take one report of the monitored value; return the new scale.
 
-        ``lrdsl.torch.Scheduler.step`` runs this same body inlined (it is on every step(metric)
-        call); tests/test_torch.py holds both to ReduceLROnPlateau and to :func:`lrdsl.curve`.
+        This runs on every ``step(metric)`` of ``lrdsl.torch``, hence the plain branches
+        (``best=running`` is :class:`RunningPlateauState`, built by ``PlateauState(rule)``);
+        :func:`lrdsl.runtime.plateau_step` is the same rule for array backends (optax), held
+        equal to this one by tests/test_runtime.py and tests/test_optax.py.
         """
         rule = self.rule
         if value < self.bar if rule.minimize else value > self.bar:  # improves (NaN never does)
@@ -187,3 +211,21 @@ class PlateauState:
 
     def load_state_dict(self, state: Mapping) -> None:
         self.load_checked(self.checked(state))
+
+
+class RunningPlateauState(PlateauState):
+    """``best=running``: the report as with ``best=improvement`` (the bar from the best before
+    it, the bad count, cooldown, cuts), then best ← the lower (max: higher) of the best before
+    it and the value: the lowest value so far, whether or not the report improved (an
+    improvement above best, under a relative bar over a negative best, leaves it; NaN too)."""
+
+    def report_value(self, value: float) -> float:
+        best = self.best
+        scale = _report_value(self, value)
+        if value < best if self.rule.minimize else value > best:  # NaN never is
+            best = value
+        self._set_best(best)
+        return scale
+
+
+_report_value = PlateauState.report_value
