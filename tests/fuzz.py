@@ -55,7 +55,8 @@ PCTS = ["0.3", "0.25", "0.1", "0.5", "0.9", "0", "1", "0.999"]
 DIVS = ["25", "10", "1", "10000", "2", "1e-300", "1e308"]
 DURATIONS = ["10", "5", "3", "1", "2", "7", "17", "100", "50", "1000", "9.999999999",
              "10.000000001", "0.5", "1.5", "1e5", "1e6", "1e9"]
-UNITS = ["", "", "", "ep", "%", "st", " epochs", "steps"]
+UNITS = ["", "", "", "ep", "%", "st", " epochs", "steps",
+         "sp", "tok", "k", "k tok", " samples", "Mtok"]  # v3: samples, tokens, scale suffixes
 CHOICES = {"shape": ["linear", "cos", "exp"], "mode": None, "anneal": ["cos", "linear"],
            "threshold_mode": ["rel", "abs"]}
 MONITORS = ["val_loss", "loss", "val_acc", '"val/loss"', "auc"]
@@ -89,7 +90,7 @@ def duration(pick: Pick) -> str:
 def _durations(pick: Pick) -> str:
     items = [duration(pick) for _ in range(pick([1, 2, 3]))]
     if pick([True, True, True, False]):  # mostly in order; sometimes not, to be refused
-        items.sort(key=lambda text: float(text.rstrip("%abcdefghijklmnopqrstuvwxyz ")))
+        items.sort(key=lambda text: float(text.rstrip("%abcdefghijklmnopqrstuvwxyzMBT ")))
     return "[" + ", ".join(items) + "]"
 
 
@@ -239,7 +240,10 @@ def expression(pick: Pick, depth: int = 3) -> str:
 
 #: compile options an expression meets: steps_per_epoch an integer, so reports land on ticks
 OPTIONS = [{"steps_per_epoch": 10, "total": 1000}, {"steps_per_epoch": 3, "total": 250},
-           {"steps_per_epoch": 1, "total": 10**6}, {"steps_per_epoch": 100, "total": 77}]
+           {"steps_per_epoch": 1, "total": 10**6}, {"steps_per_epoch": 100, "total": 77},
+           # v3: sp and tok through the per-step sizes (LANGUAGE.md §9 on the ticks clock)
+           {"steps_per_epoch": 10, "total": 1000, "samples_per_step": 32, "tokens_per_sample": 128},
+           {"steps_per_epoch": 7, "total": 500, "samples_per_step": 3, "tokens_per_step": 1000}]
 
 
 def metrics(pick: Pick) -> list[float]:

@@ -195,3 +195,22 @@ def test_float32_refuses_a_divisor_whose_reciprocal_flushes():
     complaint = lrdsl.plan("onecycle(10, 100, final_div=10, anneal=linear) / 1e38").float32_complaint
     assert complaint is not None and "reciprocal" in complaint
     assert lrdsl.plan("onecycle(10, 100) / 1e37").float32_complaint is None
+
+
+def test_float32_refuses_a_slice_length_or_repeat_period_beyond_its_range():
+    # the slice's length 1e308 − 50 ticks is inf in float32: the repeat's position became NaN
+    expr = "repeat((rsqrt(10) * invtime(3e-4, 0.99999, staircase=true, power=1e-6))[5ep:1e308])"
+    complaint = lrdsl.plan(expr, steps_per_epoch=10, total=1000).float32_complaint
+    assert complaint is not None and "does not fit float32" in complaint
+    assert lrdsl.plan("repeat(cosine(1, 10)[:1e30])").float32_complaint is None
+
+
+def test_float32_refuses_a_period_whose_multiples_it_cannot_hold():
+    # 3M tokens at 4096 a step is a period of 46875/64 ticks: a float32 number, but q·p at tick
+    # ~10⁶ needs 26 bits, so the place in the period was off by 0.016 tick (6e-5 of a warm-up)
+    expr = "repeat((warmup(1e5st) >> 1e-7)[:3Mtok])"
+    complaint = lrdsl.plan(expr, tokens_per_step=4096).float32_complaint
+    assert complaint is not None and "multiples" in complaint
+    # 1.5 = 3/2: its multiples are float32 numbers to tick 10⁶ and past it
+    assert lrdsl.plan("repeat(cosine(1, 1.5))").float32_complaint is None
+    assert lrdsl.plan("repeat((warmup(1e5st) >> 1e-7)[:4k tok])", tokens_per_step=4096).float32_complaint is None

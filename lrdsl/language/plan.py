@@ -492,6 +492,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_NORMAL = 1.1754943508222875e-38  # the smallest normal: Keras and XLA flush below it
 #: float32 counts whole ticks exactly up to 2²⁴; float32 boundaries are checked up to there
 FLOAT32_TICKS = 2.0 ** 24
+#: the ticks up to which float32 backends keep §5's tolerance (docs/language.md "Tolerances"):
+#: a period's multiples must be float32 numbers up to here, so a tick's place in it is exact
+FLOAT32_HORIZON = 1e6
 #: a period float32 does not hold is checked boundary by boundary, at most this many
 FLOAT32_PERIODS = 2 ** 16
 #: the largest update count a float32 backend meets (optax's int32 count): t/d must fit float32
@@ -539,8 +542,20 @@ def _period_complaint(what: str, p: float, horizon: float) -> str | None:
     k up to ``horizon`` (the call's duration, at most 2²⁴ ticks), checked at both ticks around
     each boundary; too many of them to check is a refusal too."""
     import numpy as np
-    if not 0 < p < FLOAT32_TICKS or _f32(p) == p:
-        return None  # exact in float32: whole_periods settles q by exact products
+    if not 0 < p < FLOAT32_TICKS:
+        return None
+    if _f32(p) == p:  # a float32 number m·2⁻ʲ: whole_periods settles q, and the position τ
+        # comes out exact, while every multiple q·p up to the horizon is a float32 number too
+        # (q·m < 2²⁴); a period of 3M tokens at 4096 a step, 46875/64 ticks, is not past q = 357
+        mantissa, exponent = math.frexp(p)
+        odd = int(mantissa * 2 ** 53)
+        while odd % 2 == 0:
+            odd //= 2
+        multiples = math.floor(min(horizon, FLOAT32_HORIZON) / p)
+        if multiples * odd >= 2 ** 24:
+            return (f"{what}={p:.17g} ticks: float32 cannot hold its multiples up to tick "
+                    f"{min(horizon, FLOAT32_HORIZON):g}, so a tick's place in it would be off")
+        return None
     count = min(horizon, FLOAT32_TICKS) / p
     refusal = (f"{what}={p:.17g} ticks is not a float32 number, so float32 may place its "
                f"boundaries on other ticks")
@@ -740,6 +755,10 @@ class Plan:
                 yield from node.starts
             if isinstance(node, TimedSlice):
                 yield node.start
+                if math.isfinite(node.length):  # a length beyond float32 is inf there
+                    yield node.length
+            if isinstance(node, TimedRepeat) and math.isfinite(node.period):
+                yield node.period
             if isinstance(node, TimedQuantize):
                 yield node.every
             if isinstance(node, TimedRepeat) and node.table is not None:
