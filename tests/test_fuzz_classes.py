@@ -213,4 +213,4 @@ def test_float32_refuses_a_period_whose_multiples_it_cannot_hold():
     assert complaint is not None and "multiples" in complaint
     # 1.5 = 3/2: its multiples are float32 numbers to tick 10⁶ and past it
     assert lrdsl.plan("repeat(cosine(1, 1.5))").float32_complaint is None
-    assert lrdsl.plan("repeat((warmup(1e5st) >> 1e-7)[:4k tok])", tokens_per_step=4096).float32_complaint is None
+    assert lrdsl.plan("repeat((warmup(1e5st) >> 1e-7)[:8192tok])", tokens_per_step=4096).float32_complaint is None
