@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import lrdsl
-from lrdsl.language.markdown import markdown_reference, markdown_table
+from lrdsl.language.markdown import markdown_glance, markdown_reference, markdown_table
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,6 +16,14 @@ def test_the_language_table_is_the_catalogue():
     start = LANGUAGE.index("<!-- language table")
     block = LANGUAGE[LANGUAGE.index("\n", start) + 1:LANGUAGE.index("<!-- end of language table -->")]
     assert block.strip() == markdown_table(), "regenerate it with: lrdsl list --markdown"
+
+
+def test_the_readme_glance_is_the_catalogue():
+    start = README.index("<!-- language at a glance")
+    block = README[README.index("\n", start) + 1:README.index("<!-- end of language at a glance -->")]
+    assert block.strip() == markdown_glance(), "regenerate it with: lrdsl list --glance"
+    for name in lrdsl.primitives():
+        assert f"`{name}" in block, name
 
 
 def test_the_primitive_reference_is_the_catalogue():

@@ -273,7 +273,7 @@ def cmd_eval(args) -> int:
 
 def cmd_list(args) -> int:
     from lrdsl.language.catalogue import PRIMITIVES
-    from lrdsl.language.markdown import markdown_reference, markdown_table
+    from lrdsl.language.markdown import markdown_glance, markdown_reference, markdown_table
     from lrdsl.errors import UnknownNameError, did_you_mean
 
     if args.markdown:  # docs/language.md's table
@@ -281,6 +281,9 @@ def cmd_list(args) -> int:
         return 0
     if args.reference:  # docs/language.md's section per primitive
         print(markdown_reference())
+        return 0
+    if args.glance:  # the README's language at a glance
+        print(markdown_glance())
         return 0
     if args.name is None:
         for primitive in PRIMITIVES.values():
@@ -356,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the language as a Markdown table (docs/language.md's)")
     p.add_argument("--reference", action="store_true",
                    help="every primitive in full, in Markdown (docs/language.md's reference)")
+    p.add_argument("--glance", action="store_true",
+                   help="every primitive and operator by name, in Markdown (the README's table)")
     p.add_argument("name", nargs="?")
     p.set_defaults(run=cmd_list)
 

@@ -43,6 +43,28 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def markdown_glance() -> str:
+    """The README's language at a glance: every primitive and operator by name, grouped —
+    time schedules (a formula), combinators (they take schedules), operators and units.
+
+    Printed by ``lrdsl list --glance``; a test holds the README to it, so a new primitive
+    reaches the README with no hand edit.
+    """
+    timed = [p for p in PRIMITIVES.values() if p.value is not None]
+    combinators = [p for p in PRIMITIVES.values() if p.value is None and p.name != "plateau"]
+
+    def names(items):
+        return " ".join(f"`{item}`" for item in items)
+    return "\n".join([
+        "| | |", "|---|---|",
+        f"| time schedules | {names(p.name for p in timed)} |",
+        f"| combinators | {names(p.signature() for p in combinators)} |",
+        "| operators | " + names(part.strip().replace("|", "\\|") for syntax, _, _ in OPERATORS
+                                  for part in syntax.split(",") if not part.strip().startswith("k ")) + " |",
+        "| durations | `30` ticks, `5ep`, `500st`, `10%` of total, `64sp`, `2k tok`; suffixes `k M B T` |",
+    ])
+
+
 #: the width the generated prose is wrapped to (the docs' line length)
 WIDTH = 100
 
