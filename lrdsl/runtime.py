@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
@@ -244,6 +245,11 @@ class Runtime:
         self._counter = None if clock == "ticks" else clock
         self._tokens_only = clock == "tokens" and not {"samples_per_step", "tokens_per_sample"} & set(self.constants)
         self._readers: dict[str, Callable[[int], float]] = {}  # value()'s hot path, per channel
+        #: the position past which a step warns, once: ``total`` when an expression uses % (a
+        #: run longer than the total it was planned for is a likely unit mistake), else never
+        self.warn_after: float = math.inf
+        if total is not None and any("%" in units_of(spec) for spec in self.specs.values()):
+            self.warn_after = total
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
         self._only: PlateauState | None = None  # the plateau, when there is exactly one
@@ -357,6 +363,17 @@ class Runtime:
             raise LrdslError(f"step() on a {self.clock} clock needs what the step consumed: pass "
                              f"{self.clock}=n, or fix {fixed} when the schedule is built")
         return samples, tokens
+
+    def past_the_end(self) -> None:
+        """Warn, once, that the position has passed ``total`` on a schedule using ``%``."""
+        self.warn_after = math.inf
+        unit = "tick" if self.clock == "ticks" else self.clock
+        warnings.warn(
+            f"lrdsl: the schedule is at {unit} {self.position}, past total={self.total:g}, and its "
+            f"% durations were planned for a run of {self.total:g}: the % part has ended and its "
+            f"last value holds. If the run is meant to be longer, total is too small — is one step() "
+            f"one optimizer step? (gradient accumulation, or Accelerate stepping the scheduler "
+            f"once per process, change that)", stacklevel=3)
 
     def consume(self, samples: Any = None, tokens: Any = None) -> None:
         """Add what one step consumed to the counters, without moving the tick."""
@@ -557,6 +574,13 @@ def describe_constants(steps_per_epoch, constants: Mapping) -> str:
 def _saved_count(value: Any, what: str) -> int:
     """A saved counter: an integer from 0 to 2**53."""
     return checked_tick(value, f"the state's {what} counter")
+
+
+def units_of(spec: Spec) -> set[str]:
+    """The duration units a channel's spec writes (every group's, for a per-group mapping)."""
+    if isinstance(spec, Mapping):
+        return set().union(*(parse(value).units() for value in spec.values()))
+    return parse(spec).units()
 
 
 def _count(value: Any, what: str) -> int | None:

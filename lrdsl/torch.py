@@ -307,6 +307,8 @@ class Scheduler(LRScheduler):
         if runtime.clock == "ticks" and samples is None and tokens is None:
             self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
             runtime.advance()
+            if runtime.tick > runtime.warn_after:
+                runtime.past_the_end()
             return
         counts = runtime.counted(samples, tokens) if runtime.tick >= 0 or samples is not None \
             or tokens is not None else (None, None)
@@ -314,6 +316,8 @@ class Scheduler(LRScheduler):
         runtime.add(counts)
         runtime.tick += 1
         runtime.steps += 1
+        if runtime.position > runtime.warn_after:
+            runtime.past_the_end()
 
     def _apply(self, tick: int) -> None:
         """Write every target's value at position ``tick`` (the tick, or the samples or tokens

@@ -5,6 +5,7 @@ Expected values are closed forms written here (and, per channel, the reference e
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -221,3 +222,28 @@ def test_every_program_case_steps_to_its_formulas(case):
             want = expected(formula, [position])[0]
             got = optimizer.param_groups[0][name] if name in ("lr", "momentum") else sched.value(name)
             assert got == pytest.approx(want, rel=1e-12, abs=1e-15), (name, position)
+
+
+# --- past the end ----------------------------------------------------------------------------------
+
+def test_a_run_past_total_on_a_percent_schedule_warns_once_with_the_numbers():
+    optimizer = sgd()
+    sched = lrdsl.torch.scheduler(optimizer, "warmup(25%) >> cosine(0.1, 75%)", total=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(8):  # a run of total steps ends at tick 8: no warning
+            optimizer.step()
+            sched.step()
+        assert not caught
+        for _ in range(5):
+            optimizer.step()
+            sched.step()
+    assert len(caught) == 1
+    assert "tick 9, past total=8" in str(caught[0].message)
+    # without % the total is only a length for the plan: running on is no mistake
+    other = lrdsl.torch.scheduler(sgd(), "cosine(0.1, 8)", total=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(12):
+            other.step()
+    assert not caught
