@@ -435,7 +435,7 @@ def _mismatch(got, want, tolerance, cancel: float = 0.0, largest: float = 0.0,
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     rel, of_peak, flushed = tolerance
     bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    floor = flushed * terms * max(1.0, largest, cancel)
+    floor = flushed * terms * max(1.0, largest, cancel) if flushed else 0.0  # not 0·inf = NaN
     bound = np.maximum(bound, np.maximum(rel * cancel, floor))
     bad = ~(np.abs(got - want) <= bound)
     if not bad.any():
