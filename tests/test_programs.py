@@ -226,3 +226,9 @@ def test_every_program_case_equals_its_formulas(case):
     for name, formula in case["expect"].items():
         np.testing.assert_allclose(values[name], expected(formula, case["ticks"]), rtol=1e-12, atol=1e-15,
                                    err_msg=name)
+
+
+def test_a_program_given_where_one_expression_is_expected_says_so():
+    with pytest.raises(lrdsl.LrdslSyntaxError, match="is a program, not one expression") as caught:
+        lrdsl.plan("lr = 0.1; kl = 1")
+    assert caught.value.column == 4

@@ -43,6 +43,7 @@ HINTS = {
     "unclosed": ["cosine(0.1, 100", "warmup(5) >> cosine(0.1", "repeat(cosine(0.1, 10)",
                  "cosine(0.1, 100, min=0", "multistep(0.1, [30, 60)"],
     "pipe": ["cosine(0.1, 100) | 0.5", "0.1 | (plateau(loss))", "0.1 | [1]"],
+    "program": ["lr = 0.1", "ema = anneal(0.99, 1, 100)"],
 }
 
 _HINT_WORDS = {
@@ -51,6 +52,8 @@ _HINT_WORDS = {
                 "operator (+ - * /)",
     "unclosed": "a '(' or '[' is not closed",
     "pipe": "only plateau(...) may follow '|'",
+    "program": "'name = expression' is a program, not one expression: read it with "
+               "lrdsl.program(text) (the CLI and the backends take programs)",
 }
 
 
