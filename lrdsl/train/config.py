@@ -211,11 +211,14 @@ def _check_schedule_keys(cfg: Any) -> None:
                 raise LrdslError(f"config key schedule.{key}={_show(value)}: a named number called like "
                                  f"schedule.{close[0]} misspelt; did you mean schedule.{close[0]}? (rename "
                                  f"it, e.g. {key}_value, if it really is a named number)")
-        if not (_finite(value) or isinstance(value, str)):
-            close = difflib.get_close_matches(str(key), SCHEDULE_KEYS, n=1, cutoff=0.6)
+        # text under a target's misspelt name: lrdsl.program refuses it (program_of), naming it
+        misspelt = isinstance(value, str) and difflib.get_close_matches(str(key), TARGETS, n=1, cutoff=0.75)
+        if not (_finite(value) or key in FREE_VALUES and isinstance(value, str) or misspelt):
+            close = difflib.get_close_matches(str(key), [*SCHEDULE_KEYS, *FREE_VALUES], n=1, cutoff=0.6)
             raise LrdslError(f"config key schedule.{key}={_show(value)}: a schedule's extra keys are named "
-                             f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr) or free values' "
-                             f"expressions (e.g. ema: 'anneal(0.99, 0.999, 100%)'), and this is neither"
+                             f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr) or the free values "
+                             f"this app reads, {', '.join(FREE_VALUES)} (expressions: e.g. ema: "
+                             f"'anneal(0.99, 0.999, 100%)'), and this is neither"
                              + (f"; did you mean schedule.{close[0]}?" if close else
                                 f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
     if OmegaConf.is_missing(cfg.schedule, "expr"):
@@ -280,17 +283,10 @@ def program_of(cfg: Any):
 
 
 def _check_program(cfg: Any) -> None:
-    """The app's side of the program: free values it reads, on the backends that honour them,
-    and the samples clock's needs."""
-    import difflib
-
+    """The app's side of the program: its free values on the backends that honour them, and
+    the samples clock's needs."""
     backend = cfg.backend.name
-    for name in free_values(cfg):
-        if name not in FREE_VALUES:
-            close = difflib.get_close_matches(name, [*FREE_VALUES, *SCHEDULE_KEYS], n=1, cutoff=0.6)
-            raise LrdslError(f"config key schedule.{name}: a free value this app does not read; it reads "
-                             f"{', '.join(FREE_VALUES)} (a named number is a number: {name}: 0.1)"
-                             + (f"; did you mean schedule.{close[0]}?" if close else ""))
+    for name in free_values(cfg):  # each one of FREE_VALUES (_check_schedule_keys)
         if backend not in FREE_VALUES[name]:
             raise LrdslError(f"config key schedule.{name}: backend={backend} does not honour a scheduled "
                              f"{name}; use backend={FREE_VALUES[name][0]} (docs/app.md), or schedule.{name}=null")
