@@ -199,3 +199,27 @@ def test_a_program_run_resumed_mid_run_continues_exactly(program_runs):
     whole, cut = program_runs
     assert without_seconds(cut / "metrics.csv") == without_seconds(whole / "metrics.csv")
     assert (cut / "lr.csv").read_bytes() == (whole / "lr.csv").read_bytes()
+
+
+def test_keras_set_dropout_takes_effect_in_the_next_fit():
+    keras = pytest.importorskip("keras")
+    from lrdsl.train.keras_loop import scheduled_dropout, set_dropout
+
+    keras.utils.set_random_seed(0)
+    x = np.random.RandomState(0).normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), scheduled_dropout(keras)(0.0),
+                              keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+    def train_loss():  # lr 0: the weights stay; the loss differs from evaluate's only by dropout
+        return model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+
+    evaluated = model.evaluate(x, y, batch_size=64, verbose=0)
+    assert train_loss() == pytest.approx(evaluated, rel=1e-6)
+    set_dropout(model, dropouts, 0.9)
+    assert dropouts[0].rate == 0.9 and train_loss() != pytest.approx(evaluated, rel=1e-3)
+    set_dropout(model, dropouts, 0.0)
+    assert train_loss() == pytest.approx(evaluated, rel=1e-6)

@@ -45,8 +45,9 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
 SCHEDULE_KEYS = tuple(SCHEDULE_DEFAULTS)
 CLOCKS = ("ticks", "samples")
 #: the free values this app reads (lrdsl.channels.FREE), and the backends that honour each:
-#: the model's dropout rate, an EMA of the weights (its decay) and the batch size drawn
-FREE_VALUES = {"dropout": ("torch",), "ema": ("torch",), "batch_size": ("torch",)}
+#: the model's dropout rate (torch: per step; Keras: per epoch, its Dropout's rate is a constant
+#: of the compiled step), an EMA of the weights (its decay) and the batch size drawn
+FREE_VALUES = {"dropout": ("torch", "keras"), "ema": ("torch",), "batch_size": ("torch",)}
 
 
 @dataclass
