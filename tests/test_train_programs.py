@@ -223,3 +223,32 @@ def test_keras_set_dropout_takes_effect_in_the_next_fit():
     assert dropouts[0].rate == 0.9 and train_loss() != pytest.approx(evaluated, rel=1e-3)
     set_dropout(model, dropouts, 0.0)
     assert train_loss() == pytest.approx(evaluated, rel=1e-6)
+
+
+def test_a_checkpoint_manifest_holds_the_free_values_and_clock_and_rebase_names_them(tmp_path):
+    from lrdsl.train import checkpoint as ckpt
+    from lrdsl.train.data import load
+
+    cfg = compose(["trainer.epochs=3"])
+    data = load(cfg.data)
+    old = ckpt.manifest(cfg, data, backend="torch", epochs_done=1, ticks_done=6, units={"total": 18})
+    assert old["config"]["schedule.free"] is None and old["config"]["schedule.clock"] == "ticks"
+    before_programs = {**old, "config": {k: v for k, v in old["config"].items()
+                                         if k not in ("schedule.free", "schedule.clock")}}
+    ckpt.check_manifest(before_programs, old, tmp_path)  # a checkpoint from before programs: the same run
+    new = ckpt.manifest(compose(["trainer.epochs=3", f'++schedule.ema="{EMA}"']), data, backend="torch",
+                        epochs_done=0, ticks_done=0, units={"total": 18})
+    assert new["config"]["schedule.free"] == {"ema": str(lrdsl.parse(EMA))}
+    with pytest.raises(lrdsl.LrdslError, match=r"schedule\.free=null; this run has schedule\.free=.*rebase=true"):
+        ckpt.check_manifest(old, new, tmp_path)
+    ckpt.check_manifest(old, new, tmp_path, rebase=True)
+
+    class Now:
+        def value(self, name):
+            return {"ema": 0.925}[name]
+
+        def get_last(self, target):
+            return [0.05]
+
+    lines = ckpt.rebase_lines(old, new, {"lr": 0.05, "momentum": 0.9, "beta2": None, "weight_decay": 0.0}, Now())
+    assert f"rebase at tick 6: ema unscheduled -> {lrdsl.parse(EMA)} (now 0.925)" in lines
