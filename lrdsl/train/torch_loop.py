@@ -215,8 +215,8 @@ class Ema:
         with torch.no_grad():
             for average, weight in zip(self.model.parameters(), model.parameters()):
                 average.mul_(decay).add_(weight.detach(), alpha=1.0 - decay)
-            for average, buffer in zip(self.model.buffers(), model.buffers()):
-                average.copy_(buffer)
+            for kept, buffer in zip(self.model.buffers(), model.buffers()):
+                kept.copy_(buffer)
 
     def reset(self, model: nn.Module) -> None:
         """Start the average at ``model``'s weights (a rebase that adds ``ema``)."""
@@ -259,11 +259,11 @@ def _set_up(cfg, data: Dataset) -> _Run:
     try:
         scheduler = lrdsl.torch.scheduler(optimizer, program, **units)
     except LrdslError as error:  # a channel out of its range: "ema: … reaches 1.5; …"
-        name = next((n for n in program if error.message.startswith(f"{n}:")), None)
-        if name is None:
+        channel = next((n for n in program if error.message.startswith(f"{n}:")), None)
+        if channel is None:
             raise
-        key = "expr" if name == "lr" else name
-        raise LrdslError(f"config key schedule.{key}{error.message[len(name):]}") from None
+        key = "expr" if channel == "lr" else channel
+        raise LrdslError(f"config key schedule.{key}{error.message[len(channel):]}") from None
     plain: nn.Module = model.module if distributed.active else model  # type: ignore[assignment]
     dropouts = [m for m in plain.modules() if isinstance(m, nn.Dropout)] if "dropout" in free else []
     ema = Ema(plain) if "ema" in free else None
@@ -376,7 +376,7 @@ def _train_epoch(run: _Run, epoch: int, data: Dataset, trainer, log: RunLog) -> 
         loss.backward()
         run.optimizer.step()
         if run.ema is not None:
-            run.ema.update(run.model.module if run.distributed.active else run.model, decay)
+            run.ema.update(run.model.module if run.distributed.active else run.model, decay)  # type: ignore[arg-type]
         if run.per_step:
             if run.samples:  # the position moves by the batch drawn (every process's, under DDP)
                 scheduler.step(samples=len(y) * run.distributed.world)
