@@ -64,6 +64,7 @@ def anneal(start, end, x):
     (["schedule=batch_ramp", "backend=keras"], "config key schedule.batch_size: backend=keras does not honour"),
     (["schedule=ema_cosine", "backend=keras"], "config key schedule.ema: backend=keras does not honour"),
     (["schedule.clock=samples", "schedule.unit=epoch"], "schedule.clock=samples counts the samples each step draws"),
+    (["schedule=batch_ramp", "trainer.strategy=ddp"], "schedule.clock=samples is for trainer.strategy=single"),
     (["schedule.clock=minutes"], "schedule.clock='minutes' is not one of ticks, samples"),
 ])
 def test_bad_program_configs_are_one_line_errors_naming_the_key(overrides, message):

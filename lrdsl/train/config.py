@@ -294,6 +294,9 @@ def _check_program(cfg: Any) -> None:
     samples = cfg.schedule.clock == "samples"
     if samples and backend != "torch":
         raise LrdslError(f"config key schedule.clock=samples: backend={backend} counts steps; use backend=torch")
+    if samples and cfg.trainer.strategy != "single":
+        raise LrdslError("config key schedule.clock=samples is for trainer.strategy=single (under DDP each "
+                         "process draws its own batches)")
     if samples and cfg.schedule.unit != "step":
         raise LrdslError("config key schedule.clock=samples counts the samples each step draws: it needs "
                          "schedule.unit=step")
@@ -301,9 +304,6 @@ def _check_program(cfg: Any) -> None:
         if not samples:
             raise LrdslError("config key schedule.batch_size: a batch-size schedule changes the steps an epoch "
                              "takes, so it runs on the samples clock: set schedule.clock=samples")
-        if cfg.trainer.strategy != "single":
-            raise LrdslError("config key schedule.batch_size: a batch-size schedule is for "
-                             "trainer.strategy=single")
         if cfg.trainer.logger == "tensorboard":
             raise LrdslError("config key schedule.batch_size: trainer.logger=tensorboard needs a fixed number "
                              "of steps per epoch; use trainer.logger=csv")

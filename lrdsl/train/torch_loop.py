@@ -378,8 +378,8 @@ def _train_epoch(run: _Run, epoch: int, data: Dataset, trainer, log: RunLog) -> 
         if run.ema is not None:
             run.ema.update(run.model.module if run.distributed.active else run.model, decay)  # type: ignore[arg-type]
         if run.per_step:
-            if run.samples:  # the position moves by the batch drawn (every process's, under DDP)
-                scheduler.step(samples=len(y) * run.distributed.world)
+            if run.samples:  # the position moves by the batch drawn
+                scheduler.step(samples=len(y))
             else:
                 scheduler.step()
         loss_sum += float(loss.detach()) * len(y)
