@@ -25,15 +25,18 @@ PROGRAM = ["schedule=batch_ramp", "model.hidden=[16]", f"trainer.epochs={EPOCHS}
            f'++schedule.ema="{EMA}"', f'++schedule.dropout="{DROPOUT}"']
 
 
-def run(cwd, out, *overrides) -> str:
-    """``lrdsl train`` to the end; its output."""
+def start(cwd, out, *overrides) -> subprocess.Popen:
+    """``lrdsl train`` of :data:`PROGRAM`, started."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("LRDSL_FAULT", None)
-    result = subprocess.run([str(BIN / "lrdsl"), "train", *PROGRAM, *overrides, "trainer.progress=false",
+    return subprocess.Popen([str(BIN / "lrdsl"), "train", *PROGRAM, *overrides, "trainer.progress=false",
                              "trainer.device=cpu", f"hydra.run.dir={out}"],
-                            cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(process: subprocess.Popen) -> None:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
 
 
 def ramp(s):
@@ -152,9 +155,10 @@ def program_runs(tmp_path_factory):
     pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("program")
     whole, cut = root / "whole", root / "cut"
-    run(root, whole)
-    run(root, cut, "trainer.stop_after=1")
-    run(root, cut, f"trainer.resume={cut / 'checkpoint.pt'}")
+    running = [start(root, whole), start(root, cut, "trainer.stop_after=1")]  # side by side
+    for process in running:
+        finished(process)
+    finished(start(root, cut, f"trainer.resume={cut / 'checkpoint.pt'}"))
     return whole, cut
 
 
