@@ -257,3 +257,22 @@ def test_a_checkpoint_manifest_holds_the_free_values_and_clock_and_rebase_names_
 
     lines = ckpt.rebase_lines(old, new, {"lr": 0.05, "momentum": 0.9, "beta2": None, "weight_decay": 0.0}, Now())
     assert f"rebase at tick 6: ema unscheduled -> {lrdsl.parse(EMA)} (now 0.925)" in lines
+
+
+@pytest.mark.slow
+def test_keras_run_sets_the_dropout_rate_of_each_epochs_first_tick(tmp_path):
+    pytest.importorskip("keras")
+    from test_train import run_train
+
+    out, _ = run_train(tmp_path, "backend=keras", "model.hidden=[16]", "model.dropout=0", "trainer.batch_size=256",
+                       "trainer.epochs=3", f'++schedule.dropout="{DROPOUT}"')
+    lr = rows(out / "lr.csv")
+    assert list(lr[0]) == ["tick", "lr", "dropout"]
+    steps = 6  # ceil(1437 / 256)
+    t = np.array([int(r["tick"]) for r in lr])
+    np.testing.assert_array_equal(t, np.arange(3 * steps))
+    first = t // steps * steps  # the epoch's first tick
+    np.testing.assert_allclose([float(r["dropout"]) for r in lr], 0.5 + (0.1 - 0.5) * first / (3 * steps),
+                               rtol=1e-12)
+    np.testing.assert_allclose([float(r["dropout"]) for r in lr],
+                               lrdsl.curve(DROPOUT, first, steps_per_epoch=steps, total=3 * steps), rtol=1e-12)
