@@ -77,6 +77,15 @@ def test_bad_program_configs_are_one_line_errors_naming_the_key(overrides, messa
     assert message in first, first
 
 
+def test_the_app_ends_a_misspelt_target_with_one_line_and_exit_2(capsys, tmp_path):
+    from test_train_resume import _run_in_process
+
+    code, lines = _run_in_process(capsys, "++schedule.momentun=0.9", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("lrdsl train: config key schedule.momentun=0.9") and \
+        "did you mean schedule.momentum?" in lines[0]
+
+
 def test_a_free_value_out_of_its_range_is_refused_naming_the_key():
     pytest.importorskip("torch")
     from lrdsl.train.data import load
