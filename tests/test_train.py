@@ -141,9 +141,9 @@ def test_a_typo_inside_a_group_file_fails_loudly(tmp_path):
 def test_shipped_configs_pass_lrdsl_check():
     result = subprocess.run([str(BIN / "lrdsl"), "check", str(conf_dir())], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    # every string under an expression key (the LR's and the targets'), counted here with PyYAML;
+    # every string under an expression key (the LR's, the targets' and the free values'), counted here with PyYAML;
     # interpolated ones (onecycle's ${schedule.peak}) are the app's to check once filled in
-    keys = ("expr", "schedule", "momentum", "beta2", "weight_decay")
+    keys = ("expr", "schedule", "momentum", "beta2", "weight_decay", "ema", "dropout", "batch_size")
     count = 0
     for path in conf_dir().rglob("*.yaml"):
         data = yaml.safe_load(path.read_text()) or {}

@@ -100,18 +100,30 @@ def manifest(cfg, data, *, backend: str, epochs_done: int, ticks_done: int, unit
             "schedule.unit": cfg.schedule.unit,
             "data": data_fingerprint(data),
         },
-        "units": {"steps_per_epoch": units["steps_per_epoch"], "total": units["total"]},
+        "units": {"steps_per_epoch": units.get("steps_per_epoch"), "total": units["total"]},
     }
 
 
-#: what ``trainer.rebase=true`` lets differ: the schedule's expressions, nothing else
-SCHEDULE_KEYS = tuple(f"schedule.{key}" for key in channels.CONFIG_KEYS)
+#: the config keys of the LR's and the targets' expressions
+TARGET_KEYS = tuple(f"schedule.{key}" for key in channels.CONFIG_KEYS)
+#: what ``trainer.rebase=true`` lets differ: the schedule's program (its expressions, free
+#: values included) and its clock, nothing else
+SCHEDULE_KEYS = (*TARGET_KEYS, "schedule.free", "schedule.clock")
+#: how a manifest from before a key reads without it
+MISSING = {"schedule.free": None, "schedule.clock": "ticks"}
 
 
 def schedule_keys(cfg) -> dict:
-    """The canonical expression of the LR and of each target (None: not scheduled)."""
-    return {key: None if cfg.schedule[key.split(".")[1]] is None
-            else str(parse(str(cfg.schedule[key.split(".")[1]]))) for key in SCHEDULE_KEYS}
+    """The canonical expression of the LR and of each target (None: not scheduled), the free
+    values' ({name: canonical expression}, None when there are none) and the clock."""
+    from lrdsl.train.config import free_values
+
+    keys: dict[str, Any] = {key: None if cfg.schedule[key.split(".")[1]] is None
+                            else str(parse(str(cfg.schedule[key.split(".")[1]]))) for key in TARGET_KEYS}
+    free = {name: str(parse(text)) for name, text in sorted(free_values(cfg).items())}
+    keys["schedule.free"] = free or None
+    keys["schedule.clock"] = cfg.schedule.get("clock", "ticks")
+    return keys
 
 
 def data_fingerprint(data) -> str:
@@ -144,7 +156,7 @@ def check_manifest(saved: Any, expected: dict, path: Path, rebase: bool = False)
                          f"backend={expected['backend']}")
     old, new = saved.get("config", {}), expected["config"]
     for key, value in new.items():
-        if old.get(key) != value:
+        if old.get(key, MISSING.get(key)) != value:
             if key in SCHEDULE_KEYS:
                 if rebase:
                     continue
@@ -290,11 +302,20 @@ def rebase_lines(saved: dict, expected: dict, before: dict, scheduler) -> list[s
     new values at T (a target the new schedule leaves alone keeps its value).
     """
     old, new = saved.get("config", {}), expected["config"]
-    if all(old.get(key) == new[key] for key in SCHEDULE_KEYS):
+    if all(old.get(key, MISSING.get(key)) == new[key] for key in SCHEDULE_KEYS):
         return []
     tick = saved.get("ticks_done")
     lines = []
-    for key in SCHEDULE_KEYS:
+    for key in ("schedule.clock", "schedule.free"):
+        before_, after_ = old.get(key, MISSING[key]) or {}, new[key] or {}
+        if key == "schedule.clock" and before_ != after_:
+            lines.append(f"rebase at tick {tick}: clock {before_} -> {after_}")
+        for name in sorted(set(before_) | set(after_)) if key == "schedule.free" else ():
+            if before_.get(name) != after_.get(name):
+                now = f" (now {scheduler.value(name):.6g})" if name in after_ else ""
+                lines.append(f"rebase at tick {tick}: {name} {before_.get(name) or 'unscheduled'} -> "
+                             f"{after_.get(name) or 'unscheduled'}{now}")
+    for key in TARGET_KEYS:
         target = "lr" if key == "schedule.expr" else key.split(".")[1]
         if old.get(key) is None and new[key] is None:
             continue

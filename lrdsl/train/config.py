@@ -33,14 +33,21 @@ TARGET_OPTIMIZERS = {
 }
 
 
-#: a schedule config's own keys, and their defaults; any other key is a named number
+#: a schedule config's own keys, and their defaults; any other key is a named number (a number)
+#: or a free value's expression (text: ``ema: anneal(0.99, 0.999, 100%)``)
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     "expr": MISSING,
     "unit": "step",  # what one tick is: "step" (the scheduler steps per batch) or "epoch"
+    "clock": "ticks",  # what positions count: "ticks" (steps or epochs) or "samples" (backend=torch)
     # optional schedules of other hyperparameters (expressions; no ``| plateau``); None: untouched
     **{key: None for key in TARGETS},
 }
 SCHEDULE_KEYS = tuple(SCHEDULE_DEFAULTS)
+CLOCKS = ("ticks", "samples")
+#: the free values this app reads (lrdsl.channels.FREE), and the backends that honour each:
+#: the model's dropout rate (torch: per step; Keras: per epoch, its Dropout's rate is a constant
+#: of the compiled step), an EMA of the weights (its decay) and the batch size drawn
+FREE_VALUES = {"dropout": ("torch", "keras"), "ema": ("torch",), "batch_size": ("torch",)}
 
 
 @dataclass
@@ -115,6 +122,7 @@ CHOICES = {
     "trainer.strategy": ("single", "ddp"),
     "trainer.logger": ("csv", "tensorboard"),
     "schedule.unit": UNITS,
+    "schedule.clock": CLOCKS,
 }
 
 
@@ -176,8 +184,10 @@ def validate(cfg: Any) -> None:
     if cfg.data.name == "npz" and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path in (None, "")):
         raise LrdslError("config key data.path: data=npz needs data.path=FILE.npz")
     _check_schedule_keys(cfg)
-    for key in ("expr", *TARGETS):
+    for key in ("expr", *TARGETS, *free_values(cfg)):
         _check_expression(cfg, key)
+    program_of(cfg)  # the channels together: a misspelt target, a plateau outside lr
+    _check_program(cfg)
     if cfg.trainer.logger == "tensorboard":
         tensorboard_writer()  # fails now, naming the extra, rather than after the first epoch
     if cfg.trainer.rebase and not cfg.trainer.resume:
@@ -196,12 +206,22 @@ def _check_schedule_keys(cfg: Any) -> None:
         if key in SCHEDULE_KEYS:
             continue
         value = cfg.schedule[key]
-        if not _finite(value):
-            close = difflib.get_close_matches(str(key), SCHEDULE_KEYS, n=1, cutoff=0.6)
+        if _finite(value) and key not in FREE_VALUES:  # a named number: not a channel's misspelt name
+            close = difflib.get_close_matches(str(key), [*TARGETS, *FREE_VALUES, *SCHEDULE_KEYS], n=1, cutoff=0.75)
+            if close:
+                raise LrdslError(f"config key schedule.{key}={_show(value)}: a named number called like "
+                                 f"schedule.{close[0]} misspelt; did you mean schedule.{close[0]}? (rename "
+                                 f"it, e.g. {key}_value, if it really is a named number)")
+        # text under a target's misspelt name: lrdsl.program refuses it (program_of), naming it
+        misspelt = isinstance(value, str) and difflib.get_close_matches(str(key), TARGETS, n=1, cutoff=0.75)
+        if not (_finite(value) or key in FREE_VALUES and isinstance(value, str) or misspelt):
+            close = difflib.get_close_matches(str(key), [*SCHEDULE_KEYS, *FREE_VALUES], n=1, cutoff=0.6)
             raise LrdslError(f"config key schedule.{key}={_show(value)}: a schedule's extra keys are named "
-                             f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr), and this is not "
-                             f"a finite number" + (f"; did you mean schedule.{close[0]}?" if close else
-                                                   f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
+                             f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr) or the free values "
+                             f"this app reads, {', '.join(FREE_VALUES)} (expressions: e.g. ema: "
+                             f"'anneal(0.99, 0.999, 100%)'), and this is neither"
+                             + (f"; did you mean schedule.{close[0]}?" if close else
+                                f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
     if OmegaConf.is_missing(cfg.schedule, "expr"):
         raise LrdslError("config key schedule.expr is missing: pick a preset (schedule=cosine) or set "
                          "schedule.expr='<expression>'")
@@ -228,6 +248,8 @@ def _check_expression(cfg: Any, key: str) -> None:
     if isinstance(expr, Plateau):
         raise LrdslError(f"config key schedule.{key}: only the learning rate (schedule.expr) may carry "
                          f"'| plateau', got {expr}")
+    if key not in TARGET_OPTIMIZERS:  # a free value: the app's checks are _check_program's
+        return
     name, having = cfg.optimizer.name, TARGET_OPTIMIZERS[key]
     if name not in having:
         raise LrdslError(f"config key schedule.{key}: optimizer.name={name} has no {key} to schedule; "
@@ -235,15 +257,78 @@ def _check_expression(cfg: Any, key: str) -> None:
                          f"schedule.{key}=null")
 
 
+def free_values(cfg: Any) -> dict[str, str]:
+    """The schedule's free values: {name: expression text}: every extra key holding text, and
+    a free value this app reads given as a number (``++schedule.dropout=0.1``: a constant)."""
+    return {str(key): str(value) for key, value in cfg.schedule.items()
+            if key not in SCHEDULE_KEYS and (isinstance(value, str) or key in FREE_VALUES and _finite(value))}
+
+
+def program_of(cfg: Any):
+    """The schedule as one :func:`lrdsl.program`: lr (``expr``), the scheduled targets and the
+    free values; a :class:`~lrdsl.programs.ProgramError` (a misspelt target: ``momentun``)
+    names the config key."""
+    import difflib
+
+    from lrdsl.programs import ProgramError, program
+
+    free = free_values(cfg)
+    try:
+        return program({"lr": str(cfg.schedule.expr), **targets(cfg), **free})
+    except ProgramError as error:
+        name = next((n for n in free if repr(n) in error.message or error.message.startswith(f"{n}:")), None)
+        close = difflib.get_close_matches(name, TARGETS, n=1, cutoff=0.6) if name else []
+        where = f"config key schedule.{name}: " if name else "config key schedule: "
+        hint = f"; did you mean schedule.{close[0]}?" if close else ""
+        raise ProgramError(f"{where}{error.message}{hint}") from None
+
+
+def _check_program(cfg: Any) -> None:
+    """The app's side of the program: its free values on the backends that honour them, and
+    the samples clock's needs."""
+    backend = cfg.backend.name
+    for name in free_values(cfg):  # each one of FREE_VALUES (_check_schedule_keys)
+        if backend not in FREE_VALUES[name]:
+            raise LrdslError(f"config key schedule.{name}: backend={backend} does not honour a scheduled "
+                             f"{name}; use backend={FREE_VALUES[name][0]} (docs/app.md), or schedule.{name}=null")
+    samples = cfg.schedule.clock == "samples"
+    if samples and backend != "torch":
+        raise LrdslError(f"config key schedule.clock=samples: backend={backend} counts steps; use backend=torch")
+    if samples and cfg.trainer.strategy != "single":
+        raise LrdslError("config key schedule.clock=samples is for trainer.strategy=single (under DDP each "
+                         "process draws its own batches)")
+    if samples and cfg.schedule.unit != "step":
+        raise LrdslError("config key schedule.clock=samples counts the samples each step draws: it needs "
+                         "schedule.unit=step")
+    if "batch_size" in free_values(cfg):
+        if not samples:
+            raise LrdslError("config key schedule.batch_size: a batch-size schedule changes the steps an epoch "
+                             "takes, so it runs on the samples clock: set schedule.clock=samples")
+        if cfg.trainer.logger == "tensorboard":
+            raise LrdslError("config key schedule.batch_size: trainer.logger=tensorboard needs a fixed number "
+                             "of steps per epoch; use trainer.logger=csv")
+
+
 def targets(cfg: Any) -> dict[str, str]:
     """The scheduled targets besides the LR: {target: expression text}, in TARGETS order."""
     return {t: str(cfg.schedule[t]) for t in TARGETS if cfg.schedule[t] is not None}
 
 
-def tick_units(cfg: Any, steps_per_epoch: int) -> tuple[bool, int, dict[str, Any]]:
-    """(per step?, ticks per epoch, the scheduler's units) for ``schedule.unit``."""
+def tick_units(cfg: Any, steps_per_epoch: int, samples_per_epoch: int | None = None
+               ) -> tuple[bool, int, dict[str, Any]]:
+    """(per step?, ticks per epoch, the scheduler's units) for ``schedule.unit`` and
+    ``schedule.clock``.  On the samples clock positions count samples: ``total`` is epochs ×
+    the training set's size (``%`` is a share of it), ``ep`` is one pass over the data and, with
+    a fixed batch size, ``st`` is ``trainer.batch_size`` samples."""
     per_step = cfg.schedule.unit == "step"
     ticks_per_epoch = steps_per_epoch if per_step else 1
+    if cfg.schedule.get("clock", "ticks") == "samples":
+        assert samples_per_epoch is not None
+        units: dict[str, Any] = {"total": cfg.trainer.epochs * samples_per_epoch, "clock": "samples",
+                                 "samples_per_epoch": samples_per_epoch}
+        if "batch_size" not in free_values(cfg):
+            units["samples_per_step"] = cfg.trainer.batch_size
+        return per_step, ticks_per_epoch, units
     units = {"steps_per_epoch": steps_per_epoch if per_step else None,
              "total": cfg.trainer.epochs * ticks_per_epoch}
     return per_step, ticks_per_epoch, units
@@ -261,5 +346,5 @@ def compose(overrides: Sequence[str] = ()) -> Any:
 
 def run_title(cfg, backend: str) -> str:
     """curves.png's title: the schedule (each scheduled target too), optimizer and backend."""
-    scheduled = "".join(f"\n{target}: {expr}" for target, expr in targets(cfg).items())
+    scheduled = "".join(f"\n{name}: {expr}" for name, expr in {**targets(cfg), **free_values(cfg)}.items())
     return f"{cfg.schedule.expr}  ({cfg.optimizer.name}, {backend}){scheduled}"

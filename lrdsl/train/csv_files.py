@@ -10,9 +10,16 @@ from lrdsl.errors import LrdslError
 METRICS = ("epoch", "lr", "loss", "val_loss", "val_acc", "seconds")
 
 
-def lr_columns(targets=()) -> tuple[str, ...]:
-    """lr.csv's header: tick, lr, then the scheduled targets."""
-    return ("tick", "lr", *targets)
+def metric_columns(ema: bool = False) -> tuple[str, ...]:
+    """metrics.csv's header: :data:`METRICS`, with ``val_acc_ema`` (the EMA of the weights'
+    validation accuracy) before ``seconds`` when the schedule has an ``ema``."""
+    return (*METRICS[:-1], "val_acc_ema", METRICS[-1]) if ema else METRICS
+
+
+def lr_columns(targets=(), samples: bool = False) -> tuple[str, ...]:
+    """lr.csv's header: tick, lr, then the scheduled targets and free values (``columns``), and
+    on the samples clock ``samples``, the position (samples drawn before the tick's batch)."""
+    return ("tick", "lr", *targets, *(("samples",) if samples else ()))
 
 
 def read_csv(path: Path, need: tuple[str, ...] = ()) -> dict[str, list[float]]:

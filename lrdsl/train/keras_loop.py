@@ -3,10 +3,16 @@
 Each epoch is one ``fit`` call on data shuffled with ``seed + epoch`` and a reseeded RNG, so
 a run resumed from ``checkpoint.keras`` (model, optimizer, schedule state and the lrdsl
 manifest in one file) trains exactly as the uninterrupted one.
+
+A scheduled ``dropout`` is set per epoch: Keras's Dropout reads its rate when the train step is
+traced, so each epoch sets every Dropout layer's rate to the schedule's value at the epoch's
+first tick and has ``fit`` trace the step anew.  (``ema`` and ``batch_size`` are the torch
+loop's: config.FREE_VALUES.)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -15,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+import lrdsl
 from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
 from lrdsl.train.checkpoint import rebase_lines
-from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
+from lrdsl.train.config import free_values, run_title, targets as scheduled_targets, tick_units
 from lrdsl.train.console import epoch_line
 from lrdsl.train.csv_files import lr_columns
 from lrdsl.train.resume import end_epoch, restore_logs, resume_checkpoint
@@ -58,7 +65,26 @@ def _select_device(device: str):
     return keras
 
 
-def build_model(keras, cfg, data: Dataset):
+def scheduled_dropout(keras):
+    """The Dropout layer of a model whose dropout is scheduled: Keras's own, except that it
+    always has its random generator (Keras makes none for a rate of 0, and a built layer can
+    gain no state), so a rate of 0 may later rise.  Registered for ``load_model``."""
+    found = keras.saving.get_registered_object("lrdsl>ScheduledDropout")
+    if found is not None:
+        return found
+
+    @keras.saving.register_keras_serializable(package="lrdsl")
+    class ScheduledDropout(keras.layers.Dropout):
+        def __init__(self, rate, **kwargs):
+            super().__init__(0.5, **kwargs)  # a positive rate: Keras makes the generator
+            self.rate = float(rate)
+
+    return ScheduledDropout
+
+
+def build_model(keras, cfg, data: Dataset, scheduled: bool = False):
+    """The model; ``scheduled``: its dropout layers are :func:`scheduled_dropout`'s."""
+    dropout = scheduled_dropout(keras) if scheduled else keras.layers.Dropout
     layers = [keras.Input(data.x_train.shape[1:])]
     if cfg.name == "cnn":
         assert data.image_shape is not None  # the app checks model=cnn against the data first
@@ -68,7 +94,7 @@ def build_model(keras, cfg, data: Dataset):
                        keras.layers.MaxPooling2D(2, padding="same")]
     layers.append(keras.layers.Flatten())
     for width in cfg.hidden:
-        layers += [keras.layers.Dense(width, activation="relu"), keras.layers.Dropout(cfg.dropout)]
+        layers += [keras.layers.Dense(width, activation="relu"), dropout(cfg.dropout)]
     layers.append(keras.layers.Dense(data.classes))
     return keras.Sequential(layers)
 
@@ -111,7 +137,7 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     keras = _start_keras(trainer, cfg.backend.get("keras_backend"))
     steps = -(-len(data.x_train) // trainer.batch_size)
     per_step, ticks_per_epoch, units = tick_units(cfg, steps)
-    targets = scheduled_targets(cfg)
+    targets, free = scheduled_targets(cfg), free_values(cfg)
     checkpoint = resume_checkpoint(trainer)
     expected = ckpt.manifest(cfg, data, backend="keras", epochs_done=0, ticks_done=0, units=units)
     if checkpoint is None:
@@ -123,21 +149,25 @@ def train(cfg, data: Dataset, out: Path) -> dict:
     saved_values: dict = {}
     if checkpoint is not None:
         saved_values = _saved_values(keras, model.optimizer, start * ticks_per_epoch)
-        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns(targets),
-                     fill=saved_values)
+        restore_logs(checkpoint.parent, out, start, start * ticks_per_epoch, lr_columns((*targets, *free)),
+                     fill={**{name: math.nan for name in free}, **saved_values})
     import lrdsl.keras
 
     schedule_cb = lrdsl.keras.callback(cfg.schedule.expr, momentum=targets.get("momentum"),
                                        beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
                                        rebase=bool(trainer.rebase and checkpoint is not None), **units)
-    log = RunLog(out, append=checkpoint is not None, targets=tuple(targets), logger=trainer.logger,
+    log = RunLog(out, append=checkpoint is not None, targets=(*targets, *free), logger=trainer.logger,
                  ticks_per_epoch=ticks_per_epoch)
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)] if free else []
     recorder = _recorder(keras, schedule_cb, log)
     rebase = _Rebase(meta, expected, saved_values) if meta is not None and trainer.rebase else None
-    ticks = _tick_logger(keras, schedule_cb, recorder, log, targets, per_step, rebase)
+    ticks = _tick_logger(keras, schedule_cb, recorder, log, targets, per_step, rebase, dropouts)
     result: dict = {}
     with closing_run(log, out, run_title(cfg, "keras")):
         for epoch in range(start, end_epoch(trainer, start)):
+            if dropouts:
+                rate = float(lrdsl.curve(free["dropout"], [epoch * ticks_per_epoch], **units)[0])
+                set_dropout(model, dropouts, rate)
             _fit_epoch(keras, model, data, trainer, epoch, [recorder, schedule_cb, ticks])
             result = recorder.row
             print(epoch_line(result, trainer.epochs), flush=True)
@@ -154,6 +184,7 @@ def _start_keras(trainer, backend: str | None):
     if trainer.strategy != "single":
         raise LrdslError("trainer.strategy=ddp is for backend=torch (under torchrun)")
     keras = _select_device(trainer.device)
+    scheduled_dropout(keras)  # registered before a checkpoint is loaded
     print(f"device: keras on {keras.backend.backend()}, "
           f"{'cpu' if trainer.device == 'cpu' else trainer.device}", flush=True)
     if keras.backend.backend() == "tensorflow":
@@ -166,7 +197,7 @@ def _start_keras(trainer, backend: str | None):
 def _fresh_model(keras, cfg, data: Dataset):
     """A new model, seeded, compiled with its optimizer, loss and accuracy metric."""
     keras.utils.set_random_seed(cfg.trainer.seed)
-    model = build_model(keras, cfg.model, data)
+    model = build_model(keras, cfg.model, data, scheduled="dropout" in free_values(cfg))
     model.compile(optimizer=build_optimizer(keras, cfg.optimizer),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
@@ -185,6 +216,18 @@ def _resume(keras, checkpoint: Path, expected: dict, rebase: bool, steps: int) -
         raise LrdslError(f"trainer.resume: {checkpoint} is inconsistent (optimizer at step "
                          f"{iterations}, manifest after {start} epochs of {steps} steps)")
     return model, meta
+
+
+def set_dropout(model, dropouts: list, rate: float) -> None:
+    """Every Dropout layer's rate, in force from the next ``fit``: its train step is traced
+    anew (Keras reads the rate when it traces the step)."""
+    for layer in dropouts:
+        if rate > 0 and not hasattr(layer, "seed_generator"):  # Keras makes none for a rate of 0
+            raise LrdslError("schedule.dropout: this model's dropout layers were built with rate 0 and "
+                             "cannot draw masks (a checkpoint of a run without a scheduled dropout, "
+                             "trained with model.dropout=0); resume without schedule.dropout")
+        layer.rate = rate
+    model.train_function = None  # fit() makes it again
 
 
 def _saved_values(keras, optimizer, tick: int) -> dict:
@@ -231,10 +274,10 @@ class _Rebase:
 
 
 def _tick_logger(keras, schedule_cb, recorder, log: RunLog, targets: dict, per_step: bool,
-                 rebase: _Rebase | None):
+                 rebase: _Rebase | None, dropouts: list):
     """A callback for lr.csv: each tick's values, read before its batch and after the schedule
-    callback's batch and epoch starts (it is listed after it); on a rebased resume, the
-    switch's lines, once."""
+    callback's batch and epoch starts (it is listed after it), and the Dropout layers' rate
+    (``dropouts``: with a scheduled dropout); on a rebased resume, the switch's lines, once."""
 
     class Ticks(keras.callbacks.Callback):  # keras: imported per backend, passed in
         def __init__(self, rebase: _Rebase | None):
@@ -251,7 +294,7 @@ def _tick_logger(keras, schedule_cb, recorder, log: RunLog, targets: dict, per_s
                 values = [optimizer_value(keras, optimizer, "lr")] + [
                     float(schedule.target_at(t, tick)) if hasattr(schedule, "target_at")
                     else optimizer_value(keras, optimizer, t) for t in targets]
-                log.tick(tick, *values)
+                log.tick(tick, *values, *((dropouts[0].rate,) if dropouts else ()))
                 rebase, self.rebase = self.rebase, None  # its lines, once
                 if rebase is not None:
                     rebase.print_lines(dict(zip(("lr", *targets), values)))

@@ -28,7 +28,8 @@ def end_epoch(trainer, start: int) -> int:
 
 
 def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int,
-                 columns: tuple[str, ...] = lr_columns(), fill: dict | None = None) -> None:
+                 columns: tuple[str, ...] = lr_columns(), fill: dict | None = None,
+                 metrics: tuple[str, ...] = METRICS) -> None:
     """Start ``out``'s metrics.csv and lr.csv as the checkpointed run's, cut at the checkpoint.
 
     Keeps the header and the complete rows with ``epoch ≤ epochs_done`` (metrics.csv) and
@@ -38,9 +39,10 @@ def restore_logs(source: Path, out: Path, epochs_done: int, ticks_done: int,
 
     A run rebased onto other targets writes lr.csv with other ``columns``: the kept rows are
     rewritten to them, a column the old run did not schedule taking its constant from ``fill``
-    (the optimizer's value, which nothing changed); a column this run drops is left out.
+    (the optimizer's value, which nothing changed); a column this run drops is left out.  So
+    with ``metrics`` (metrics.csv's columns: ``val_acc_ema`` with an ``ema``).
     """
-    for name, header, keep in (("metrics.csv", METRICS, lambda n: n <= epochs_done),
+    for name, header, keep in (("metrics.csv", metrics, lambda n: n <= epochs_done),
                                ("lr.csv", tuple(columns), lambda n: n < ticks_done)):
         lines = _read_lines(Path(source) / name)
         kept = [",".join(header) + "\r\n"]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lrdsl.errors import LrdslError
-from lrdsl.train.csv_files import METRICS, lr_columns
+from lrdsl.train.csv_files import lr_columns, metric_columns
 from lrdsl.train.plots import plot_curves
 from lrdsl.train.tensorboard_log import EventLog
 from lrdsl.train.write_error import write_error
@@ -18,17 +18,20 @@ from lrdsl.train.write_error import write_error
 class RunLog:
     """Appends per-epoch metrics and per-tick values; rank 0 alone writes (``enabled``).
 
-    lr.csv's columns are ``tick, lr`` and then each scheduled target (``columns``), e.g.
-    ``tick, lr, momentum, weight_decay``.  With ``logger="tensorboard"`` the same records go
+    lr.csv's columns are ``tick, lr`` and then each scheduled target and free value
+    (``targets``), e.g. ``tick, lr, momentum, weight_decay, ema``, and ``samples`` on the
+    samples clock; metrics.csv has ``val_acc_ema`` with ``ema``.  With ``logger="tensorboard"`` the same records go
     to an :class:`EventLog` as well (both backends' loops feed this one class, so both write
     the same scalars).
     """
 
     def __init__(self, directory: Path, enabled: bool = True, append: bool = False,
-                 targets: tuple[str, ...] = (), logger: str = "csv", ticks_per_epoch: int = 1):
+                 targets: tuple[str, ...] = (), logger: str = "csv", ticks_per_epoch: int = 1,
+                 ema: bool = False, samples: bool = False):
         self.directory = Path(directory)
         self.enabled = enabled
-        self.columns = lr_columns(targets)
+        self.columns = lr_columns(targets, samples)
+        self.metric_columns = metric_columns(ema)
         self._pending: list[tuple] = []
         self._events: EventLog | None = None
         if not enabled:
@@ -49,7 +52,7 @@ class RunLog:
             self._metrics = csv.writer(self._metrics_file)
             self._lrs = csv.writer(self._lr_file)
             if new_metrics:
-                self._metrics.writerow(METRICS)
+                self._metrics.writerow(self.metric_columns)
             if new_lrs:
                 self._lrs.writerow(self.columns)
         except OSError as error:
@@ -66,7 +69,7 @@ class RunLog:
         try:
             self._lrs.writerows((t, *map(repr, values)) for t, *values in self._pending)
             self._lr_file.flush()  # lr.csv first: a metrics row never precedes its ticks
-            self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in METRICS])
+            self._metrics.writerow([row[k] if k != "lr" else repr(row[k]) for k in self.metric_columns])
             self._metrics_file.flush()
             if self._events is not None:
                 self._events.epoch(row, self._pending)

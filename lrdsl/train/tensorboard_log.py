@@ -69,7 +69,7 @@ class EventLog:
                                 **{f"tick/{t}": v for t, v in zip(self.targets, values)}})
         last = dict(zip(self.targets, ticks[-1][2:])) if ticks else {}
         self.scalars(row["epoch"], {"learning_rate": row["lr"], **last,
-                                    **{k: row[k] for k in ("loss", "val_loss", "val_acc")}})
+                                    **{k: row[k] for k in ("loss", "val_loss", "val_acc", "val_acc_ema") if k in row}})
         self._writer.flush()
 
     def replay(self, directory: Path, ticks_per_epoch: int) -> None:

@@ -1,5 +1,11 @@
 """Training with PyTorch: one lrdsl scheduler, single process or DDP under torchrun.
 
+The schedule is a program (docs/app.md): besides the LR and the optimizer targets it may hold
+the free values ``dropout`` (every dropout layer's ``p``, set before each batch), ``ema`` (the
+decay of an exponential moving average of the weights, updated after each optimizer step and
+validated each epoch as ``val_acc_ema``) and, on the samples clock, ``batch_size`` (the size of
+the batch drawn next).
+
 Each epoch reseeds from ``seed + epoch`` (shuffle and dropout), so a run resumed from a
 checkpoint trains exactly as the uninterrupted one: same losses, so the same plateau
 reports, so the same LR sequence.
@@ -7,6 +13,8 @@ reports, so the same LR sequence.
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,9 +29,9 @@ from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.train import checkpoint as ckpt
 from lrdsl.train.checkpoint import rebase_lines
-from lrdsl.train.config import run_title, targets as scheduled_targets, tick_units
+from lrdsl.train.config import free_values, program_of, run_title, targets as scheduled_targets, tick_units
 from lrdsl.train.console import epoch_line
-from lrdsl.train.csv_files import lr_columns
+from lrdsl.train.csv_files import lr_columns, metric_columns
 from lrdsl.train.resume import end_epoch, restore_logs, resume_checkpoint
 from lrdsl.train.run_log import RunLog, closing_run
 from lrdsl.train.data import Dataset
@@ -146,7 +154,8 @@ def train(cfg, data: Dataset, out: Path) -> dict:
         _take_directory(out, run, checkpoint, resumed, expected)
     start = 0 if resumed is None else resumed.epochs_done
     log = RunLog(out, enabled=run.distributed.rank == 0, append=checkpoint is not None,
-                 targets=tuple(run.targets), logger=trainer.logger, ticks_per_epoch=run.ticks_per_epoch)
+                 targets=run.columns, logger=trainer.logger, ticks_per_epoch=run.ticks_per_epoch,
+                 ema=run.ema is not None, samples=run.samples)
     val_loader = _loader(data.x_val, data.y_val, 512, trainer.seed, 0, run.distributed, False)
     result: dict = {}
     try:
@@ -172,6 +181,58 @@ class _Run:
     ticks_per_epoch: int
     units: dict
     targets: dict
+    #: the free values (dropout, ema, batch_size): {name: expression}
+    free: dict
+    #: the model's dropout layers (set by a ``dropout`` channel)
+    dropouts: list
+    #: the EMA of the weights (an ``ema`` channel), or None
+    ema: "Ema | None"
+    #: whether the schedule runs on the samples clock (lr.csv's ``samples`` column)
+    samples: bool
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """lr.csv's channel columns: the targets, then the free values."""
+        return (*self.targets, *self.free)
+
+
+class Ema:
+    """An exponential moving average of a model's weights whose decay changes every update:
+    ``ema ← decay · ema + (1 − decay) · weights`` after each optimizer step, ``decay`` the
+    schedule's ``ema`` at that step (``torch.optim.swa_utils.AveragedModel`` with such an
+    ``avg_fn``, except that the first update averages too instead of copying: the average
+    starts from the initial weights).  Buffers are copied."""
+
+    def __init__(self, model: nn.Module):
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        #: the decay of the last update (what lr.csv's ema column shows)
+        self.decay = math.nan
+
+    def update(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        with torch.no_grad():
+            for average, weight in zip(self.model.parameters(), model.parameters()):
+                average.mul_(decay).add_(weight.detach(), alpha=1.0 - decay)
+            for kept, buffer in zip(self.model.buffers(), model.buffers()):
+                kept.copy_(buffer)
+
+    def reset(self, model: nn.Module) -> None:
+        """Start the average at ``model``'s weights (a rebase that adds ``ema``)."""
+        self.model.load_state_dict(model.state_dict())
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+
+def set_dropout(dropouts: list, rate: float) -> None:
+    """Every dropout layer's rate (``p``): read at the next forward pass."""
+    for layer in dropouts:
+        layer.p = rate
 
 
 def _set_up(cfg, data: Dataset) -> _Run:
@@ -192,12 +253,22 @@ def _set_up(cfg, data: Dataset) -> _Run:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     steps = len(_loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, 0, distributed, True))
-    per_step, ticks_per_epoch, units = tick_units(cfg, steps)
-    targets = scheduled_targets(cfg)
-    scheduler = lrdsl.torch.scheduler(optimizer, cfg.schedule.expr, momentum=targets.get("momentum"),
-                                      beta2=targets.get("beta2"), weight_decay=targets.get("weight_decay"),
-                                      **units)
-    return _Run(model, optimizer, scheduler, device, distributed, per_step, ticks_per_epoch, units, targets)
+    per_step, ticks_per_epoch, units = tick_units(cfg, steps, len(data.x_train))
+    targets, free = scheduled_targets(cfg), free_values(cfg)
+    program = program_of(cfg)
+    try:
+        scheduler = lrdsl.torch.scheduler(optimizer, program, **units)
+    except LrdslError as error:  # a channel out of its range: "ema: … reaches 1.5; …"
+        channel = next((n for n in program if error.message.startswith(f"{n}:")), None)
+        if channel is None:
+            raise
+        key = "expr" if channel == "lr" else channel
+        raise LrdslError(f"config key schedule.{key}{error.message[len(channel):]}") from None
+    plain: nn.Module = model.module if distributed.active else model  # type: ignore[assignment]
+    dropouts = [m for m in plain.modules() if isinstance(m, nn.Dropout)] if "dropout" in free else []
+    ema = Ema(plain) if "ema" in free else None
+    return _Run(model, optimizer, scheduler, device, distributed, per_step, ticks_per_epoch, units, targets,
+                {name: free[name] for name in program.free}, dropouts, ema, units.get("clock") == "samples")
 
 
 @dataclass
@@ -222,6 +293,10 @@ def _resume(run: _Run, checkpoint: Path, expected: dict, rebase: bool) -> _Resum
         run.optimizer.load_state_dict(state["optimizer"])
         saved_values = {t: group_value(run.optimizer.param_groups[0], t) for t in channels.TARGETS}
         run.scheduler.load_state_dict(state["scheduler"], rebase=rebase)
+        if run.ema is not None and "ema" in state:
+            run.ema.load_state_dict(state["ema"])
+        elif run.ema is not None:  # a rebase that adds ema starts the average at the weights
+            run.ema.reset(plain)
     except LrdslError as error:
         raise LrdslError(f"trainer.resume: {checkpoint}: {error}") from None
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
@@ -241,8 +316,10 @@ def _take_directory(out: Path, run: _Run, checkpoint: Path | None, resumed: _Res
     ckpt.remove_stray_temporaries(out)
     if checkpoint is None or resumed is None:
         return
+    # a column the checkpointed run did not have (a free value or val_acc_ema a rebase adds) is nan there
+    fill = {**{c: math.nan for c in (*run.free, "samples", "val_acc_ema")}, **resumed.saved_values}
     restore_logs(checkpoint.parent, out, resumed.epochs_done, run.scheduler.last_epoch,
-                 lr_columns(run.targets), fill=resumed.saved_values)
+                 lr_columns(run.columns, run.samples), fill=fill, metrics=metric_columns(run.ema is not None))
     for line in rebase_lines(resumed.meta, expected, resumed.saved_values, run.scheduler):
         print(line, flush=True)
 
@@ -254,6 +331,8 @@ def _epoch(run: _Run, epoch: int, data: Dataset, val_loader, trainer, log: RunLo
     loss, lr_used = _train_epoch(run, epoch, data, trainer, log)
     val_loss, val_acc = _evaluate(run.model, val_loader, run.device, run.distributed)
     metrics = {"loss": loss, "val_loss": val_loss, "val_acc": val_acc}
+    if run.ema is not None:
+        metrics["val_acc_ema"] = _evaluate(run.ema.model, val_loader, run.device, run.distributed)[1]
     row = dict(epoch=epoch + 1, lr=lr_used, seconds=round(time.perf_counter() - began, 3), **metrics)
     log.epoch(**row)  # written before anything below can fail
     if run.distributed.rank == 0:
@@ -265,31 +344,62 @@ def _epoch(run: _Run, epoch: int, data: Dataset, val_loader, trainer, log: RunLo
     if run.distributed.rank == 0:
         _save(out / "checkpoint.pt", run.model, run.optimizer, run.scheduler,
               {**expected, "epochs_done": epoch + 1, "ticks_done": run.scheduler.last_epoch},
-              run.distributed)
+              run.distributed, run.ema)
     return row
 
 
 def _train_epoch(run: _Run, epoch: int, data: Dataset, trainer, log: RunLog) -> tuple[float, float]:
     """One pass over the shuffled training data: (mean loss, the LR of its last batch)."""
     torch.manual_seed(trainer.seed + epoch)  # dropout: the same in a resumed run
-    loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch, run.distributed, True)
+    if "batch_size" in run.free:
+        loader = _ramped_batches(run.scheduler, data, trainer.seed, epoch)
+    else:
+        loader = _loader(data.x_train, data.y_train, trainer.batch_size, trainer.seed, epoch, run.distributed, True)
     run.model.train()
+    scheduler, free = run.scheduler, run.free
     loss_sum = seen = 0.0
     for x, y in _progress(loader, epoch, trainer, run.distributed.rank):
         x, y = x.to(run.device), y.to(run.device)
-        lr_used = run.scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
+        lr_used = scheduler.get_last_lr()[0]  # the batch's LR: after the last one, the epoch's
+        if run.dropouts:
+            set_dropout(run.dropouts, scheduler.value("dropout"))
+        decay = scheduler.value("ema") if run.ema is not None else math.nan
         if run.per_step or seen == 0:
-            log.tick(run.scheduler.last_epoch, lr_used, *(run.scheduler.get_last(t)[0] for t in run.targets))
+            # the values in force for this batch, as applied: the layers' p, the EMA's decay
+            applied = {"dropout": run.dropouts[0].p if run.dropouts else math.nan, "ema": decay,
+                       "batch_size": scheduler.value("batch_size") if "batch_size" in free else math.nan}
+            log.tick(scheduler.last_epoch, lr_used, *(scheduler.get_last(t)[0] for t in run.targets),
+                     *(applied[name] for name in free),
+                     *((scheduler.runtime.counters["samples"],) if run.samples else ()))
         loss = nn.functional.cross_entropy(run.model(x), y)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model.module if run.distributed.active else run.model, decay)  # type: ignore[arg-type]
         if run.per_step:
-            run.scheduler.step()
+            if run.samples:  # the position moves by the batch drawn
+                scheduler.step(samples=len(y))
+            else:
+                scheduler.step()
         loss_sum += float(loss.detach()) * len(y)
         seen += len(y)
     loss_sum, seen = run.distributed.sum([loss_sum, seen], run.device)
     return loss_sum / seen, lr_used
+
+
+def _ramped_batches(scheduler, data: Dataset, seed: int, epoch: int):
+    """One pass over the data shuffled for ``epoch``, each batch as large as the schedule's
+    ``batch_size`` at the position it is drawn at (the scheduler steps between batches); the
+    last batch is what is left."""
+    n = len(data.x_train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    start = 0
+    while start < n:
+        index = order[start:start + int(scheduler.value("batch_size"))]
+        start += len(index)
+        yield x[index], y[index]
 
 
 def group_value(group: dict, target: str) -> float | None:
@@ -298,10 +408,12 @@ def group_value(group: dict, target: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _save(path: Path, model, optimizer, scheduler, meta: dict, distributed) -> None:
+def _save(path: Path, model, optimizer, scheduler, meta: dict, distributed, ema: Ema | None = None) -> None:
     """One file, atomically: the states and the manifest (see :mod:`lrdsl.train.checkpoint`)."""
     state = {"model": (model.module if distributed.active else model).state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     ckpt.save_torch(path, state, meta)
 
 
