@@ -131,6 +131,61 @@ class CountCurve(Curve):
         return f * self.scale
 
 
+class Grid:
+    """The positions one scheduler's curves are read at on a counting clock: CHUNK of them from
+    ``start``, ``stride`` apart (the stride of the last two positions: a fixed batch).  The
+    scheduler finds a position's index once per step, and each :class:`GridCurve` looks its
+    value up there; a position off the grid starts a new one (``version``), and each curve
+    recomputes its chunk when it next reads."""
+
+    __slots__ = ("start", "stride", "last", "version", "positions")
+
+    def __init__(self):
+        self.start, self.stride, self.last, self.version = 0, 1, None, -1
+        self.positions: Any = None
+
+    def index(self, position: int) -> int:
+        i, off = divmod(position - self.start, self.stride)
+        if not (off == 0 and 0 <= i < CHUNK and self.positions is not None):
+            last = self.last
+            if last is not None and position > last:
+                self.stride = position - last
+            self.start, self.version, i = position, self.version + 1, 0
+            self.positions = position + self.stride * np.arange(CHUNK, dtype=np.float64)
+        self.last = position
+        return i
+
+
+class GridCurve(Curve):
+    """A curve on a counting clock read through its scheduler's shared :class:`Grid`."""
+
+    __slots__ = ("grid", "version")
+
+    def __init__(self, compiled: Plan, scale: float, plateau: PlateauState | None, grid: Grid):
+        super().__init__(compiled, scale, plateau)
+        self.grid, self.version = grid, -1
+
+    def refresh(self) -> None:
+        """Evaluate the chunk at the grid's positions (its scheduler calls this for all its
+        curves when the grid moves, so that a step's lookups need no check)."""
+        self.values = self.plan.values(self.grid.positions).tolist()
+        self.version = self.grid.version
+
+    def at_index(self, i: int) -> float:
+        """The value at the grid's i-th position; the chunk must be fresh (:meth:`refresh`)."""
+        f = self.values[i]
+        plateau = self.plateau
+        if plateau is not None:
+            f = plateau.rule.apply(f, plateau.scale)
+        return f * self.scale
+
+    def at(self, position: int) -> float:  # type: ignore[override]
+        i = self.grid.index(position)
+        if self.version != self.grid.version:
+            self.refresh()
+        return self.at_index(i)
+
+
 def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
     """The per-group rule (docs/language.md): a group's values are value · initial_g /
     initial_ref (ref: the first group whose initial value is nonzero; none: the value itself).
@@ -146,12 +201,14 @@ def ratio(initial: float, ref: float | None) -> float | tuple[float, int]:
 
 
 def curve(compiled: Plan, scale: float | tuple[float, int] = 1.0,
-          plateau: PlateauState | None = None) -> Curve:
-    """A :class:`Curve` (a :class:`CountCurve` on a samples or tokens clock), or a
-    :class:`FarCurve` for a ratio given as (m, e)."""
+          plateau: PlateauState | None = None, grid: Grid | None = None) -> Curve:
+    """A :class:`Curve` (on a samples or tokens clock a :class:`GridCurve` on ``grid``, or a
+    :class:`CountCurve` of its own), or a :class:`FarCurve` for a ratio given as (m, e)."""
     if isinstance(scale, tuple):
         return FarCurve(compiled, scale, plateau)
     if compiled.units.clock != "ticks":
+        if grid is not None:
+            return GridCurve(compiled, scale, plateau, grid)
         return CountCurve(compiled, scale, plateau)
     return Curve(compiled, scale, plateau)
 

@@ -38,7 +38,7 @@ from lrdsl.language.parser import parse
 from lrdsl.language.plan import Plan
 from lrdsl.language.plateau import PlateauState
 from lrdsl.language.units import checked_tick as _tick
-from lrdsl.runtime import CHUNK, Curve, Runtime, canonical as _canonical, curve, describe as _describe  # noqa: F401  (CHUNK: re-exported)
+from lrdsl.runtime import CHUNK, Curve, Grid, GridCurve, Runtime, canonical as _canonical, curve, describe as _describe  # noqa: F401  (CHUNK: re-exported)
 from lrdsl.runtime import program_specs, ratio as _ratio
 from lrdsl.programs import Program
 
@@ -127,7 +127,9 @@ class _Slot:
 
     def __init__(self, index: int, values: Curve, write: Callable[[dict, float], None]):
         self.index, self.curve, self.write = index, values, write
-        self.at = values.at  # the bound method: a step calls it without a detour
+        # the bound method a step calls without a detour: on a counting clock it takes the index
+        # the scheduler's grid gave (one per step for every curve), else the tick
+        self.at = values.at_index if isinstance(values, GridCurve) else values.at
 
     @property
     def plateau(self) -> PlateauState | None:
@@ -174,14 +176,24 @@ class Scheduler(LRScheduler):
         self.expr = parse(lr) if lr is not None and not isinstance(lr, Mapping) else None
         self.steps_per_epoch, self.total = steps_per_epoch, total
         self._plans = {target: self._plans_of(target, optimizer, 0) for target in self.targets}
-        #: free values: (name, the curve's at, the channel's read or None), computed each step
-        self._free_slots: list[tuple[str, Callable[[int], float], Callable | None]] = []
-        self._free: dict[str, float] = {}
+        #: on a counting clock, the positions every curve of this scheduler is read at (one
+        #: index per step for all of them); None on the ticks clock
+        self._grid: Grid | None = Grid() if clock != "ticks" else None
+        self._grid_curves: list[GridCurve] = []  # every curve on the grid, refreshed together
+        self._grid_version = -1  # the grid version they were last refreshed for
+        #: free values: name -> (the curve's at, the channel's read or None), read when asked
+        #: at ``_where``, the tick (or the grid index) the last step wrote
+        self._free: dict[str, tuple[Callable[[int], float], Callable | None]] = {}
+        self._where = 0
         for name in self.specs:
             if name not in channels.CHANNELS:  # a free value: proven in its range now
                 compiled = self.runtime.plan_of(name, self.specs[name])  # type: ignore[arg-type]
                 channel = channels.channel(name)
-                self._free_slots.append((name, curve(compiled).at, channel.read if channel.integer else None))
+                found = curve(compiled, grid=self._grid)
+                at = found.at_index if isinstance(found, GridCurve) else found.at
+                if isinstance(found, GridCurve):
+                    self._grid_curves.append(found)
+                self._free[name] = (at, channel.read if channel.integer else None)
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
         self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
@@ -232,6 +244,7 @@ class Scheduler(LRScheduler):
         groups = self.optimizer.param_groups
         slots: dict[str, list[_Slot]] = {}
         plateaus = dict(self.runtime.plateaus)  # taken only if every group is fine
+        grid_curves: list[GridCurve] = []
         refs = dict(self._refs)
         for target, per_group in self._plans.items():
             key = "initial_lr" if target == "lr" else f"initial_{target}"
@@ -248,7 +261,9 @@ class Scheduler(LRScheduler):
                     state = plateaus.setdefault(str(compiled.expr), PlateauState(compiled.plateau))
                 ratio = _ratio(value, ref)
                 write = _accessors(target, groups[i])[1]
-                slot = _Slot(i, curve(compiled, ratio, state), write)
+                slot = _Slot(i, curve(compiled, ratio, state, self._grid), write)
+                if isinstance(slot.curve, GridCurve):
+                    grid_curves.append(slot.curve)
                 peak = slot.peak()
                 shown = f"{value!r}/{ref!r}" if isinstance(ratio, tuple) else f"{ratio:g}"
                 if not math.isfinite(peak):
@@ -262,13 +277,14 @@ class Scheduler(LRScheduler):
                 slots[target].append(slot)
         for target, new in slots.items():
             self._slots[target].extend(new)
+        self._grid_curves.extend(grid_curves)
+        self._grid_version = -2  # new curves: refresh them all at the next step
         self.runtime.adopt_plateaus(plateaus)
         self._refs = refs
         self._lr_slots = self._slots.get("lr", [])
         self._other_slots = [slot for target, slots_ in self._slots.items() if target != "lr"
                              for slot in slots_]
-        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots \
-            and not self._free_slots else None
+        self._single = self._lr_slots[0] if len(self._lr_slots) == 1 and not self._other_slots else None
         self._groups = len(groups)
 
     def _follow_groups(self, groups: list[dict]) -> None:
@@ -304,6 +320,16 @@ class Scheduler(LRScheduler):
         runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
             runtime.report(metrics)
+        if type(tokens) is int and runtime._tokens_only and samples is None and 0 <= tokens \
+                and runtime.tick >= 0:  # the hot case of a tokens clock: step(tokens=n)
+            counters = runtime.counters
+            position = counters["tokens"] + tokens
+            if position <= runtime.warn_after and position <= 9007199254740992:  # 2**53
+                self._apply(position)  # first: a group it refuses leaves the position as it was
+                counters["tokens"] = position
+                runtime.tick += 1
+                runtime.steps += 1
+                return
         if runtime.clock == "ticks" and samples is None and tokens is None:
             self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
             runtime.advance()
@@ -326,6 +352,14 @@ class Scheduler(LRScheduler):
         groups = self.optimizer.param_groups
         if len(groups) != self._groups:
             self._follow_groups(groups)
+        grid = self._grid
+        if grid is not None:  # a counting clock: the position's index once, for every curve
+            tick = grid.index(tick)
+            if grid.version != self._grid_version:  # off the grid: every chunk anew
+                for found in self._grid_curves:
+                    found.refresh()
+                self._grid_version = grid.version
+        self._where = tick  # where value() reads the free values
         if self._single is not None:  # one group, the LR alone: no loops to set up
             value = self._single.at(tick)
             _set_lr(groups[0], value)
@@ -338,9 +372,6 @@ class Scheduler(LRScheduler):
             lrs.append(value)
         for slot in self._other_slots:
             slot.write(groups[slot.index], slot.at(tick))
-        free = self._free
-        for name, at, read in self._free_slots:
-            free[name] = at(tick) if read is None else read(at(tick))
         self._last_lr = lrs
 
     def report(self, metrics: float | Mapping[str, Any] | None = None, /, **named: Any) -> None:
@@ -382,7 +413,13 @@ class Scheduler(LRScheduler):
         """Channel ``name``'s value now: a free value of the program (``ema``, ``kl``; a
         ``batch_size`` read rounded), or a target's expression value (before group ratios)."""
         found = self._free.get(name)
-        return found if found is not None else self.runtime.value(name)
+        if found is None:
+            return self.runtime.value(name)
+        grid = self._grid
+        if grid is not None and grid.version != self._grid_version:  # moved since the step
+            self._apply(self.runtime.position)
+        at, read = found
+        return at(self._where) if read is None else read(at(self._where))
 
     def values(self) -> dict[str, float]:
         """Every channel's value now, by name (see :meth:`value`)."""
@@ -392,7 +429,7 @@ class Scheduler(LRScheduler):
         """The groups' learning rates at the current tick, in closed form."""
         if not self._lr_slots:  # a program without lr: the groups keep theirs
             return [group["lr"] for group in self.optimizer.param_groups]
-        return [slot.at(self.runtime.position) for slot in self._lr_slots]
+        return [slot.curve.at(self.runtime.position) for slot in self._lr_slots]
 
     def get_last_lr(self) -> list[float]:  # type: ignore[override]
         """The groups' learning rates at the current tick (floats, also for tensor lrs)."""
@@ -403,7 +440,7 @@ class Scheduler(LRScheduler):
         if target not in self._slots:
             raise LrdslError(f"this scheduler does not drive {target!r}; it drives "
                              f"{', '.join(self._slots)}")
-        return [slot.at(self.runtime.position) for slot in self._slots[target]]
+        return [slot.curve.at(self.runtime.position) for slot in self._slots[target]]
 
     # the position lives in the runtime; LRScheduler's names for it stay readable and settable:
     # its constructor writes last_epoch and (a private name, read by nothing of ours but kept for
