@@ -304,3 +304,24 @@ def test_the_state_survives_a_host_round_trip_and_resumes_the_same_values():
         updates, state = step(state)
         resumed.append(float(updates))
     assert resumed == straight
+
+
+# --- the case table's programs, each channel jitted, float32 and float64 -----------------------------
+
+from cases import program_params  # noqa: E402
+from oracle import expected  # noqa: E402
+
+
+@pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.parametrize("case", program_params())
+def test_every_program_case_in_optax(case, x64):
+    options = dict(case.get("options", {}))
+    with jax.enable_x64(x64):
+        schedules = lrdsl.optax.schedules(case["program"], **options)
+        assert sorted(schedules) == sorted(case["expect"])
+        for name, formula in case["expect"].items():
+            fn = jax.jit(schedules[name])
+            got = [float(fn(int(t))) for t in case["ticks"]]
+            want = expected(formula, case["ticks"])
+            np.testing.assert_allclose(got, want, rtol=1e-12 if x64 else 4e-6,
+                                       atol=1e-15 if x64 else 1e-12 * max(want), err_msg=name)
