@@ -24,6 +24,7 @@ import random
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +32,8 @@ from typing import Any, Callable, Sequence
 if __name__ == "__main__":  # run as a script: the checkout's lrdsl, not an installed one
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the driver reads ticks past total on purpose: lrdsl's past-the-end warning is no finding here
+warnings.filterwarnings("ignore", message="lrdsl: the schedule is at")
 
 import numpy as np  # noqa: E402
 
