@@ -214,3 +214,13 @@ def test_float32_refuses_a_period_whose_multiples_it_cannot_hold():
     # 1.5 = 3/2: its multiples are float32 numbers to tick 10⁶ and past it
     assert lrdsl.plan("repeat(cosine(1, 1.5))").float32_complaint is None
     assert lrdsl.plan("repeat((warmup(1e5st) >> 1e-7)[:8192tok])", tokens_per_step=4096).float32_complaint is None
+
+
+def test_jax_float64_refuses_a_duration_whose_shares_it_flushes():
+    # t/d at tick 1 of d = 1.8e308 ticks is 5.6e-309, subnormal: XLA flushed it to 0 and a
+    # power of 1e-6 turned that into 0.005 where the reference is 0.4999 (the final fuzz sweep)
+    expr = "warmup(1.7976931348623157e308st, start=0.01, shape=cos, power=1e-6) >> cosine(0.5, 1e6st)"
+    complaint = lrdsl.plan(expr).subnormal_complaint
+    assert complaint is not None and "power=1e-06 < 1" in complaint
+    assert lrdsl.plan("warmup(1e300, power=1e-6) >> 0.5").subnormal_complaint is None
+    assert lrdsl.plan("warmup(1e308) >> 0.5").subnormal_complaint is None  # a flushed x stays x

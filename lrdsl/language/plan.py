@@ -737,6 +737,17 @@ class Plan:
         for number in self.constants():
             if 0 < abs(number) < sys.float_info.min:
                 return f"the number {number:.3g} is below float64's smallest normal number"
+        stack = [self.schedule]
+        while stack:  # a share x = t/d that XLA flushes, warped by x^power (power < 1): the
+            node = stack.pop()  # flush, 5.6e-309 → 0, becomes 0.9993 → 0 (fuzz: optax64 0.005)
+            if isinstance(node, TimedCall) and getattr(node.p, "power", 1.0) < 1 and \
+                    math.isfinite(node.duration) and node.duration * sys.float_info.min > 1:
+                return (f"{node.node}: a tick's share t/d of d={node.duration:.3g} ticks is below "
+                        f"float64's smallest normal number, and power={node.p.power:g} < 1 would "
+                        f"make its flush to 0 visible")
+            stack.extend(getattr(node, name) for name in ("inner", "body", "a", "b")
+                         if hasattr(node, name))
+            stack.extend(getattr(node, "parts", ()) or getattr(node, "operands", ()))
         return None
 
     def constants(self):
