@@ -276,7 +276,7 @@ def test_compare_says_which_metrics_line_is_torn_and_shows_the_complete_rows(tmp
     ("train", "foo=1", "Could not override 'foo'; To append to your config use +foo=1: Key 'foo' not in "
                        "'TrainConfig'"),
     ("train", "schedule=nosuch", "Could not find 'schedule/nosuch'; Available options in 'schedule': "
-                                 "constant, cosine,"),
+                                 "batch_ramp, constant, cosine,"),
     ("train", "trainer.epochs=1,2", "add --multirun"),
     ("find", "find.steps=1e400", "find.steps=1e400: Value 'inf'"),
 ])
