@@ -29,7 +29,7 @@ from typing import Any, Iterator, Union
 
 from lrdsl import channels
 from lrdsl.errors import LrdslError
-from lrdsl.language.curve import curve as language_curve
+from lrdsl.language.curve import curve as language_curve, tick_array
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
 from lrdsl.language.plan import plan
@@ -254,12 +254,17 @@ def curve(source, ticks, **options):
         return language_curve(source, ticks, **options)
     compiled = program(source)
     units = {k: v for k, v in options.items() if k not in ("metrics", "report_every")}
+    positions = tick_array(ticks)  # checked once for every channel
     out = {}
     for name, expr in compiled.items():
         try:
             channel = channels.channel(name)
-            channel.check_range(*plan(expr, **units).range, f"{name}: {expr}")
-            values = language_curve(expr, ticks, **options)
+            planned = plan(expr, **units)
+            channel.check_range(*planned.range, f"{name}: {expr}")
+            if planned.plateau is not None and options.get("metrics"):
+                values = language_curve(expr, positions, **options)
+            else:
+                values = planned.values(positions)
             out[name] = channel.read(values) if channel.integer else values
         except LrdslError as error:
             if not error.message.startswith(f"{name}: "):

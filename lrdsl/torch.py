@@ -331,9 +331,11 @@ class Scheduler(LRScheduler):
                 runtime.steps += 1
                 return
         if runtime.clock == "ticks" and samples is None and tokens is None:
-            self._apply(runtime.tick + 1)  # first: a group it refuses leaves the tick as it was
-            runtime.advance()
-            if runtime.tick > runtime.warn_after:
+            tick = runtime.tick + 1
+            self._apply(tick)  # first: a group it refuses leaves the tick as it was
+            runtime.tick = tick  # Runtime.advance, inlined: this is every step's path
+            runtime.steps += 1
+            if tick > runtime.warn_after:
                 runtime.past_the_end()
             return
         counts = runtime.counted(samples, tokens) if runtime.tick >= 0 or samples is not None \
@@ -359,7 +361,7 @@ class Scheduler(LRScheduler):
                 for found in self._grid_curves:
                     found.refresh()
                 self._grid_version = grid.version
-        self._where = tick  # where value() reads the free values
+            self._where = tick  # where value() reads the free values
         if self._single is not None:  # one group, the LR alone: no loops to set up
             value = self._single.at(tick)
             _set_lr(groups[0], value)
@@ -419,7 +421,8 @@ class Scheduler(LRScheduler):
         if grid is not None and grid.version != self._grid_version:  # moved since the step
             self._apply(self.runtime.position)
         at, read = found
-        return at(self._where) if read is None else read(at(self._where))
+        where = self._where if grid is not None else self.runtime.position
+        return at(where) if read is None else read(at(where))
 
     def values(self) -> dict[str, float]:
         """Every channel's value now, by name (see :meth:`value`)."""

@@ -20,6 +20,12 @@ from lrdsl.language.plateau import reports_in_force
 MAX_TICKS = 2 ** 27
 
 
+def tick_array(ticks):
+    """``ticks`` as a float64 array: n for 0..n−1 (at most MAX_TICKS), or the positions given,
+    checked finite and ≥ 0."""
+    return _tick_array(ticks)
+
+
 def _tick_array(ticks):
     import numpy as np
 
