@@ -160,6 +160,8 @@ def _schedule_function(compiled: Plan, channel: channels.Channel | None = None):
             return _count_values(compiled, count, integer)
 
     lrdsl_schedule.expr = compiled.expr  # type: ignore[attr-defined]  # the canonical expression, for logs
+    # print(schedule) shows <function lrdsl.optax.schedule('warmup(5) >> cosine(0.1,100)') at 0x…>
+    lrdsl_schedule.__qualname__ = lrdsl_schedule.__name__ = f"lrdsl.optax.schedule({str(compiled.expr)!r})"
     return lrdsl_schedule
 
 

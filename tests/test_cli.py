@@ -248,7 +248,7 @@ def test_syntax_errors_exit_2_with_a_caret_and_no_traceback(args, column):
 
 def test_semantic_and_usage_errors_exit_2():
     assert "did you mean 'cosine'" in run("parse", "cosin(0.1, 10)", check_exit=2).stderr
-    assert "pass total=" in run("parse", "cosine(0.1, 50%)", check_exit=2).stderr
+    assert "pass --total" in run("parse", "cosine(0.1, 50%)", check_exit=2).stderr
     assert "Traceback" not in run("eval", "0.1", "--at", "x", check_exit=2).stderr
     run("frobnicate", check_exit=2)
     run("parse", "--ticks", "nope", "0.1", check_exit=2)

@@ -47,7 +47,7 @@ def test_eval_prints_a_column_per_channel_on_a_tokens_clock(capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (("parse", "cosine(0.1, 2ep)", "--clock", "tokens"), "tokens_per_epoch"),
+    (("parse", "cosine(0.1, 2ep)", "--clock", "tokens"), "--tokens-per-epoch"),
     (("parse", "cosine(0.1, 100)", "--clock", "samples"), "bare number on a samples clock"),
     (("parse", "lr = 0.1; momentun = 0.9"), "'momentum' misspelt"),
     (("eval", "lr = 0.1; ema = 1.5", "--at", "0"), "ema must stay at most 1"),
@@ -85,3 +85,22 @@ def test_constant_flags_take_scale_suffixes(capsys):
                          "--tokens-per-epoch", "1k")
     assert status == 0
     assert float(out.split()[1]) == pytest.approx(0.5, rel=1e-9)  # 1000 of 2000 tokens: halfway
+
+
+@pytest.mark.parametrize("args, flag, python", [
+    (("parse", "warmup(10%) >> cosine(0.1, 90%)"), "pass --total", "total="),
+    (("parse", "cosine(0.1, 5ep) >> cosine(0.1, 10st)"), "pass --steps-per-epoch", "steps_per_epoch"),
+    (("parse", "cosine(0.1, 5ep) >> cosine(0.1, 10)"), "--steps-per-epoch 1 if you step once per epoch",
+     "steps_per_epoch"),
+    (("eval", "cosine(1, 2ep)", "--at", "0", "--clock", "tokens"), "--tokens-per-epoch", "tokens_per_epoch"),
+])
+def test_cli_messages_name_flags_not_python_keywords(capsys, args, flag, python):
+    status, _, err = run(capsys, *args)
+    assert status == 2 and flag in err and python not in err, err
+
+
+def test_check_messages_name_flags(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("expr: cosine(0.1, 5ep) >> cosine(0.1, 10st)\n")
+    status, _, err = run(capsys, "check", str(path))
+    assert status == 1 and "--steps-per-epoch" in err and "steps_per_epoch" not in err, err

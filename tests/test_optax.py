@@ -706,3 +706,9 @@ def test_a_bad_keras_backend_is_a_config_error():
     with pytest.raises(lrdsl.LrdslError, match="backend.keras_backend='jaxx' is not one of tensorflow, jax, torch"):
         _use_keras_backend("jaxx")
 
+
+
+def test_a_schedule_prints_its_expression():
+    fn = lrdsl.optax.schedule("warmup(5) >> cosine(0.1, 100)")
+    assert "lrdsl.optax.schedule('warmup(5) >> cosine(0.1,100)')" in repr(fn)
+    assert float(jax.jit(fn)(5)) == pytest.approx(0.1)

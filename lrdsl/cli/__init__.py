@@ -18,7 +18,7 @@ import sys
 
 import lrdsl
 from lrdsl import channels
-from lrdsl.cli.terminal import escaped, one_line, pointed
+from lrdsl.cli.terminal import as_flags, escaped, one_line, pointed
 from lrdsl.errors import LrdslError
 from lrdsl.language.units import SUFFIXES
 from lrdsl.programs import is_program, program
@@ -411,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     except LrdslError as error:
+        error.message = as_flags(error.message)  # the CLI's options are flags
         print(f"{prefix}: {pointed(error)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `lrdsl eval … | head`: the reader left; nothing to say

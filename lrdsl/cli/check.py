@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lrdsl import channels
-from lrdsl.cli.terminal import escaped, pointed
+from lrdsl.cli.terminal import as_flags, escaped, pointed
 from lrdsl.errors import LrdslError, UnitError
 from lrdsl.language.plan import plan
 from lrdsl.language.units import format_number
@@ -274,6 +274,7 @@ def check_file(path: Path, *, steps_per_epoch: float | None = None,
             error, warning = check_expression(value, steps_per_epoch=steps_per_epoch, total=total,
                                               target=key)
             if error is not None:
+                error.message = as_flags(error.message)  # check's options are flags too
                 message, _, pointer = pointed(error).partition("\n")
                 # error.line counts lines of the text as written (a plan error's is 1: it
                 # points into the one-line canonical form)

@@ -6,6 +6,8 @@ command imports: kept apart so the two need not import each other.
 
 from __future__ import annotations
 
+import re
+
 from lrdsl.errors import LrdslError
 
 
@@ -38,3 +40,20 @@ def one_line(text: str, limit: int = 300) -> str:
     """``text`` on one line, shortened to ``limit`` characters (messages may quote huge inputs)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+#: the options the library's messages name, as Python keywords; the CLI names them as flags
+_OPTIONS = re.compile(r"\b(steps_per_epoch|samples_per_step|tokens_per_sample|samples_per_epoch|"
+                      r"tokens_per_epoch|tokens_per_step)\b(=([0-9][0-9.e+]*)?)?"
+                      r"|\btotal=([0-9][0-9.e+]*)?")
+
+
+def as_flags(message: str) -> str:
+    """A library message as a CLI user reads it: ``pass total=`` → ``pass --total``,
+    ``steps_per_epoch=1`` → ``--steps-per-epoch 1``, ``tokens_per_epoch`` → ``--tokens-per-epoch``
+    (a plain "total" in prose stays a word)."""
+    def flag(match: re.Match) -> str:
+        name = match.group(1) or "total"
+        value = match.group(3) if match.group(1) else match.group(4)
+        return "--" + name.replace("_", "-") + (f" {value}" if value else "")
+    return _OPTIONS.sub(flag, message)
