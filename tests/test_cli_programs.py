@@ -104,3 +104,18 @@ def test_check_messages_name_flags(capsys, tmp_path):
     path.write_text("expr: cosine(0.1, 5ep) >> cosine(0.1, 10st)\n")
     status, _, err = run(capsys, "check", str(path))
     assert status == 1 and "--steps-per-epoch" in err and "steps_per_epoch" not in err, err
+
+
+def test_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    # a notebook's inline backend must survive lrdsl.plot.save_figure (it called matplotlib.use("Agg"))
+    import subprocess
+    import sys
+    code = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "import lrdsl.plot.image as image\n"
+        f"image.save_figure('warmup(5) >> cosine(0.1, 100)', {str(tmp_path / 'a.png')!r}, ticks=120)\n"
+        f"image.save_figure('lr = cosine(0.1, 100); kl = linear(0, 1, 10)', {str(tmp_path / 'b.png')!r}, ticks=120)\n"
+        "print(matplotlib.get_backend())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "svg"
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "b.png").stat().st_size > 10_000

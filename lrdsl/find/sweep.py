@@ -215,13 +215,11 @@ class FindResult:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """Loss against LR (log x-axis), raw and smoothed, the suggestions marked; PNG/SVG/PDF."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
         path = Path(path)
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        fig = Figure(figsize=(7, 4), dpi=100)
+        ax = fig.subplots()
         ax.plot(self.lrs, self.losses, color="0.75", linewidth=0.8, label="loss")
         ax.plot(self.lrs, self.smoothed, color="tab:blue", linewidth=1.6, label="smoothed")
         for index, name, color in ((self.suggestion_index, "steepest", "tab:red"),
@@ -241,7 +239,6 @@ class FindResult:
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
-        plt.close(fig)
         return path
 
     def text_plot(self, width: int = 80, height: int = 14) -> str:

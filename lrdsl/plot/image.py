@@ -42,11 +42,6 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise LrdslError(f"--plot FILE must end in {', '.join(SUFFIXES)}, got {path.name}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig = figure(expr, ticks=ticks, steps_per_epoch=steps_per_epoch, total=total, metrics=metrics,
                  report_every=report_every, log=log, **units)
     try:
@@ -54,8 +49,6 @@ def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, tot
         fig.savefig(path)
     except OSError as error:  # a parent that is a file, no permission, a full disk
         raise LrdslError(f"cannot write {path} ({type(error).__name__}: {error.strerror or error})") from None
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -63,8 +56,9 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
            log: bool = False, **units):
     """The matplotlib figure :func:`save_figure` writes (one expression or a list of them, or a
     program: a panel per channel).  ``units``: ``clock`` and the conversion constants."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
         raise LrdslError(f"ticks must be a whole number ≥ 1, got {ticks!r}")
@@ -74,8 +68,9 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
     several = isinstance(expr, (list, tuple))
     compiled = [plan(e, steps_per_epoch=steps_per_epoch, total=total, **units)
                 for e in (expr if several else [expr])]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, c in enumerate(compiled):
         color = colors[index % len(colors)]
         t = sample_ticks(ticks, c.boundaries())
@@ -112,11 +107,11 @@ def _position_label(units: dict) -> str:
 
 def _program_figure(compiled, *, ticks: int, metrics, report_every, log: bool, **units):
     """A program: one panel per channel, sharing the position axis; each titled with its channel."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     plans = {name: plan(expr, **units) for name, expr in compiled.items()}
-    fig, axes = plt.subplots(len(plans), 1, figsize=(8, 1.2 + 2.2 * len(plans)), dpi=100, sharex=True,
-                             squeeze=False)
+    fig = Figure(figsize=(8, 1.2 + 2.2 * len(plans)), dpi=100)
+    axes = fig.subplots(len(plans), 1, sharex=True, squeeze=False)
     for ax, (name, c) in zip(axes[:, 0], plans.items()):
         t = sample_ticks(ticks, c.boundaries())
         values = curve(compiled, t, metrics=metrics, report_every=report_every, **units)[name]
