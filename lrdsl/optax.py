@@ -48,7 +48,7 @@ from lrdsl import channels
 from lrdsl.errors import LrdslError, MetricError
 from lrdsl.language.nodes import Expr
 from lrdsl.language.plan import FLOAT32_MAX, Plan, plan
-from lrdsl.programs import Program, is_program, program
+from lrdsl.programs import Program, channel_plans, is_program, naming, program
 from lrdsl.language.plateau import PlateauRule
 from lrdsl.runtime import plateau_step
 
@@ -183,23 +183,15 @@ def schedules(source, *, clock: str = "ticks", steps_per_epoch: float | None = N
     >>> [round(float(fs[name](500)), 6) for name in fs]
     [0.5, 0.125]
     """
-    compiled = program(source)
     out = {}
-    for name, expr in compiled.items():
-        try:
-            channel = channels.channel(name)
-            made = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
-            channel.check_range(*made.range, f"{name}: {expr}")
+    for name, (channel, made) in channel_plans(source, steps_per_epoch=steps_per_epoch, total=total,
+                                               clock=clock, **constants).items():
+        with naming(name):
             if made.plateau is not None:
                 raise LrdslError(f"a plateau reacts to metric reports, which an optax schedule "
                                  f"never sees; use lrdsl.optax.transform(program) and pass "
                                  f"update(..., value=metric)", expr=str(made.expr))
             out[name] = _schedule_function(made, channel)
-        except LrdslError as error:
-            if not error.message.startswith(f"{name}: "):
-                error.message = f"{name}: {error.message}"
-                error.args = (error.message,)
-            raise
     return out
 
 
@@ -453,16 +445,8 @@ def _transform_plans(source, steps_per_epoch, total, clock, constants):
                          f"{others[0]} is an optimizer hyperparameter: pass it with "
                          f"optax.inject_hyperparams and lrdsl.optax.schedules on a ticks clock")
     lr_plan, free = None, {}
-    for name, expr in compiled.items():
-        try:
-            channel = channels.channel(name)
-            made = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
-            channel.check_range(*made.range, f"{name}: {expr}")
-        except LrdslError as error:
-            if not error.message.startswith(f"{name}: "):
-                error.message = f"{name}: {error.message}"
-                error.args = (error.message,)
-            raise
+    for name, (channel, made) in channel_plans(compiled, steps_per_epoch=steps_per_epoch, total=total,
+                                               clock=clock, **constants).items():
         if name == "lr":
             lr_plan = made
         else:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
@@ -32,7 +33,7 @@ from lrdsl.errors import LrdslError
 from lrdsl.language.curve import curve as language_curve, tick_array
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
-from lrdsl.language.plan import plan
+from lrdsl.language.plan import Plan, plan
 
 #: a channel name: an identifier, dots allowed (``loss.kl``)
 _ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)[ \t\r\n]*=(?!=)")
@@ -118,20 +119,31 @@ def _place(text: str, offset: int) -> dict:
     return {"line": line, "column": column}
 
 
+@contextmanager
+def naming(name: str):
+    """Prefix an :class:`LrdslError` raised inside with the channel it concerns (once)."""
+    try:
+        yield
+    except LrdslError as error:
+        if not error.message.startswith(f"{name}: "):
+            error.message = f"{name}: {error.message}"
+            error.args = (error.message,)
+        raise
+
+
 def _parsed(name: str, text: str, expr_at: int, source: str) -> Expr:
     """The channel's expression; an error is placed in the whole program's text."""
-    try:
-        return parse(text)
-    except LrdslError as error:
-        if error.column is not None and error.expr is not None:
-            where = _place(source, expr_at)
-            line = error.line or 1
-            error.column = error.column + (where["column"] - 1 if line == 1 else 0)
-            error.line = line + where["line"] - 1
-            error.expr = source
-        error.message = f"{name}: {error.message}"
-        error.args = (error.message,)
-        raise
+    with naming(name):
+        try:
+            return parse(text)
+        except LrdslError as error:
+            if error.column is not None and error.expr is not None:
+                where = _place(source, expr_at)
+                line = error.line or 1
+                error.column = error.column + (where["column"] - 1 if line == 1 else 0)
+                error.line = line + where["line"] - 1
+                error.expr = source
+            raise
 
 
 Channels = Mapping[str, Union[str, Expr]]
@@ -216,12 +228,8 @@ def program(source: Union[str, Expr, "Program", Channels]) -> Program:
         for name, expr in source.items():
             if not isinstance(name, str):
                 raise ProgramError(f"a program's channel names are strings, got {name!r}")
-            try:
+            with naming(name):
                 items.append((name, parse(expr)))
-            except LrdslError as error:
-                error.message = f"{name}: {error.message}"
-                error.args = (error.message,)
-                raise
         return Program(tuple(items))
     if not isinstance(source, str):
         raise ProgramError(f"a program is text, an expression or a mapping of names to expressions, "
@@ -252,23 +260,27 @@ def curve(source, ticks, **options):
     """
     if not is_program(source):
         return language_curve(source, ticks, **options)
-    compiled = program(source)
     units = {k: v for k, v in options.items() if k not in ("metrics", "report_every")}
     positions = tick_array(ticks)  # checked once for every channel
     out = {}
-    for name, expr in compiled.items():
-        try:
+    for name, (channel, planned) in channel_plans(source, **units).items():
+        with naming(name):
+            if planned.plateau is not None and options.get("metrics"):
+                values = language_curve(planned.expr, positions, **options)
+            else:
+                values = planned.values(positions)
+        out[name] = channel.read(values) if channel.integer else values
+    return out
+
+
+def channel_plans(source, **units) -> dict[str, tuple[channels.Channel, Plan]]:
+    """Each channel of a program (anything :func:`program` reads) with its plan for ``units``,
+    proven in the channel's range (docs/language.md "Programs"); an error names the channel."""
+    out = {}
+    for name, expr in program(source).items():
+        with naming(name):
             channel = channels.channel(name)
             planned = plan(expr, **units)
             channel.check_range(*planned.range, f"{name}: {expr}")
-            if planned.plateau is not None and options.get("metrics"):
-                values = language_curve(expr, positions, **options)
-            else:
-                values = planned.values(positions)
-            out[name] = channel.read(values) if channel.integer else values
-        except LrdslError as error:
-            if not error.message.startswith(f"{name}: "):
-                error.message = f"{name}: {error.message}"
-                error.args = (error.message,)
-            raise
+        out[name] = (channel, planned)
     return out

@@ -17,11 +17,10 @@ import shutil
 import sys
 
 import lrdsl
-from lrdsl import channels
 from lrdsl.cli.terminal import as_flags, escaped, one_line, pointed
 from lrdsl.errors import LrdslError
 from lrdsl.language.units import SUFFIXES
-from lrdsl.programs import is_program, program
+from lrdsl.programs import channel_plans, is_program, program
 
 #: --ticks above this are not distinct float64 ticks (2**53), so a plot of them means nothing
 MAX_TICKS = 2 ** 53
@@ -203,12 +202,9 @@ def _parse_program(text: str, plot: str | None, units: dict, args) -> int:
     """``lrdsl parse`` of a program: its canonical text, each channel's segments, a panel each."""
     from lrdsl.language.curve import lr_function
     from lrdsl.language.explain import default_ticks, describe, summary
-    from lrdsl.language.plan import plan
 
     compiled_program = program(text)
-    plans = {name: plan(expr, **units) for name, expr in compiled_program.items()}
-    for name, compiled in plans.items():
-        channels.channel(name).check_range(*compiled.range, f"{name}: {compiled.expr}")
+    plans = {name: found for name, (_, found) in channel_plans(compiled_program, **units).items()}
     ticks = _tick_count(args.ticks) or max(default_ticks(c) for c in plans.values())
     metrics = _metrics(args.metric)
     every = args.steps_per_epoch or 1
@@ -253,14 +249,10 @@ def cmd_eval(args) -> int:
     ticks = _ticks_at(args.at)
     metrics = _metrics(args.metric)
     if is_program(args.expr):  # a column per channel, under a header
-        plans = {name: plan(expr, **units) for name, expr in program(args.expr).items()}
-        reads = {}
-        for name, compiled in plans.items():
-            channel = channels.channel(name)
-            channel.check_range(*compiled.range, f"{name}: {compiled.expr}")
-            reads[name] = (lr_function(compiled, metrics if name == "lr" else None,
-                                       args.steps_per_epoch or 1), channel.read)
-        print("\t".join(["tick", *plans]))
+        reads = {name: (lr_function(compiled, metrics if name == "lr" else None,
+                                    args.steps_per_epoch or 1), channel.read)
+                 for name, (channel, compiled) in channel_plans(args.expr, **units).items()}
+        print("\t".join(["tick", *reads]))
         for t in ticks:
             print("\t".join([f"{t:g}", *(f"{read(f(t)):.10g}" for f, read in reads.values())]))
         return 0

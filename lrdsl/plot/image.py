@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lrdsl.errors import LrdslError
 from lrdsl.language.plan import plan
-from lrdsl.programs import curve, is_program, program
+from lrdsl.programs import channel_plans, curve, is_program, program
 
 SUFFIXES = (".png", ".svg", ".pdf")
 #: the most ticks evaluated for one figure: ~5 per pixel of its 800-pixel width
@@ -109,12 +109,12 @@ def _program_figure(compiled, *, ticks: int, metrics, report_every, log: bool, *
     """A program: one panel per channel, sharing the position axis; each titled with its channel."""
     from matplotlib.figure import Figure
 
-    plans = {name: plan(expr, **units) for name, expr in compiled.items()}
+    plans = {name: found for name, (_, found) in channel_plans(compiled, **units).items()}
     fig = Figure(figsize=(8, 1.2 + 2.2 * len(plans)), dpi=100)
     axes = fig.subplots(len(plans), 1, sharex=True, squeeze=False)
     for ax, (name, c) in zip(axes[:, 0], plans.items()):
         t = sample_ticks(ticks, c.boundaries())
-        values = curve(compiled, t, metrics=metrics, report_every=report_every, **units)[name]
+        values = curve({name: c.expr}, t, metrics=metrics, report_every=report_every, **units)[name]
         ax.plot(t, values, linewidth=1.6, drawstyle="steps-post" if len(t) == ticks else "default")
         for boundary in c.boundaries():
             if boundary < ticks:
