@@ -213,6 +213,7 @@ def test_lrdsl_compare_names_a_missing_study_or_storage(tmp_path, capsys):
     for argv, message in (
             ([storage, "--study", "t"], f"lrdsl compare: no study 't' in {storage}; expected one of s"),
             ([f"sqlite:///{tmp_path}/none.db"], f"no such SQLite file: {tmp_path}/none.db"),
+            (["sqlite://"], "sqlite:// holds no Optuna study (create one with optuna create-study"),  # in memory
             ([storage, "--out", "x.png"], "--out names the runs' figure"),
             ([str(tmp_path), "--study", "s"], "--study reads an Optuna storage")):
         assert main(["compare", *argv]) == 2

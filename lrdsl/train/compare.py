@@ -232,14 +232,16 @@ def load_study(storage: str, study_name: str | None):
         reason = " ".join(str(error).split())
         reason = reason if len(reason) <= 200 else reason[:199] + "…"
         raise LrdslError(f"cannot open the Optuna storage {storage}: {type(error).__name__}: {reason}") from None
+    if not names:
+        raise LrdslError(f"{storage} holds no Optuna study (create one with optuna create-study, or "
+                         f"point the workers' hydra.sweeper.storage at it)")
     if study_name is None:
         if len(names) != 1:
             listed = ", ".join(sorted(names)) or "none"
             raise LrdslError(f"{storage} holds {len(names)} studies ({listed}); name one with --study NAME")
         study_name = names[0]
     elif study_name not in names:
-        raise LrdslError(f"no study {study_name!r} in {storage}"
-                         + (did_you_mean(study_name, names) if names else " (it holds no study)"))
+        raise LrdslError(f"no study {study_name!r} in {storage}{did_you_mean(study_name, names)}")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
