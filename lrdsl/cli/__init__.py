@@ -317,8 +317,15 @@ def cmd_check(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from lrdsl.train.compare import compare
+    from lrdsl.train.compare import compare, compare_study, is_storage
 
+    if is_storage(args.directory):
+        if args.out:
+            raise LrdslError("--out names the runs' figure: give a multirun directory, not a study's storage")
+        return compare_study(args.directory, args.study)
+    if args.study:
+        raise LrdslError(f"--study reads an Optuna storage (lrdsl compare sqlite:///study.db --study "
+                         f"{args.study}); {args.directory} is not a storage URL")
     if not os.path.isdir(args.directory):  # before Path.is_dir, which raises for odd names
         raise LrdslError(f"no such directory: {args.directory}")
     return compare(args.directory, args.out)
@@ -372,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a model with Hydra overrides (lrdsl train --help)", add_help=False)
     sub.add_parser("find", help="LR range test on the train config, suggests a peak LR (lrdsl find --help)",
                    add_help=False)
-    p = sub.add_parser("compare", help="compare the runs of a multirun directory")
-    p.add_argument("directory")
+    p = sub.add_parser("compare", help="compare the runs of a multirun directory, or an Optuna study's trials")
+    p.add_argument("directory", metavar="DIR|STORAGE",
+                   help="a multirun directory, or an Optuna storage URL (sqlite:///study.db) with --study")
     p.add_argument("--out", metavar="FILE", help="figure path (default DIR/compare.png)")
+    p.add_argument("--study", metavar="NAME", help="the study to read from STORAGE (default: its only one)")
     p.set_defaults(run=cmd_compare)
     return parser
 

@@ -4,6 +4,10 @@ One figure (LR, validation loss and validation accuracy per epoch, a line per ru
 table of final metrics, best validation accuracy first.  An Optuna sweep's directory (it holds
 ``optimization_results.yaml``) gets a table of trials instead: each searched parameter, the
 objective (the final val_loss the app returns), best trial first in the study's direction.
+
+``lrdsl compare STORAGE --study NAME`` reads an Optuna study from its storage instead
+(``sqlite:///study.db``, ``postgresql://…``): the trials of every worker that shared it, each
+with its parameters, value and state, best first.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from lrdsl.errors import LrdslError
+from lrdsl.errors import LrdslError, did_you_mean
 from lrdsl.train.csv_files import read_csv
 
 NEEDED = ("epoch", "lr", "loss", "val_loss", "val_acc")  # the columns the table and figure read
@@ -204,6 +208,82 @@ def figure(runs: list[dict], path: Path) -> Path:
         plt.close(fig)
         temp.unlink(missing_ok=True)
     return path
+
+
+def is_storage(text: str) -> bool:
+    """Whether ``text`` names an Optuna storage (an RDB URL such as ``sqlite:///study.db``)."""
+    return "://" in text
+
+
+def load_study(storage: str, study_name: str | None):
+    """The Optuna study ``study_name`` in ``storage``; with no name, the storage's only study."""
+    try:
+        import optuna
+    except ImportError:
+        raise LrdslError("reading an Optuna study needs optuna: pip install 'lrdsl[optuna]'") from None
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///"):])
+        if not path.is_file():  # optuna would create an empty database there
+            raise LrdslError(f"no such SQLite file: {path} (from the storage {storage})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    except Exception as error:  # SQLAlchemy's and optuna's own errors: a URL it cannot open
+        reason = " ".join(str(error).split())
+        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        raise LrdslError(f"cannot open the Optuna storage {storage}: {type(error).__name__}: {reason}") from None
+    if not names:
+        raise LrdslError(f"{storage} holds no Optuna study (create one with optuna create-study, or "
+                         f"point the workers' hydra.sweeper.storage at it)")
+    if study_name is None:
+        if len(names) != 1:
+            listed = ", ".join(sorted(names)) or "none"
+            raise LrdslError(f"{storage} holds {len(names)} studies ({listed}); name one with --study NAME")
+        study_name = names[0]
+    elif study_name not in names:
+        raise LrdslError(f"no study {study_name!r} in {storage}{did_you_mean(study_name, names)}")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def study_table(study) -> str:
+    """Every trial of ``study``: number, each parameter, value, state; the finished trials best
+    first in the study's direction (``*`` marks the best), then the running, pruned and failed
+    ones in trial order."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise LrdslError(f"study {study.study_name!r} has no trials yet")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    rest = [t for t in trials if t not in done]
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+    params = sorted({name for t in trials for name in t.params})
+    best = done[0].number if done else None
+    cells = [[("*" if t.number == best else " ") + str(t.number),
+              *(f"{t.params[p]:.4g}" if isinstance(t.params.get(p), float) else str(t.params.get(p, ""))
+                for p in params),
+              f"{t.value:.4f}" if t.value is not None else "-", t.state.name]
+             for t in done + rest]
+    head = ["trial", *params, "value", "state"]
+    widths = [max(len(row[i]) for row in [head, *cells]) for i in range(len(head))]
+    lines = ["  ".join(f"{c:>{w}}" for c, w in zip(row, widths)) for row in [head, *cells]]
+    direction = "maximize" if maximize else "minimize"
+    counts = ", ".join(f"{sum(t.state.name == s for t in trials)} {s.lower()}"
+                       for s in dict.fromkeys(t.state.name for t in trials))
+    lines.append(f"\noptuna study {study.study_name} ({direction}): {len(trials)} trials ({counts})")
+    if done:
+        top = done[0]
+        chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in top.params.items())
+        lines.append(f"best trial {top.number}: {chosen}  -> {top.value:.4f}")
+    return "\n".join(lines)
+
+
+def compare_study(storage: str, study_name: str | None) -> int:
+    """Print an Optuna study's trials (:func:`study_table`); an :class:`LrdslError` for a storage
+    that cannot be read or a study that is not there."""
+    print(study_table(load_study(storage, study_name)))
+    return 0
 
 
 def compare(directory: str, out: str | None = None) -> int:

@@ -113,6 +113,26 @@ class TrainConfig:
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 register_resolver()  # ${lrdsl.claim:…} in conf/train.yaml's hydra.run.dir
 
+
+def seed_unless_shared(seed: Optional[int], storage: Optional[str]) -> Optional[int]:
+    """An Optuna sampler's seed: ``seed`` for a study held in memory (one worker: the sweep is
+    reproducible), None when the study lives in a storage (``hydra.sweeper.storage``), which
+    several workers may share: with one seed they would all draw the same parameters, so each
+    seeds its sampler from fresh entropy instead.  ``${lrdsl.seed_unless_shared:0,${hydra.sweeper.storage}}``
+    in conf/experiment/tune_onecycle.yaml; a worker's explicit ``hydra.sweeper.sampler.seed=N``
+    replaces it."""
+    return seed if storage in (None, "") else None
+
+
+def _register_seed_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("lrdsl.seed_unless_shared"):
+        OmegaConf.register_new_resolver("lrdsl.seed_unless_shared", seed_unless_shared)
+
+
+_register_seed_resolver()
+
 CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"),
     "backend.name": ("torch", "keras"),
