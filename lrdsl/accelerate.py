@@ -18,7 +18,8 @@ read by ``Accelerator.prepare_scheduler``) with yes: Accelerate then registers i
 :class:`Follower` gates its ``step()``: a step ticks only if the optimizer took a step since
 the last tick.  That is the wrapper's own rule (no tick while accumulating, none for a step
 the grad scaler skipped), without its repetition, and it holds even where something else
-still steps the scheduler several times per optimizer step.
+still steps the scheduler several times per optimizer step.  On a samples or tokens clock, what
+the calls that did not tick consumed is counted at the next tick.
 
 This module imports neither ``accelerate`` nor :mod:`lrdsl.torch`: it is reached only when
 Accelerate prepares a scheduler, so Accelerate is already imported; its state is read from
@@ -51,19 +52,29 @@ class Follower:
         self.scheduler = scheduler
         self.taken = 0  # the optimizer steps run so far
         self.seen = 0  # ... when the scheduler last ticked
+        self.pending: tuple[int | None, int | None] = (None, None)  # samples, tokens not yet counted
         innermost(scheduler.optimizer).register_step_post_hook(self._stepped)
 
     def _stepped(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.taken += 1
 
-    def ticks(self) -> bool:
-        """Whether the optimizer stepped since the last tick (then this tick is counted)."""
+    def ticks(self, samples: int | None, tokens: int | None) -> tuple[bool, int | None, int | None]:
+        """Whether this ``step(samples=, tokens=)`` ticks: only if the optimizer stepped since the
+        last tick.  What a call that does not tick consumed (a micro-batch while gradients
+        accumulate) is carried to the next tick: returned are the counts that tick passes on."""
         if self.taken == self.seen:
-            return False
+            self.pending = (_plus(self.pending[0], samples), _plus(self.pending[1], tokens))
+            return False, None, None
         self.seen = self.taken
+        samples, tokens = _plus(self.pending[0], samples), _plus(self.pending[1], tokens)
+        self.pending = (None, None)
         if self.scheduler.runtime.tick == 0:  # a fresh run's first tick: is an epoch right?
             check_epoch(self.scheduler.steps_per_epoch)
-        return True
+        return True, samples, tokens
+
+
+def _plus(carried: int | None, given: int | None) -> int | None:
+    return given if carried is None else carried if given is None else carried + given
 
 
 def check_epoch(steps_per_epoch: float | None) -> None:

@@ -318,10 +318,12 @@ class Scheduler(LRScheduler):
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
-        if self._follower is not None and not self._follower.ticks():  # no optimizer step: no tick
-            if metrics is not None:
-                self.report(metrics)
-            return
+        if self._follower is not None:  # under Accelerate: one tick per optimizer step
+            ticks, samples, tokens = self._follower.ticks(samples, tokens)
+            if not ticks:
+                if metrics is not None:
+                    self.report(metrics)
+                return
         runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
             runtime.report(metrics)

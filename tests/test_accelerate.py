@@ -186,11 +186,11 @@ def test_steps_per_epoch_that_forgets_the_accumulation_warns(checked):
 
 
 # --- the gate, in one process ------------------------------------------------------------------------
-def prepared(expr: str):
+def prepared(expr: str, **options):
     """A scheduler after Accelerate's ``prepare`` looked at it (the question it asks is the hook)."""
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = lrdsl.torch.scheduler(opt, expr)
+    sched = lrdsl.torch.scheduler(opt, expr, **options)
     assert getattr(sched, "_is_accelerate_prepared", False) is True  # prepare_scheduler's question
     return model, opt, sched
 
@@ -223,3 +223,14 @@ def test_one_tick_per_optimizer_step_and_one_report():
     sched.step({"val_loss": 1.0})
     sched.step({"val_loss": 1.0})  # one bad report with patience 0: one cut, not two
     assert sched.last_epoch == 1 and sched.get_last_lr() == [pytest.approx(0.05)]
+
+
+def test_what_the_calls_that_do_not_tick_consumed_is_counted():
+    """On a tokens clock under accumulation: every micro-batch's tokens, one tick per step."""
+    model, opt, sched = prepared("warmup(100tok) >> 0.1", clock="tokens")
+    sched.step(tokens=10)  # micro-batches while gradients accumulate: no optimizer step
+    sched.step(tokens=10)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    sched.step(tokens=10)
+    assert sched.last_epoch == 1 and sched.get_last_lr() == [pytest.approx(0.1 * 30 / 100)]
