@@ -85,6 +85,7 @@ for index, expr in enumerate(args.expr):
                 accelerator.save_state(state)
         if losses:
             sched.report(val_loss=losses[epoch][accelerator.process_index])  # averaged over ranks
-    print(json.dumps({"rank": accelerator.process_index, "expr": expr, "lrs": lrs}), flush=True)
+    line = json.dumps({"rank": accelerator.process_index, "expr": expr, "lrs": lrs})
+    print(line + "\n", end="", flush=True)  # in one write: the ranks share stdout
 
 accelerator.end_training()
