@@ -48,12 +48,12 @@ class Follower:
     """Counts the optimizer's real steps (a step post-hook) and lets the scheduler tick once
     per step: :meth:`ticks` says whether a ``step()`` call ticks."""
 
-    def __init__(self, scheduler: Any):
-        self.scheduler = scheduler
+    def __init__(self, optimizer: torch.optim.Optimizer, runtime: Any):
+        self.runtime = runtime  # the scheduler's position (not the scheduler: the hook would keep it)
         self.taken = 0  # the optimizer steps run so far
         self.seen = 0  # ... when the scheduler last ticked
         self.pending: tuple[int | None, int | None] = (None, None)  # samples, tokens not yet counted
-        innermost(scheduler.optimizer).register_step_post_hook(self._stepped)
+        innermost(optimizer).register_step_post_hook(self._stepped)
 
     def _stepped(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.taken += 1
@@ -68,8 +68,8 @@ class Follower:
         self.seen = self.taken
         samples, tokens = _plus(self.pending[0], samples), _plus(self.pending[1], tokens)
         self.pending = (None, None)
-        if self.scheduler.runtime.tick == 0:  # a fresh run's first tick: is an epoch right?
-            check_epoch(self.scheduler.steps_per_epoch)
+        if self.runtime.tick == 0:  # a fresh run's first tick: is an epoch right?
+            check_epoch(self.runtime.steps_per_epoch)
         return True, samples, tokens
 
 

@@ -457,7 +457,7 @@ class Scheduler(LRScheduler):
     @property
     def _is_accelerate_prepared(self) -> bool:
         if self._follower is None:
-            self._follower = _accelerate.Follower(self)
+            self._follower = _accelerate.Follower(self.optimizer, self.runtime)
         return True
 
     @_is_accelerate_prepared.setter
