@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrdsl import channels
+from lrdsl import accelerate as _accelerate, channels
 from lrdsl.errors import LrdslError
 from lrdsl.language.nodes import Expr
 from lrdsl.language.parser import parse
@@ -195,6 +195,7 @@ class Scheduler(LRScheduler):
                     self._grid_curves.append(found)
                 self._free[name] = (at, channel.read if channel.integer else None)
         self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
+        self._follower: _accelerate.Follower | None = None  # under Accelerate: see lrdsl.accelerate
         self.runtime.reduce = self._across_ranks
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
         # each group's slots, built before LRScheduler.__init__, whose constructor then takes
@@ -317,6 +318,12 @@ class Scheduler(LRScheduler):
         if epoch is not None:
             raise LrdslError("step(epoch=...) is not supported: lrdsl schedules are closed-form in "
                              "the tick; resume with load_state_dict() or last_epoch=")
+        if self._follower is not None:  # under Accelerate: one tick per optimizer step
+            ticks, samples, tokens = self._follower.ticks(samples, tokens)
+            if not ticks:
+                if metrics is not None:
+                    self.report(metrics)
+                return
         runtime = self.runtime
         if metrics is not None:  # report first: a bad metric changes nothing
             runtime.report(metrics)
@@ -444,6 +451,18 @@ class Scheduler(LRScheduler):
             raise LrdslError(f"this scheduler does not drive {target!r}; it drives "
                              f"{', '.join(self._slots)}")
         return [slot.curve.at(self.runtime.position) for slot in self._slots[target]]
+
+    # Hugging Face Accelerate asks this before wrapping a scheduler; lrdsl.accelerate says why the
+    # answer is yes (prepare then registers this scheduler for save_state as it is, unwrapped)
+    @property
+    def _is_accelerate_prepared(self) -> bool:
+        if self._follower is None:
+            self._follower = _accelerate.Follower(self.optimizer, self.runtime)
+        return True
+
+    @_is_accelerate_prepared.setter
+    def _is_accelerate_prepared(self, value: bool) -> None:
+        pass  # prepare() marks what it prepared; this scheduler already is
 
     # the position lives in the runtime; LRScheduler's names for it stay readable and settable:
     # its constructor writes last_epoch and (a private name, read by nothing of ours but kept for
