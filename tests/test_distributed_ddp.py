@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import uuid
 
@@ -50,17 +51,17 @@ def nodes(text, tmp_path, **env):
     outs = [tmp_path / f"node{i}" / "out" for i in range(2)]
     started = [subprocess.Popen(["bash", "-euo", "pipefail", "-c", text], cwd=ROOT,
                                 env={**environment, "OUT": str(out)}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for out in outs]
+                                stderr=subprocess.PIPE, text=True, start_new_session=True) for out in outs]
     results = []
-    for process in started:
-        try:
-            stdout, stderr = process.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for p in started:
-                p.kill()
-            raise
+    try:
+        for process in started:
+            results.append(process.communicate(timeout=240))
+    finally:
+        for process in started:  # each node: bash, torchrun and its worker, in a session of their own
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    for process, (stdout, stderr) in zip(started, results):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
-        results.append((stdout, stderr))
     return outs, results
 
 
