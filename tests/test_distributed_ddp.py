@@ -42,27 +42,32 @@ def read_lr_csv(path):
         return [float(row["lr"]) for row in csv.DictReader(f)]
 
 
-def nodes(text, tmp_path, **env):
-    """A command of the page run twice at once, as the two nodes of one job, each with its own OUT
+def start_nodes(text, tmp_path, port, **env):
+    """A command of the page started twice, as the two nodes of one job, each with its own OUT
     (as on two machines: the node without rank 0 must leave its OUT absent)."""
-    port, job = str(free_port()), f"test-{uuid.uuid4().hex[:8]}"
+    job = f"test-{uuid.uuid4().hex[:8]}"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                   "PORT": port, "JOB": job, **env}
+                   "PORT": str(port), "JOB": job, **env}
     outs = [tmp_path / f"node{i}" / "out" for i in range(2)]
-    started = [subprocess.Popen(["bash", "-euo", "pipefail", "-c", text], cwd=ROOT,
-                                env={**environment, "OUT": str(out)}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True) for out in outs]
+    return outs, [subprocess.Popen(["bash", "-euo", "pipefail", "-c", text], cwd=ROOT,
+                                   env={**environment, "OUT": str(out)}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True) for out in outs]
+
+
+def finish(processes):
+    """(stdout, stderr) of each process once all have ended well; on a timeout or a failure, none
+    is left running."""
     results = []
     try:
-        for process in started:
+        for process in processes:
             results.append(process.communicate(timeout=240))
     finally:
-        for process in started:  # each node: bash, torchrun and its worker, in a session of their own
+        for process in processes:  # each node: bash, torchrun and its worker, in a session of their own
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-    for process, (stdout, stderr) in zip(started, results):
+    for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    return outs, results
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +79,22 @@ def ddp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def multinode_ddp(tmp_path_factory):
-    return nodes(command("multinode-ddp"), tmp_path_factory.mktemp("multinode-ddp"))
-
-
-@pytest.fixture(scope="module")
-def multinode_app(tmp_path_factory):
-    return nodes(command("multinode-app"), tmp_path_factory.mktemp("multinode-app"), EPOCHS="1")
+def multinode(tmp_path_factory):
+    """Both multi-node commands at once (two jobs of two nodes): {name: (OUTs, results by node)}."""
+    ports = [free_port()]
+    while len(ports) < 2:
+        ports += [port for port in [free_port()] if port not in ports]
+    jobs = {"script": start_nodes(command("multinode-ddp"), tmp_path_factory.mktemp("multinode-ddp"), ports[0]),
+            "app": start_nodes(command("multinode-app"), tmp_path_factory.mktemp("multinode-app"), ports[1],
+                               EPOCHS="1")}
+    try:
+        results = {name: finish(processes) for name, (_, processes) in jobs.items()}
+    finally:
+        for _, processes in jobs.values():
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+    return {name: (outs, results[name]) for name, (outs, _) in jobs.items()}
 
 
 @pytest.mark.slow
@@ -100,8 +114,8 @@ def test_ddp_rank_zero_writes_its_lrs(ddp):
 
 
 @pytest.mark.slow
-def test_multinode_ddp_every_rank_reads_the_curve_and_one_node_writes(multinode_ddp):
-    outs, results = multinode_ddp
+def test_multinode_ddp_every_rank_reads_the_curve_and_one_node_writes(multinode):
+    outs, results = multinode["script"]
     per_node = [rank_lines(stdout) for stdout, _ in results]
     assert sorted(len(lines) for lines in per_node) == [1, 1]  # one process a node
     by_rank = {rank: line for lines in per_node for rank, line in lines.items()}
@@ -114,8 +128,8 @@ def test_multinode_ddp_every_rank_reads_the_curve_and_one_node_writes(multinode_
 
 
 @pytest.mark.slow
-def test_multinode_app_writes_one_run_directory_from_rank_zero(multinode_app):
-    outs, results = multinode_app
+def test_multinode_app_writes_one_run_directory_from_rank_zero(multinode):
+    outs, results = multinode["app"]
     printed = [stdout.count("artifacts: ") for stdout, _ in results]
     assert sorted(printed) == [0, 1]
     writer = printed.index(1)

@@ -77,6 +77,7 @@ def main():
             writer = csv.writer(f)
             writer.writerow(["tick", "lr"])
             writer.writerows(enumerate(lrs))
+    dist.barrier()  # gloo: no process leaves the group while another still uses it
     dist.destroy_process_group()
 
 
