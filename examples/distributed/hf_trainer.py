@@ -49,7 +49,7 @@ def main():
         output_dir=args.out, per_device_train_batch_size=4, per_device_eval_batch_size=4,
         num_train_epochs=args.epochs, learning_rate=0.1,  # lr_scheduler_type is overridden by lrdsl
         logging_steps=1, eval_strategy="epoch", save_strategy="no", seed=0,
-        report_to=[], disable_tqdm=True, use_cpu=True, ddp_backend="gloo")
+        report_to=[], disable_tqdm=True, use_cpu=True, ddp_backend="gloo", ddp_find_unused_parameters=False)
     trainer = Trainer(model=model, args=training, train_dataset=Tokens(40, 1), eval_dataset=Tokens(16, 2),
                       callbacks=[lrdsl.hf.Schedule(args.expr)])
     trainer.train()
