@@ -301,3 +301,26 @@ def test_values_exist_once_training_starts_and_options_are_checked():
     with pytest.raises(lrdsl.LrdslError, match=r"clock must be one of"):
         lrdsl.hf.Schedule(PROGRAM, clock="epochs")
     assert lrdsl.hf.Schedule(PROGRAM).free == ("kl",)
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_process_logs_the_curve_of_the_global_batch_steps(tmp_path):
+    """docs/distributed.md's examples/distributed/hf_trainer.py: 40 samples, 2 processes × batches
+    of 4, so 5 optimizer steps an epoch, 3 epochs; a plateau on eval_loss (gathered by the Trainer)."""
+    import json
+
+    from distributed_docs import run
+
+    result = run("hf-trainer", OUT=str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"rank"')]
+    by_rank = {line["rank"]: line for line in lines}
+    assert sorted(by_rank) == [0, 1]
+    assert by_rank[0] == {**by_rank[1], "rank": 0}  # the same LRs and eval losses on both
+    steps = math.ceil(40 / (2 * 4))
+    losses = by_rank[0]["eval_loss"]
+    assert len(losses) == 3 and len(by_rank[0]["lrs"]) == 3 * steps
+    expected = lrdsl.curve("warmup(1ep) >> cosine(0.1, 100%) | plateau(eval_loss, 0.5, patience=0)", 3 * steps,
+                           steps_per_epoch=steps, total=3 * steps, metrics={"eval_loss": losses})
+    assert by_rank[0]["lrs"] == pytest.approx(expected.tolist(), rel=1e-12, abs=1e-15)
+    assert (tmp_path / "hf" / "model.safetensors").is_file()

@@ -397,19 +397,22 @@ def test_a_counting_clock_needs_a_count_or_fixed_sizes():
 
 @pytest.mark.slow
 def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_batch(tmp_path):
-    """tests/lightning_ddp.py on 1 CPU process (batches of 8) and on 2 (4 each, DDP over gloo)."""
+    """docs/distributed.md's examples/distributed/lightning_ddp.py on 1 CPU process (batches of 8)
+    and on 2 (4 each, DDP over gloo)."""
     import json
-    import subprocess
-    import sys
 
-    script = os.path.join(os.path.dirname(__file__), "lightning_ddp.py")
-    runs = {}
+    from distributed_docs import run
+
+    runs, printed = {}, {}
     for devices in (1, 2):
-        out = tmp_path / f"{devices}.json"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        subprocess.run([sys.executable, script, str(devices), str(out)], check=True, env=env,
-                       timeout=300, capture_output=True)
-        runs[devices] = json.loads(out.read_text())
+        out = tmp_path / str(devices)
+        result = run("lightning-ddp", DEVICES=str(devices), OUT=str(out))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        runs[devices] = json.loads((out / "lrs.json").read_text())  # rank 0's
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"rank"')]
+        printed[devices] = {line["rank"]: line["read"] for line in lines}
+    assert sorted(printed[1]) == [0] and sorted(printed[2]) == [0, 1]
+    assert printed[2][0] == printed[2][1] == runs[2]  # every process reads the same values
     lengths = [3 + (7 * i) % 11 for i in range(48)]  # as in the script: real tokens of sequence i
     positions = [sum(lengths[:8 * k]) for k in range(6)]  # global batch k is sequences 8k … 8k+7
 

@@ -246,19 +246,19 @@ def test_parallel_sweep_with_the_joblib_launcher(tmp_path):
     assert all((out / n / "metrics.csv").exists() for n in ("0", "1"))
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_on_gloo(tmp_path):
+    """docs/distributed.md's command for the app under torchrun --standalone, 2 processes."""
     pytest.importorskip("torch")
+    from distributed_docs import run
+
     out = tmp_path / "ddp"
-    result = subprocess.run(
-        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "lrdsl.train",
-         "trainer.strategy=ddp", "trainer.epochs=1", "trainer.progress=false", "trainer.device=cpu",
-         f"hydra.run.dir={out}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run("ddp-app", EPOCHS="1", OUT=str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("epoch   1/1") == 1  # rank 0 alone reports and writes
+    assert result.stdout.count(f"artifacts: {out}") == 1
     lrs = rows(out / "lr.csv")
-    assert len(lrs) == 12  # each rank sees half the batches: ceil(719 / 64)
+    assert len(lrs) == 12  # each rank sees half the batches: ceil(ceil(1437 / 2) / 64)
     np.testing.assert_allclose([float(r["lr"]) for r in lrs],
                                _expected_lrs(out, compose().schedule.expr, 12, 1), rtol=1e-12)
 

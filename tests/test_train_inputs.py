@@ -86,6 +86,31 @@ def test_the_default_run_and_sweep_directories_are_claimed(tmp_path):
         rundir.release()
 
 
+def test_a_torchrun_rank_other_than_0_has_hydra_write_nothing(tmp_path, monkeypatch):
+    """OwnRunDir on rank 1: no run directory of its own (the cwd), no .hydra/, no log file."""
+    from hydra import compose, initialize_config_dir
+
+    from lrdsl.train import rundir
+    from lrdsl.train.config import conf_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANK", "1")
+    logger = "+hydra.job_logging.loggers.lrdsl.handlers=[file,console]"  # a logger of the file handler too
+    for overrides in ([logger], ["hydra/job_logging=disabled"]):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = compose(config_name="train", overrides=[*overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+                          return_hydra_config=True)
+        logging = cfg.hydra.job_logging
+        files = [name for name, h in (logging.get("handlers") or {}).items() if "filename" in h]
+        assert files == (["file"] if overrides == [logger] else [])  # Hydra's default logs to a file
+        rundir.OwnRunDir().on_run_start(cfg)
+        assert cfg.hydra.run.dir == str(tmp_path) and cfg.hydra.output_subdir is None
+        assert all("filename" not in h for h in (logging.get("handlers") or {}).values())
+        if files:
+            assert logging.root.handlers == ["console"] and logging.loggers.lrdsl.handlers == ["console"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_directory_a_live_run_holds_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     busy = tmp_path / "busy"
     busy.mkdir()

@@ -29,7 +29,7 @@ def resume_hint(out: Path, backend: str) -> str:
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base=None)
 def _app(cfg) -> float:
-    out = Path(HydraConfig.get().runtime.output_dir)
+    out = Path(HydraConfig.get().runtime.output_dir)  # on a torchrun rank other than 0: the cwd (it writes nothing)
 
     def failed_write(error: LrdslError | OSError) -> str:
         if isinstance(error, WriteError):

@@ -12,7 +12,9 @@ Two mechanisms, both set up in ``conf/train.yaml``:
   so resuming in place after a crash or ``kill -9`` is never blocked.
 
 Under torchrun all ranks of one job must agree on the directory: rank 0 alone locks it, and
-the claim is replaced by a suffix that every rank computes alike (the rendezvous id).
+the claim is replaced by a suffix that every rank computes alike (the rendezvous id).  Rank 0
+alone writes there: :class:`OwnRunDir` keeps Hydra on every other rank (on every node of a
+multi-node job) from making the directory, saving ``.hydra/`` and opening the job's log file.
 """
 
 from __future__ import annotations
@@ -127,17 +129,45 @@ class OwnRunDir(_HydraCallback):
     """Locks the run (or sweep) directory before Hydra writes ``.hydra/`` into it."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        if is_rank_zero():
-            try:
-                lock(str(config.hydra.run.dir))
-            except LrdslError as error:
-                _refuse(error)
+        if not is_rank_zero():
+            leave_writing_to_rank_zero(config)
+            return
+        try:
+            lock(str(config.hydra.run.dir))
+        except LrdslError as error:
+            _refuse(error)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         try:
             lock(str(config.hydra.sweep.dir))
         except LrdslError as error:
             _refuse(error)
+
+
+def leave_writing_to_rank_zero(config: Any) -> None:
+    """Make Hydra write nothing in this process (a torchrun rank other than 0).
+
+    Hydra's ``run_job`` makes ``hydra.run.dir``, saves ``.hydra/`` there and opens the job's log
+    file on every process it runs in; the config handed to ``on_run_start`` is the one it then
+    reads.  So: the run directory becomes the working directory (which exists: making it
+    changes nothing), no ``.hydra/``, and logging without its file handlers.  The job on this
+    rank writes nothing itself (rank 0 writes the logs, plots and checkpoints).
+    """
+    from omegaconf import open_dict, read_write
+
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.run.dir = os.getcwd()
+        config.hydra.output_subdir = None
+        logging = config.hydra.get("job_logging")
+        handlers = logging.get("handlers") if logging else None
+        if not handlers:
+            return
+        files = [name for name, handler in handlers.items() if "filename" in handler]
+        for name in files:
+            del handlers[name]
+        for user in [logging.get("root"), *(logging.get("loggers") or {}).values()]:
+            if user and user.get("handlers"):
+                user.handlers = [h for h in user.handlers if h not in files]
 
 
 def register_resolver() -> None:

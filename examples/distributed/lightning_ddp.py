@@ -1,13 +1,18 @@
-"""A tokens-clock run of lrdsl.lightning.Schedule on 1 or 2 CPU processes with the same global
-batch, for tests/test_lightning.py: ``python tests/lightning_ddp.py DEVICES OUT.json``.
+"""lrdsl.lightning.Schedule under Lightning's DDP: two CPU processes with the same global batch.
 
-Sequence i holds LENGTHS[i] real tokens (padded per batch); the count function counts this
-process's real tokens (``attention_mask.sum()``), lrdsl sums them over the processes.  Rank 0
-writes the LR read before each optimizer step.
+    python examples/distributed/lightning_ddp.py --devices 2 --out runs/lightning/lrs.json
+
+A tokens clock: sequence i holds LENGTHS[i] real tokens (padded per batch); the count function
+counts this process's real tokens (``attention_mask.sum()``) and lrdsl sums them over the
+processes, so the schedule moves by the global batch's tokens on every process. Lightning
+starts the second process itself (``strategy="ddp"``); ``--devices 1`` is the same run on one
+process with batches of 8. Each process prints one JSON line (its rank, and the LR and ``kl``
+read before each optimizer step); rank 0 alone writes them to ``--out``.
 """
 
+import argparse
 import json
-import sys
+import os
 import warnings
 
 import lightning as L
@@ -40,13 +45,14 @@ class Sequences(L.LightningModule):
         torch.manual_seed(0)
         self.embed = torch.nn.EmbeddingBag(50, 4)
         self.head = torch.nn.Linear(4, 1)
-        self.lrs = []
+        self.read = []
 
     def training_step(self, batch, batch_idx):
         return self.head(self.embed(batch["input_ids"])).square().mean()
 
     def on_before_optimizer_step(self, optimizer):
-        self.lrs.append([optimizer.param_groups[0]["lr"], self.trainer.callbacks[0].value("kl")])
+        schedule = self.trainer.callbacks[0]
+        self.read.append([optimizer.param_groups[0]["lr"], schedule.value("kl")])
 
     def train_dataloader(self):
         # process r takes sequences r, r + P, r + 2P…: global batch j is sequences 8j … 8j+7
@@ -56,23 +62,30 @@ class Sequences(L.LightningModule):
         return DataLoader(data[rank::world], batch_size=GLOBAL_BATCH // world, collate_fn=collate)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return torch.optim.SGD(self.parameters(), lr=0.1)  # the schedule sets the LR
 
 
-def main(devices, out):
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--out", help="a JSON list of [lr, kl] per optimizer step that rank 0 writes")
+    args = parser.parse_args()
+
     module = Sequences()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=devices,
-                        strategy="ddp" if devices > 1 else "auto", logger=False,
-                        use_distributed_sampler=False,
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=args.devices,
+                        strategy="ddp" if args.devices > 1 else "auto", logger=False,
+                        use_distributed_sampler=False,  # the loader above shards by rank itself
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[lrdsl.lightning.Schedule(PROGRAM, clock="tokens", count=real_tokens)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module)
-    if trainer.global_rank == 0:
-        with open(out, "w") as f:
-            json.dump(module.lrs, f)
+    print(json.dumps({"rank": trainer.global_rank, "read": module.read}), flush=True)
+    if trainer.global_rank == 0 and args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(module.read, f)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main()
