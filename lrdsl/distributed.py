@@ -107,9 +107,12 @@ class Rounds:
         if reports:
             self.decide(reports)
 
-    def sealed(self) -> list[list[float]]:
-        """This round's decision for this rank, the round sealed (no later post joins it)."""
+    def sealed(self, posted_only: bool = False) -> list[list[float]]:
+        """This round's decision for this rank, the round sealed (no later post joins it);
+        ``posted_only``: a round with no post yet is left open (a save, not a step)."""
         store, key = self.store, self.prefix + str(self.round)
+        if posted_only and not store.check([key]):
+            return []
         seen = store.compare_set(key, "", SEAL.decode())  # nothing posted: sealed empty at once
         while SEAL not in seen:  # posts, not yet sealed: seal right after what was seen
             seen = store.compare_set(key, seen, seen + SEAL)

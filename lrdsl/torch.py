@@ -201,6 +201,8 @@ class Scheduler(LRScheduler):
         #: looked up yet, or a single process); see lrdsl.distributed and _first_post
         self._rounds: Rounds | None = None
         self._hook: Any = None
+        self._rewrite = False  # write the values again at the next optimizer step (a load)
+        self._local = False  # no process group of more than one rank: reports decided at once
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
         # each group's slots, built before LRScheduler.__init__, whose constructor then takes
         # tick 0 through our step(); no torch hook is overridden (its _initial_step is private)
@@ -432,10 +434,14 @@ class Scheduler(LRScheduler):
 
     def _before_optimizer_step(self) -> None:
         """At each optimizer step, on every rank: decide the round's reports."""
+        if self._rewrite:
+            self._rewrite = False
+            self._apply(self.runtime.position)
         if self._rounds is None:
-            if not _distributed.world():
-                self._hook.remove()  # a single process: reports are decided when made
-                self._hook = None
+            if self._local or not _distributed.world():
+                # a single process: reports are decided when made.  The hook stays (a load
+                # needs it; torch's get_state_dict steps a fresh optimizer to build its state)
+                self._local = True
                 return
             self._rounds_up()
         self._rounds.step()  # type: ignore[union-attr]
@@ -514,7 +520,7 @@ class Scheduler(LRScheduler):
         runtime's), and the groups' initial LRs as torch keeps them."""
         # under torch.distributed, the reports posted for the coming optimizer step are saved as
         # decided (the round is sealed: every rank decides it alike), as the run will have them
-        state = self.runtime.state_dict(self._rounds.sealed() if self._rounds is not None else None)
+        state = self.runtime.state_dict(self._rounds.sealed(posted_only=True) if self._rounds is not None else None)
         state["base_lrs"] = [float(b) for b in self.base_lrs]
         return state
 
@@ -533,6 +539,10 @@ class Scheduler(LRScheduler):
             self._follow_groups(groups)
         self.runtime.load(loaded)
         self._apply(self.runtime.position)
+        # the optimizer's state, loaded after this (dcp.load takes its keys in sorted order), holds
+        # the LR in force when it was saved, before reports that state_dict() saved as decided:
+        # the next optimizer step writes the values again
+        self._rewrite = self._hook is not None
         if loaded.rebased:
             log.info("lrdsl: rebased at tick %d from %s to %s", loaded.tick, _describe(loaded.saved),
                      _describe(self.runtime.canonical()))
