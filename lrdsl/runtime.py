@@ -501,14 +501,14 @@ class Runtime:
         if pending:
             plateaus = {key: copy.copy(state) for key, state in plateaus.items()}
             for values in pending:
-                for state, value in zip(plateaus.values(), values):
-                    state.report_value(value)
-        state = {
+                for decided, value in zip(plateaus.values(), values):
+                    decided.report_value(value)
+        state: dict[str, Any] = {
             "expr": canonical(self.specs["lr"]) if "lr" in self.specs else None,  # None: no lr
             "targets": {name: canonical(spec) for name, spec in self.specs.items() if name != "lr"},
             "steps_per_epoch": self.steps_per_epoch, "total": self.total,
             "last_epoch": self.tick, "_step_count": self.steps,
-            "plateau": {key: state.state_dict() for key, state in plateaus.items()} or None,
+            "plateau": {key: plateau.state_dict() for key, plateau in plateaus.items()} or None,
         }
         if self.counters:
             state["counters"] = dict(self.counters)
