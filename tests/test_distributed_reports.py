@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 import lrdsl
-from distributed_docs import run
+from distributed_docs import BIN, ROOT, command
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import distributed_reports as case  # noqa: E402  (the script the processes run: its constants)
+sys.path.insert(0, str(ROOT / "examples" / "distributed"))
+import rank0_report as example  # noqa: E402
 
 TICKS = case.EPOCHS * case.STEPS
 UNITS = dict(steps_per_epoch=case.STEPS, total=TICKS)
@@ -32,15 +34,33 @@ def expected(values=None):
     return lrdsl.curve(case.EXPR, TICKS, metrics=metrics, **UNITS).tolist()
 
 
+def start(argv: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen) -> str:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    """tests/distributed_reports.py on 2 processes: every case's LRs on each rank."""
+def runs(tmp_path_factory):
+    """At once: tests/distributed_reports.py and the page's rank-0 example, on 2 processes each."""
     out = tmp_path_factory.mktemp("reports")
-    result = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2",
-                             str(HERE / "distributed_reports.py"), str(out)],
-                            capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    cases = start([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2",
+                   str(HERE / "distributed_reports.py"), str(out)])
+    example = start(["bash", "-euo", "pipefail", "-c", command("rank0-report")])
+    printed = finished(example)
+    finished(cases)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)], printed
+
+
+@pytest.fixture(scope="module")
+def ranks(runs):
+    """Every case's LRs on each rank."""
+    return runs[0]
 
 
 def test_a_report_from_rank_0_alone_reaches_every_rank(ranks):
@@ -87,14 +107,12 @@ def test_a_report_on_a_group_without_this_rank_is_refused_in_one_line(ranks):
     assert "not this rank (1)" in message and "\n" not in message
 
 
-def test_the_documented_rank_0_validation(tmp_path):
-    result = run("rank0-report", timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")),
+def test_the_documented_rank_0_validation(runs):
+    lines = sorted((json.loads(line) for line in runs[1].splitlines() if line.startswith("{")),
                    key=lambda line: line["rank"])
     assert [line["rank"] for line in lines] == [0, 1]
     losses = lines[0]["val_losses"]
-    expr = "warmup(1ep) >> cosine(0.1, 100%) | plateau(val_loss, 0.5, patience=0, threshold=0.5)"
+    expr = example.EXPR
     want = lrdsl.curve(expr, 12, steps_per_epoch=3, total=12, metrics={"val_loss": losses}).tolist()
     assert want != lrdsl.curve(expr, 12, steps_per_epoch=3, total=12).tolist()  # it fired
     for line in lines:
