@@ -611,6 +611,34 @@ def _decide_before(scheduler: Scheduler) -> Callable[..., None]:
     return hook
 
 
+def checkpointed_state(checkpoint_id: Any, key: str = "scheduler") -> dict[str, Any]:
+    """The scheduler state saved under ``key`` by ``torch.distributed.checkpoint.save``, read whole.
+
+    ``dcp.load`` fills only the keys of the state it is given, and a fresh scheduler's state has
+    other keys when its plateau expression differs from the saved one: to continue a saved run
+    under another program, read the saved state with this (on every rank, as ``dcp.load``) and
+    pass it to ``sched.load_state_dict(state, rebase=True)``.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        metadata = dcp.FileSystemReader(checkpoint_id).read_metadata()
+    except (OSError, ValueError) as error:
+        raise LrdslError(f"{checkpoint_id}: not a torch.distributed.checkpoint directory ({error})") from None
+    template: dict[str, Any] = {}
+    for path in (getattr(metadata, "planner_data", None) or {}).values():  # fqn -> the keys to it
+        if path and path[0] == key:
+            node = template
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = None  # a plain value: dcp.load puts the saved one in its place
+    if key not in template:
+        raise LrdslError(f"{checkpoint_id} holds no {key!r} entry; pass the key the scheduler "
+                         f"was saved under")
+    dcp.load(template, checkpoint_id=checkpoint_id)
+    return template[key]
+
+
 def scheduler(optimizer: torch.optim.Optimizer, expr: Spec | Program, *, momentum: Spec | None = None,
               beta2: Spec | None = None, weight_decay: Spec | None = None,
               steps_per_epoch: float | None = None, total: float | None = None,
