@@ -94,13 +94,15 @@ def test_another_program_is_refused_in_one_line_or_rebased_onto_the_state_read_w
     other_units = build(saved_expr, 4)
     with pytest.raises(lrdsl.LrdslError, match="pass rebase=True"):
         dcp.load({"scheduler": other_units}, checkpoint_id=tmp_path / "ckpt")
-    # another plateau expression: read whole, rebased (epoch 2 of 4 steps = tick 8)
-    new_expr = "warmup(1ep) >> cosine(0.1, 5ep) | plateau(loss, 0.5, patience=1)"
+    # another expression (its plateau keyed by it): read whole, rebased (epoch 2 of 4 steps = tick
+    # 8); the plateau rule is the same, so its saved cut carries over
+    new_expr = "warmup(1ep) >> cosine(0.1, 6ep) | plateau(loss, 0.5, patience=0)"
     rebased = build(new_expr, 4)
     state = lrdsl.torch.checkpointed_state(tmp_path / "ckpt")
     assert state["expr"] == str(lrdsl.parse(saved_expr)) and state["last_epoch"] == 4
     rebased.load_state_dict(state, rebase=True)
     assert rebased.last_epoch == 8
-    assert rebased.get_last_lr() == pytest.approx(lrdsl.curve(new_expr, [8], steps_per_epoch=4).tolist(), rel=1e-12)
+    unscaled = lrdsl.curve("warmup(1ep) >> cosine(0.1, 6ep)", [8], steps_per_epoch=4)[0]
+    assert rebased.get_last_lr() == pytest.approx([0.5 * unscaled], rel=1e-12)
     with pytest.raises(lrdsl.LrdslError, match="holds no 'sched' entry"):
         lrdsl.torch.checkpointed_state(tmp_path / "ckpt", "sched")
