@@ -189,7 +189,7 @@ class Schedule(TrainerCallback):
                 raise MetricError(f"plateau monitors '{monitor}', but the evaluation's metrics hold "
                                   f"only: {present} (looked for '{monitor}' and 'eval_{monitor}')")
             report[monitor] = float(metrics[key])
-        self.scheduler.report(report)
+        self.scheduler.report(report, collective=True)  # every process evaluates and comes here
         self._reported = True
 
     def on_epoch_end(self, args, state, control, **kwargs):

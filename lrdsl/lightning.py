@@ -197,7 +197,8 @@ class Schedule(Callback):
             raise MetricError(f"plateau monitors '{missing[0]}', but trainer.callback_metrics holds "
                               f"only: {present} (log it with self.log('{missing[0]}', ...) in "
                               f"validation_step)")
-        self.scheduler.report({m: float(metrics[m]) for m in self.monitors})
+        # every rank validates and comes here: the mean over ranks is taken at once (a collective)
+        self.scheduler.report({m: float(metrics[m]) for m in self.monitors}, collective=True)
         self._reported = True
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

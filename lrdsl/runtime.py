@@ -21,6 +21,7 @@ its plateau and times a ratio (the per-group rule, docs/language.md): what a bac
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -278,8 +279,9 @@ class Runtime:
     """The framework-free state of a running program; see the module docstring.
 
     ``specs`` maps channel names (``lr`` first, then any of :mod:`lrdsl.channels`, or a free
-    value's name) to specs.  ``reduce``, when a backend sets it, turns each reported value
-    into the one every process acts on (PyTorch: the mean over ranks).
+    value's name) to specs.  ``post``, when a backend sets it, takes each report's values (one
+    per plateau, in order) instead of the plateaus: the backend decides later, with
+    :meth:`decide` (PyTorch under torch.distributed: docs/distributed.md "Plateau reports").
     """
 
     def __init__(self, specs: Mapping[str, Spec], *, steps_per_epoch: float | None = None,
@@ -310,7 +312,7 @@ class Runtime:
         self.plans: dict[str, Plan] = {}  # canonical text -> its plan, shared by every place
         self.plateaus: dict[str, PlateauState] = {}  # a plateau expression's text -> its state
         self._only: PlateauState | None = None  # the plateau, when there is exactly one
-        self.reduce: Callable[[float], float] | None = None
+        self.post: Callable[[list[float]], None] | None = None
         self._curves: dict[tuple, Curve] = {}  # (name, group key) -> its unscaled curve, for value()
 
     # --- plans --------------------------------------------------------------------------------
@@ -463,14 +465,21 @@ class Runtime:
 
         ``metrics``: the monitored value, or a mapping holding each plateau's monitor.
         """
-        plateau, reduce = self._only, self.reduce
-        if plateau is not None:  # the common case, one plateau and a float: step(metric) is hot
-            value = metrics if type(metrics) is float else plateau.rule.value_in(metrics)
-            plateau.report_value(value if reduce is None else reduce(value))
+        plateau = self._only
+        if plateau is not None and self.post is None:  # the common case: step(metric) is hot
+            plateau.report_value(metrics if type(metrics) is float else plateau.rule.value_in(metrics))
             return
-        values = [(state, state.rule.value_in(metrics)) for state in self.plateaus.values()]
-        for state, value in values:
-            state.report_value(value if reduce is None else reduce(value))
+        values = [state.rule.value_in(metrics) for state in self.plateaus.values()]
+        if self.post is not None:
+            self.post(values)
+        else:
+            self.decide([values])
+
+    def decide(self, reports: list[list[float]]) -> None:
+        """Report each of ``reports`` (one value per plateau, in order) to the plateaus."""
+        for values in reports:
+            for state, value in zip(self.plateaus.values(), values):
+                state.report_value(value)
 
     # --- saved state ----------------------------------------------------------------------------
     def canonical(self) -> dict:
@@ -481,18 +490,25 @@ class Runtime:
             out["clock"] = (self.clock, tuple(sorted(self.constants.items())))
         return out
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, pending: list[list[float]] | None = None) -> dict[str, Any]:
         """The canonical expressions, their units, the position and the plateau states.
 
         The keys are those ``lrdsl.torch.Scheduler`` has always saved (``last_epoch`` is the
-        tick), so every saved scheduler state loads here.
+        tick), so every saved scheduler state loads here.  ``pending``: reports posted but
+        not yet decided (see :meth:`decide`), saved as decided.
         """
-        state = {
+        plateaus = self.plateaus
+        if pending:
+            plateaus = {key: copy.copy(state) for key, state in plateaus.items()}
+            for values in pending:
+                for decided, value in zip(plateaus.values(), values):
+                    decided.report_value(value)
+        state: dict[str, Any] = {
             "expr": canonical(self.specs["lr"]) if "lr" in self.specs else None,  # None: no lr
             "targets": {name: canonical(spec) for name, spec in self.specs.items() if name != "lr"},
             "steps_per_epoch": self.steps_per_epoch, "total": self.total,
             "last_epoch": self.tick, "_step_count": self.steps,
-            "plateau": {key: state.state_dict() for key, state in self.plateaus.items()} or None,
+            "plateau": {key: plateau.state_dict() for key, plateau in plateaus.items()} or None,
         }
         if self.counters:
             state["counters"] = dict(self.counters)

@@ -25,6 +25,7 @@ import importlib
 import logging
 import math
 import numbers
+import weakref
 from typing import Any, Callable, Mapping, Union
 
 import torch
@@ -32,6 +33,8 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrdsl import accelerate as _accelerate, channels
+from lrdsl import distributed as _distributed
+from lrdsl.distributed import Rounds
 from lrdsl.errors import LrdslError
 from lrdsl.language.nodes import Expr
 from lrdsl.language.parser import parse
@@ -194,9 +197,13 @@ class Scheduler(LRScheduler):
                 if isinstance(found, GridCurve):
                     self._grid_curves.append(found)
                 self._free[name] = (at, channel.read if channel.integer else None)
-        self._world: bool | None = None  # whether reports are averaged over ranks; see _across_ranks
         self._follower: _accelerate.Follower | None = None  # under Accelerate: see lrdsl.accelerate
-        self.runtime.reduce = self._across_ranks
+        #: the rounds of this scheduler's plateau reports under torch.distributed (None: not
+        #: looked up yet, or a single process); see lrdsl.distributed and _first_post
+        self._rounds: Rounds | None = None
+        self._hook: Any = None
+        self._rewrite = False  # write the values again at the next optimizer step (a load)
+        self._local = False  # no process group of more than one rank: reports decided at once
         self._remember_initial_values(optimizer.param_groups, 0, last_epoch)
         # each group's slots, built before LRScheduler.__init__, whose constructor then takes
         # tick 0 through our step(); no torch hook is overridden (its _initial_step is private)
@@ -207,6 +214,11 @@ class Scheduler(LRScheduler):
         super().__init__(optimizer, last_epoch)
         if self.runtime.tick == last_epoch:  # a torch whose constructor takes no first step
             self.step()
+        if self.runtime.plateaus:
+            # whether a process group is up is looked up at the first report or optimizer step
+            # (it is initialized before training starts), then kept: step(metric) stays cheap
+            self.runtime.post = self._first_post
+            self._hook = _accelerate.innermost(optimizer).register_step_pre_hook(_decide_before(self))
 
     # --- construction ------------------------------------------------------------------------
     def _plans_of(self, target: str, optimizer, start: int) -> list[Plan]:
@@ -383,28 +395,67 @@ class Scheduler(LRScheduler):
             slot.write(groups[slot.index], slot.at(tick))
         self._last_lr = lrs
 
-    def report(self, metrics: float | Mapping[str, Any] | None = None, /, **named: Any) -> None:
+    def report(self, metrics: float | Mapping[str, Any] | None = None, /, *, process_group: Any = None,
+               collective: bool = False, **named: Any) -> None:
         """Report validation metrics to the plateau without advancing the tick.
 
-        ``report(val_loss=0.3)``, ``report({"val_loss": 0.3})`` or ``report(0.3)``.  The new
-        scale applies at once, to the current tick on.
+        ``report(val_loss=0.3)``, ``report({"val_loss": 0.3})`` or ``report(0.3)``.  In one
+        process the new scale applies at once, to the current tick on.  Under torch.distributed
+        (docs/distributed.md "Plateau reports") a report is posted, never waited on: any rank
+        or set of ranks may report, and every rank decides alike, on the mean over the ranks
+        that reported, at its next optimizer step, before that step reads the LR.
+        ``process_group=``: average over and decide on that group's ranks only.
+        ``collective=True``: every rank of the group calls this at the same point (as
+        validation hooks of Lightning or the HF Trainer do), so the mean is taken now by an
+        all_reduce and applies at once; a rank that does not call it would leave the others
+        waiting.
         """
         if not self.runtime.plateaus:
             return
-        self.runtime.report(named if metrics is None else metrics)
+        metrics = named if metrics is None else metrics
+        if (collective or process_group is not None) and _distributed.world():
+            group = _distributed.members(process_group)  # checked before anything is posted or sent
+            values = [state.rule.value_in(metrics) for state in self.runtime.plateaus.values()]
+            if collective:
+                self.runtime.decide([_mean_across_ranks(values, process_group)])
+            else:
+                self._rounds_up().post(values, process_group if group is not None else None)
+                return
+        else:
+            self.runtime.report(metrics)
         self._apply(self.runtime.position)
 
-    def _across_ranks(self, value: float) -> float:
-        """Under torch.distributed, the average over ranks, so every rank decides alike.
+    def _rounds_up(self) -> Rounds:
+        if self._rounds is None:
+            self._rounds = Rounds(repr(self.runtime.canonical()), self._decided)
+            self.runtime.post = self._rounds.post
+        return self._rounds
 
-        Whether a process group is up is looked up at the first report and then kept: the
-        group is initialized before training starts, and step(metric) must stay cheap.
-        """
-        if self._world is None:
-            self._world = _DISTRIBUTED and dist.is_initialized()
-            if not self._world:
-                self.runtime.reduce = None  # the runtime's reports then skip this call
-        return _mean_across_ranks(value) if self._world else value
+    def _first_post(self, values: list[float]) -> None:
+        """The runtime's first post: through the store under torch.distributed, else decided here."""
+        if _distributed.world():
+            self._rounds_up().post(values)
+        else:
+            self.runtime.post = None
+            self.runtime.decide([values])
+
+    def _before_optimizer_step(self) -> None:
+        """At each optimizer step, on every rank: decide the round's reports."""
+        if self._rewrite:
+            self._rewrite = False
+            self._apply(self.runtime.position)
+        if self._rounds is None:
+            if self._local or not _distributed.world():
+                # a single process: reports are decided when made.  The hook stays (a load
+                # needs it; torch's get_state_dict steps a fresh optimizer to build its state)
+                self._local = True
+                return
+            self._rounds_up()
+        self._rounds.step()  # type: ignore[union-attr]
+
+    def _decided(self, reports: list[list[float]]) -> None:
+        self.runtime.decide(reports)
+        self._apply(self.runtime.position)
 
     def lr_at(self, tick: int) -> float:
         """The learning rate of group 0 at ``tick`` (a position in the clock's unit; a negative
@@ -486,7 +537,9 @@ class Scheduler(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         """The canonical expressions, their units, the tick and the plateau states (the
         runtime's), and the groups' initial LRs as torch keeps them."""
-        state = self.runtime.state_dict()
+        # under torch.distributed, the reports posted for the coming optimizer step are saved as
+        # decided (the round is sealed: every rank decides it alike), as the run will have them
+        state = self.runtime.state_dict(self._rounds.sealed(posted_only=True) if self._rounds is not None else None)
         state["base_lrs"] = [float(b) for b in self.base_lrs]
         return state
 
@@ -505,6 +558,10 @@ class Scheduler(LRScheduler):
             self._follow_groups(groups)
         self.runtime.load(loaded)
         self._apply(self.runtime.position)
+        # the optimizer's state, loaded after this (dcp.load takes its keys in sorted order), holds
+        # the LR in force when it was saved, before reports that state_dict() saved as decided:
+        # the next optimizer step writes the values again
+        self._rewrite = self._hook is not None
         if loaded.rebased:
             log.info("lrdsl: rebased at tick %d from %s to %s", loaded.tick, _describe(loaded.saved),
                      _describe(self.runtime.canonical()))
@@ -543,18 +600,54 @@ def _per_group(spec: Mapping, groups: list[dict], target: str) -> list:
     return chosen
 
 
-_DISTRIBUTED = dist.is_available()
-
-
-def _mean_across_ranks(value: float) -> float:
-    """Under torch.distributed, the average over ranks, so every rank decides alike."""
-    if dist.get_world_size() == 1:
-        return value
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+def _mean_across_ranks(values: list[float], group: Any = None) -> list[float]:
+    """The mean over the ranks of ``group`` (a collective: every rank of it must call this)."""
+    size = dist.get_world_size(group)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
         else torch.device("cpu")
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return float(tensor.item()) / dist.get_world_size()
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return [float(total) / size for total in tensor.tolist()]
+
+
+def _decide_before(scheduler: Scheduler) -> Callable[..., None]:
+    """An optimizer step pre-hook deciding ``scheduler``'s reports; it holds the scheduler weakly
+    (a scheduler replaced on the same optimizer stops deciding)."""
+    ref = weakref.ref(scheduler)
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        found = ref()
+        if found is not None:
+            found._before_optimizer_step()
+    return hook
+
+
+def checkpointed_state(checkpoint_id: Any, key: str = "scheduler") -> dict[str, Any]:
+    """The scheduler state saved under ``key`` by ``torch.distributed.checkpoint.save``, read whole.
+
+    ``dcp.load`` fills only the keys of the state it is given, and a fresh scheduler's state has
+    other keys when its plateau expression differs from the saved one: to continue a saved run
+    under another program, read the saved state with this (on every rank, as ``dcp.load``) and
+    pass it to ``sched.load_state_dict(state, rebase=True)``.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        metadata = dcp.FileSystemReader(checkpoint_id).read_metadata()
+    except (OSError, ValueError) as error:
+        raise LrdslError(f"{checkpoint_id}: not a torch.distributed.checkpoint directory ({error})") from None
+    template: dict[str, Any] = {}
+    for path in (getattr(metadata, "planner_data", None) or {}).values():  # fqn -> the keys to it
+        if path and path[0] == key:
+            node = template
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = None  # a plain value: dcp.load puts the saved one in its place
+    if key not in template:
+        raise LrdslError(f"{checkpoint_id} holds no {key!r} entry; pass the key the scheduler "
+                         f"was saved under")
+    dcp.load(template, checkpoint_id=checkpoint_id)
+    return template[key]
 
 
 def scheduler(optimizer: torch.optim.Optimizer, expr: Spec | Program, *, momentum: Spec | None = None,

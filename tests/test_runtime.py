@@ -123,13 +123,22 @@ def test_reports_lower_the_lr_by_the_plateau_rule():
         rt.report({"acc": 0.3})
 
 
-def test_reduce_turns_each_report_into_the_one_acted_on():
+def test_post_takes_the_reports_and_decide_acts_on_them_later():
     rt = _plateau_runtime()
-    seen = []
-    rt.reduce = lambda value: seen.append(value) or 2.0 - value
-    rt.report(1.0)  # acted on as 1.0: improves on inf
-    rt.report(0.75)  # acted on as 1.25: no improvement, and patience is 0
-    assert seen == [1.0, 0.75] and rt.plateaus and next(iter(rt.plateaus.values())).scale == 0.5
+    posted = []
+    rt.post = posted.append
+    rt.report({"loss": 1.0})
+    rt.report(0.75)
+    state = next(iter(rt.plateaus.values()))
+    assert posted == [[1.0], [0.75]] and state.scale == 1.0  # posted: nothing decided yet
+    with pytest.raises(lrdsl.LrdslError, match="holds only: acc"):
+        rt.report({"acc": 0.3})  # a bad metric is refused before it is posted
+    assert posted == [[1.0], [0.75]]
+    # saved as decided (the pending reports), the live state untouched
+    saved = rt.state_dict(pending=[[2.0], [2.0]])
+    assert next(iter(saved["plateau"].values()))["scale"] == 0.5 and state.scale == 1.0
+    rt.decide([[1.0], [1.25]])  # 1.0 improves on inf; 1.25 does not, and patience is 0
+    assert state.scale == 0.5
 
 
 def test_state_dict_resumes_exactly_and_refuses_other_expressions_unless_rebased():

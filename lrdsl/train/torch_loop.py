@@ -337,10 +337,11 @@ def _epoch(run: _Run, epoch: int, data: Dataset, val_loader, trainer, log: RunLo
     log.epoch(**row)  # written before anything below can fail
     if run.distributed.rank == 0:
         print(epoch_line(row, trainer.epochs), flush=True)
-    if run.per_step:
-        run.scheduler.report(metrics)  # acts from the next step on
-    else:
-        run.scheduler.step(metrics)  # the next epoch's tick, with this epoch's report
+    # every rank validates and reports here: the mean over ranks is taken at once (a collective),
+    # so the checkpoint rank 0 writes next holds the report
+    run.scheduler.report(metrics, collective=True)  # acts from the next step on
+    if not run.per_step:
+        run.scheduler.step()  # the next epoch's tick
     if run.distributed.rank == 0:
         _save(out / "checkpoint.pt", run.model, run.optimizer, run.scheduler,
               {**expected, "epochs_done": epoch + 1, "ticks_done": run.scheduler.last_epoch},
