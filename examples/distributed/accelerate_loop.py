@@ -76,9 +76,9 @@ for index, expr in enumerate(args.expr):
             with accelerator.accumulate(model):
                 loss = torch.nn.functional.mse_loss(model(x), y)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    lrs.append(opt.param_groups[0]["lr"])
                 opt.step()
+                if accelerator.sync_gradients:  # the LR this optimizer step used
+                    lrs.append(opt.param_groups[0]["lr"])
                 sched.step()
                 opt.zero_grad()
             if accelerator.sync_gradients and sched.last_epoch == args.save_at:
