@@ -31,8 +31,9 @@ from lrdsl.language.plan import Plan, TimedRepeat, TimedSequence
 LANGUAGE = Path(__file__).with_name("language.md")
 #: where the gallery sits in the site (docs_dir-relative)
 FOLDER = "gallery"
-#: ``total`` for an expression that needs one (a % or a segment that stretches): its ticks
-TOTAL = 1000
+#: ``total`` for an expression that needs one (a % or a segment that stretches): a primitive's
+#: example is drawn over 1000 ticks, a recipe over a run of 100,000 (as tests/test_docs.py plans it)
+TOTAL, RECIPE_TOTAL = 1000, 100_000
 #: a plateau's figure: the monitor never improves, reported every this many ticks
 REPORT_EVERY = 10
 #: small figures keep the build fast (about 0.1 s each) and the page light
@@ -62,14 +63,14 @@ def recipes() -> list[tuple[str, str]]:
     return re.findall(r"^\| (.+?) \| `([^`]+)`", section, re.M)
 
 
-def _figure(name: str, expr: str) -> Figure:
+def _figure(name: str, expr: str, total_if_needed: int = TOTAL) -> Figure:
     """The figure of ``expr``: planned as written, or with ``total`` when it needs one; as many
     ticks as ``lrdsl parse --plot`` draws."""
     total: int | None = None
     try:
         compiled = lrdsl.plan(expr)
     except UnitError:
-        total = TOTAL
+        total = total_if_needed
         compiled = lrdsl.plan(expr, total=total)
     return Figure(name, expr, _ticks(compiled), total, compiled.plateau is not None)
 
@@ -97,7 +98,7 @@ def primitive_figures() -> dict[str, Figure]:
 
 def recipe_figures() -> list[tuple[str, Figure]]:
     """(recipe, its figure) for each recipe."""
-    return [(recipe, _figure(f"recipe-{index:02d}-{_slug(recipe)}", expr))
+    return [(recipe, _figure(f"recipe-{index:02d}-{_slug(recipe)}", expr, RECIPE_TOTAL))
             for index, (recipe, expr) in enumerate(recipes(), 1)]
 
 
