@@ -86,6 +86,10 @@ def test_a_new_primitive_gets_its_figure_with_no_hand_edit(monkeypatch):
     assert gallery.png(figure).startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_the_gallery_is_the_one_generated_page():
+    assert set(gallery.pages()) == {"gallery/index.md"}  # tests/test_docs.py lets links point to it
+
+
 def test_a_plateau_is_drawn_with_a_monitor_that_stalls():
     plateau = next(f for f in gallery.figures() if f.name == "plateau")
     assert plateau.plateau and not next(f for f in gallery.figures() if f.name == "cosine").plateau
