@@ -136,6 +136,7 @@ def _html(site: Path, page: str) -> Path:
 @pytest.mark.slow
 def test_the_site_builds_with_every_nav_page(site):
     assert (site / "index.html").is_file()
+    assert not list(site.rglob("*.py")), "the build's scripts are not pages"
     for page in _nav_pages(CONFIG["nav"]):
         assert _html(site, page).is_file(), page
     assert "make run" in (site / "index.html").read_text(encoding="utf-8")
@@ -157,3 +158,4 @@ def test_the_api_pages_show_the_documented_names(site):
     for module, name in API_NAMES.items():
         html = _html(site, f"api/{module}.md").read_text(encoding="utf-8")
         assert f'id="{module}.{name}"' in html or f'id="lrdsl.plot.image.{name}"' in html, (module, name)
+        assert ":func:" not in html and ":class:" not in html, module  # docs/griffe_roles.py
