@@ -4,7 +4,7 @@ tokens clock against the same cosine on the ticks clock (tiny model, 4 parameter
     .venv/bin/python bench/optax_tokens.py
 
 A tokens clock keeps two counters (one int32[2] leaf each) and evaluates its scalar formulas in
-float64 inside the trace (docs/python.md "JAX / optax"): the counters add leaves to every jitted
+float64 inside the trace (docs/optax.md): the counters add leaves to every jitted
 call's arguments and results, the float64 scalars cost nothing measurable inside a ``lax.scan``.
 """
 

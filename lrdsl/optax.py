@@ -132,10 +132,10 @@ def schedule(expr: str | Expr, *, steps_per_epoch: float | None = None,
 
     A ``| plateau`` needs metric reports, which a schedule never sees: use :func:`transform`.
 
-    >>> import jax.numpy as jnp
-    >>> lr = schedule("warmup(2) >> 0.1")
-    >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
-    [0.0, 0.05, 0.1, 0.1]
+        >>> import jax.numpy as jnp
+        >>> lr = schedule("warmup(2) >> 0.1")
+        >>> [round(float(lr(jnp.int32(t))), 6) for t in range(4)]
+        [0.0, 0.05, 0.1, 0.1]
     """
     compiled = plan(expr, steps_per_epoch=steps_per_epoch, total=total, clock=clock, **constants)
     if compiled.plateau is not None:
@@ -179,9 +179,9 @@ def schedules(source, *, clock: str = "ticks", steps_per_epoch: float | None = N
     :func:`transform`).  The values are those of ``lrdsl.curve(program, positions,
     clock=…)``: to 1e-12 with ``jax_enable_x64``, within 4e-6 in float32.
 
-    >>> fs = schedules("lr = cosine(1, 1k tok); kl = linear(0, 1, 4k tok)", clock="tokens")
-    >>> [round(float(fs[name](500)), 6) for name in fs]
-    [0.5, 0.125]
+        >>> fs = schedules("lr = cosine(1, 1k tok); kl = linear(0, 1, 4k tok)", clock="tokens")
+        >>> [round(float(fs[name](500)), 6) for name in fs]
+        [0.5, 0.125]
     """
     out = {}
     for name, (channel, made) in channel_plans(source, steps_per_epoch=steps_per_epoch, total=total,
@@ -374,15 +374,15 @@ def transform(source: str | Expr | Program | Mapping, *, steps_per_epoch: float 
     up, after this update's step; a count not given comes from the fixed constants
     (``samples_per_step``, ``tokens_per_step``, ``tokens_per_sample``).
 
-    >>> import jax.numpy as jnp
-    >>> tx = transform("0.1 | plateau(loss, 0.5, patience=0)")
-    >>> state = tx.init(jnp.zeros(1))
-    >>> for report in ({"value": 1.0}, {"value": 1.0}, {}):  # best 1, then no improvement
-    ...     updates, state = tx.update(jnp.ones(1), state, **report)
-    ...     print(round(-float(updates[0]), 6))
-    0.1
-    0.1
-    0.05
+        >>> import jax.numpy as jnp
+        >>> tx = transform("0.1 | plateau(loss, 0.5, patience=0)")
+        >>> state = tx.init(jnp.zeros(1))
+        >>> for report in ({"value": 1.0}, {"value": 1.0}, {}):  # best 1, then no improvement
+        ...     updates, state = tx.update(jnp.ones(1), state, **report)
+        ...     print(round(-float(updates[0]), 6))
+        0.1
+        0.1
+        0.05
     """
     lr_plan, free = _transform_plans(source, steps_per_epoch, total, clock, constants)
     rule = lr_plan.plateau

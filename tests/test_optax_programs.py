@@ -1,4 +1,4 @@
-"""optax with programs and clocks (LANGUAGE.md §8, §9; docs/python.md "JAX / optax").
+"""optax with programs and clocks (LANGUAGE.md §8, §9; docs/optax.md).
 
 Every channel of ``lrdsl.optax.schedules`` at every position equals the reference evaluator
 ``lrdsl.curve(program, positions, clock=…)`` (float64 1e-12, float32 4e-6: LANGUAGE.md §5);
@@ -176,7 +176,7 @@ def test_a_batch_size_ramp_on_a_tokens_clock_follows_the_closed_form(precision):
         p += batch_at(p) * SEQ_LEN
     assert p > 10 ** 10
     assert int(state.counters["tokens"]) == p
-    assert int(state.counters["samples"]) == 0  # not derived from tokens (docs/python.md)
+    assert int(state.counters["samples"]) == 0  # not derived from tokens (docs/optax.md)
     assert int(state.count) == steps
     assert batches.tolist() == [batch_at(q) for q in positions]
     assert_close(lrs, [lr_at(q) for q in positions], tolerance, "lr")
