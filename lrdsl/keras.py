@@ -576,12 +576,13 @@ class Callback(keras.callbacks.Callback):
         """After fit's first epoch: ``steps_per_epoch`` must be the steps fit ran, or every ``ep``
         duration lands on the wrong step (already in that epoch: so an error, not an adjustment)."""
         seen, self._steps_seen = self._steps_seen, None
-        if not seen or seen == self.steps_per_epoch:
+        steps = self.steps_per_epoch
+        if not seen or steps is None or seen == steps:
             return
-        given = format_number(float(self.steps_per_epoch))
+        given = format_number(float(steps))
         raise UnitError(f"lrdsl.keras.callback: steps_per_epoch={given} but fit ran {seen} steps in "
                         f"its first epoch, so 1ep would last {given} steps, "
-                        f"{format_number(round(float(self.steps_per_epoch) / seen, 3))} of fit's epochs: pass "
+                        f"{format_number(round(float(steps) / seen, 3))} of fit's epochs: pass "
                         f"steps_per_epoch={seen} (with validation_split, fit trains on the rest of the "
                         f"data: ceil(len(x) · (1 − validation_split) / batch_size))",
                         argument="steps_per_epoch")

@@ -315,7 +315,7 @@ def cmd_check(args) -> int:
         problems = checked.problems
         if isinstance(path, Path):
             read += [path] if not any(p.line == 0 for p in problems) else []
-            if path in named and not checked.count and not problems:
+            if path in named and not checked.found and not problems:
                 # named on the command line and nothing in it: not a silent success
                 problems = [Problem(path, 0, f"no schedule expression in this file (lrdsl check reads "
                                              f"the keys {', '.join(KEYS)})")]

@@ -340,7 +340,7 @@ class Checked(NamedTuple):
     """What :func:`check_file` found: the expressions checked, the problems and warnings, and
     how many expressions each key held."""
 
-    count: int
+    found: int
     problems: list[Problem]
     keys: Counter
 
