@@ -105,6 +105,8 @@ def test_the_display_shows_the_text_the_segments_and_the_curve():
     assert ys.min() == pytest.approx(svg.TOP, abs=0.06)
     assert ys.max() == pytest.approx(svg.HEIGHT - svg.BOTTOM, abs=0.06)
     assert "total=" not in html
+    long = _polyline(lrdsl.parse("warmup(1000) >> cosine(0.1, 1e7)")._repr_html_())
+    assert len(long) <= 200 + 2  # a few kilobytes whatever the length: 200 samples, 2 at the boundary
 
 
 def test_a_percent_expression_is_displayed_against_a_default_total_and_says_so():
