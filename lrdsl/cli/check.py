@@ -6,9 +6,12 @@ included); Hydra ``defaults`` lists, Hydra's own ``hydra:`` settings (sweep list
 ``${...}`` interpolations are not expressions.
 
 Each expression is parsed *and planned* (``lrdsl.plan(expr, steps_per_epoch=, total=)``), so
-unit, range and composition errors are found as well as syntax errors.  Without ``total`` an
-expression with ``%`` durations cannot be planned for real; it is planned against
-:data:`PLACEHOLDER_TOTAL` so that its other errors still show.  With ``total``, a bounded
+unit, range and composition errors are found as well as syntax errors; the unit keys of its own
+mapping (:data:`UNIT_KEYS`: ``steps_per_epoch: 8`` beside ``expr:``) come before the flags.  A
+key within a letter or two of an expression key, whose value parses as an expression, is
+reported as misspelt (``exrp`` — did you mean ``expr``?): nothing would check or use it.
+Without ``total`` an expression with ``%`` durations cannot be planned for real; it is planned
+against :data:`PLACEHOLDER_TOTAL` so that its other errors still show.  With ``total``, a bounded
 schedule that ends before 90 % of the run, or after it, gets a warning (not a failure).
 
 Files are read defensively, since ``lrdsl check`` runs over whatever a pre-commit hook or a
