@@ -31,7 +31,7 @@ from lrdsl import channels
 from lrdsl.errors import ArgumentError, LrdslError, UnitError, did_you_mean
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.parser import parse
-from lrdsl.language.units import CONSTANTS, checked_tick
+from lrdsl.language.units import CONSTANTS, checked_tick, format_number
 from lrdsl.programs import Program, is_program, program
 from lrdsl.runtime import Runtime, program_specs
 
@@ -508,6 +508,8 @@ class Callback(keras.callbacks.Callback):
                                                 trainable=False, name=f"lrdsl_{name}")
                            for name in self.schedule.free}
         self._in_epoch: int | None = None  # the epoch fit is in, between its begin and end
+        #: the steps counted in fit's first epoch, until they are compared with steps_per_epoch
+        self._steps_seen: int | None = None
         self._train_logs: dict | None = None
         self._reported: tuple | None = None  # (the epoch's LR before its report, a deferred error)
 
@@ -541,6 +543,8 @@ class Callback(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
         if self.tick == "step":  # the first step's values; later ones are written in the step
             self.schedule.set_free(int(ops.convert_to_numpy(optimizer.iterations)))
+        # steps_per_epoch turns ep into steps: the first epoch of each fit shows whether it is right
+        self._steps_seen = 0 if self.tick == "step" and self.steps_per_epoch is not None else None
 
     def variable(self, name: str):
         """The variable holding free value ``name``: float32, not trainable, read by the
@@ -563,6 +567,25 @@ class Callback(keras.callbacks.Callback):
         when the rule is the same (logged either way)."""
         self.schedule.load(self.schedule.runtime.checked(saved.state_dict(), rebase=True))
         log.info("lrdsl: rebased from %s to %s at epoch %d", saved.expr, self.expr, self.schedule.epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._steps_seen is not None:  # batch: the last step's index (steps_per_execution runs several)
+            self._steps_seen = batch + 1
+
+    def _check_steps_per_epoch(self) -> None:
+        """After fit's first epoch: ``steps_per_epoch`` must be the steps fit ran, or every ``ep``
+        duration lands on the wrong step (already in that epoch: so an error, not an adjustment)."""
+        seen, self._steps_seen = self._steps_seen, None
+        steps = self.steps_per_epoch
+        if not seen or steps is None or seen == steps:
+            return
+        given = format_number(float(steps))
+        raise UnitError(f"lrdsl.keras.callback: steps_per_epoch={given} but fit ran {seen} steps in "
+                        f"its first epoch, so 1ep would last {given} steps, "
+                        f"{format_number(round(float(steps) / seen, 3))} of fit's epochs: pass "
+                        f"steps_per_epoch={seen} (with validation_split, fit trains on the rest of the "
+                        f"data: ceil(len(x) · (1 − validation_split) / batch_size))",
+                        argument="steps_per_epoch")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._in_epoch, self._reported, self._train_logs = epoch, None, None
@@ -612,6 +635,7 @@ class Callback(keras.callbacks.Callback):
         return self.schedule.lr_at(self.last_tick(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
+        self._check_steps_per_epoch()
         logs = logs if logs is not None else {}
         if not self._reported:
             self._report(epoch, logs)

@@ -32,6 +32,7 @@ from lrdsl import channels
 from lrdsl.errors import LrdslError
 from lrdsl.language.curve import curve as language_curve, tick_array
 from lrdsl.language.nodes import Expr, Plateau
+from lrdsl.language.notebook import Notebook
 from lrdsl.language.parser import parse
 from lrdsl.language.plan import Plan, plan
 
@@ -155,8 +156,10 @@ def _order(name: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class Program(Mapping):
+class Program(Mapping, Notebook):
     """Named channels (name → :class:`~lrdsl.Expr`), in canonical order; immutable, hashable.
+    ``p(t)`` is ``{channel: value at t}``, ``p.plot()`` draws a panel per channel, Jupyter
+    displays it (:class:`~lrdsl.language.notebook.Notebook`).
 
     ``str(p)`` is the canonical text (the expression's own when only ``lr`` is given), and
     ``lrdsl.program(str(p)) == p``.

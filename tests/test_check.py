@@ -67,9 +67,9 @@ def test_percent_without_total_is_no_error_and_with_total_is_planned(tmp_path, c
     config = tmp_path / "percent.yaml"
     config.write_text("s: {expr: 'warmup(10%) >> cosine(0.1, 90%)'}\n"
                       "t: {expr: 'piecewise([50%, 75%], [0.1, 0.01, 0.001])'}\n")
-    assert check(capsys, config) == (0, "2 expression(s) checked, 0 bad\n", "")
+    assert check(capsys, config) == (0, f"2 expression(s) checked, 0 bad — in {config} (expr ×2)\n", "")
     status, out, err = check(capsys, config, "--total", "1000")
-    assert (status, err) == (0, "") and out.endswith("2 expression(s) checked, 0 bad\n")
+    assert (status, err) == (0, "") and out.endswith(f"2 expression(s) checked, 0 bad — in {config} (expr ×2)\n")
 
 
 def test_total_warns_when_a_schedule_ends_well_before_or_after_the_run(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_total_warns_when_a_schedule_ends_well_before_or_after_the_run(tmp_path,
     assert f"ends at tick {int(0.1 * total + 0.4 * total)} of {total}" in lines[0]
     assert lines[1].startswith(f"{config}:2: warning: ") and f"ends at tick 20000 of {total}" in lines[1]
     assert lines[2].startswith(f"{config}:6: warning: ") and f"ends at tick {50 * per_epoch} of {total}" in lines[2]
-    assert lines[3:] == ["6 expression(s) checked, 0 bad, 3 warning(s)"]
+    assert lines[3:] == [f"6 expression(s) checked, 0 bad, 3 warning(s) — in {config} (expr ×6)"]
     _, out, _ = check(capsys, config, "--steps-per-epoch", per_epoch)
     assert "warning" not in out  # no --total: no length to compare with
 
@@ -105,10 +105,10 @@ def test_alias_bombs_are_not_expanded(tmp_path, capsys):
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("shared: &s 'cosin(0.1, 10)'\nrun: {expr: *s}\n")
     start = time.perf_counter()
-    assert check_file(laughs) == (1, [])
-    found, problems = check_file(recursive)
+    assert check_file(laughs)[:2] == (1, [])
+    found, problems, _ = check_file(recursive)
     assert found == 1 and [p.line for p in problems] == [1]
-    found, problems = check_file(scalar)  # an alias used as an expression is checked
+    found, problems, _ = check_file(scalar)  # an alias used as an expression is checked
     assert found == 1 and [p.line for p in problems] == [1]
     assert time.perf_counter() - start < 1.0
 
@@ -122,16 +122,16 @@ def test_deep_nesting_stops_early(tmp_path):
     shallow.write_text("[" * (MAX_DEPTH - 1) + "{expr: 'cosine(0.1, 10)'}" + "]" * (MAX_DEPTH - 1))
     start = time.perf_counter()
     for path in (flow, block):
-        found, problems = check_file(path)
+        found, problems, _ = check_file(path)
         assert found == 0 and len(problems) == 1 and f"deeper than {MAX_DEPTH}" in problems[0].message
-    assert check_file(shallow) == (1, [])
+    assert check_file(shallow)[:2] == (1, [])
     assert time.perf_counter() - start < 1.0
 
 
 def test_expressions_before_a_yaml_error_are_still_checked(tmp_path):
     config = tmp_path / "broken.yaml"
     config.write_text("a: {expr: 'cosin(0.1, 10)'}\nb: [1, 2\nc: }\n")
-    found, problems = check_file(config)
+    found, problems, _ = check_file(config)
     assert found == 1 and [p.line for p in problems][0] == 1
     assert len(problems) == 2 and problems[1].message.startswith("not YAML: ") and "\n" not in str(problems[1])
     assert problems[1].line == 3  # where the parser found the unclosed [ of line 2 ends
@@ -159,7 +159,7 @@ def test_files_that_are_not_yaml_text_get_one_line_each(tmp_path, capsys, monkey
     status, out, err = check(capsys, *paths)
     assert status == 1 and out == ""
     lines = err.splitlines()
-    assert len(lines) == len(paths) + 1 and lines[-1] == f"0 expression(s) checked, {len(paths)} bad"
+    assert len(lines) == len(paths) + 1 and lines[-1] == f"0 expression(s) checked, {len(paths)} bad — in 0 files"
     for path, line in zip(sorted(paths), sorted(lines[:-1])):
         assert line.startswith(f"{path}: ")
     said = {Path(line.split(": ", 1)[0]): line.split(": ", 1)[1] for line in lines[:-1]}
@@ -186,10 +186,10 @@ def test_unreadable_files_and_directories(tmp_path, capsys, monkeypatch):
     assert status == 1
     assert err.splitlines() == [f"{tmp_path / 'a.yaml'}: cannot read: Permission denied",
                                 f"{locked}: cannot list: Permission denied",
-                                "0 expression(s) checked, 2 bad"]
+                                "0 expression(s) checked, 2 bad — in 0 files"]
     status, _, err = check(capsys, locked)  # one line, not also "no .yaml files"
     assert status == 1 and err.splitlines() == [f"{locked}: cannot list: Permission denied",
-                                                "0 expression(s) checked, 1 bad"]
+                                                "0 expression(s) checked, 1 bad — in 0 files"]
 
 
 def test_a_real_process_over_hostile_files_does_not_hang(tmp_path):
@@ -203,7 +203,7 @@ def test_a_real_process_over_hostile_files_does_not_hang(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.splitlines()
-    assert lines[-1] == "1 expression(s) checked, 5 bad", result.stderr
+    assert lines[-1] == "1 expression(s) checked, 5 bad — in 3 files (expr ×1)", result.stderr
     assert len(lines) == 6 and all(line.startswith(("/tmp", "/dev")) for line in lines[:-1])
 
 
@@ -215,9 +215,66 @@ def test_target_expressions_are_checked_like_the_lr(tmp_path, capsys):
                       "beta2: anneal(0.99, 0.999, 100)\n"
                       "optimizer: {momentum: 0.9, weight_decay: 0}\n"  # numbers: not expressions
                       "beta1: cosin(0.1, 10)\n")                # not a target key: not read
-    assert check(capsys, config) == (0, "4 expression(s) checked, 0 bad\n", "")
+    assert check(capsys, config) == (0, f"4 expression(s) checked, 0 bad — in {config} "
+                                     f"(beta2 ×1, expr ×1, momentum ×1, weight_decay ×1)\n", "")
     config.write_text("momentum: onecycle(0.85, 100, start=0.95, end=2ep)\n"
                       "beta2: anneal(0.99, 2, 100)\n")
     status, _, err = check(capsys, config)
     assert status == 1 and reported_lines(err, config) == [1, 2]
     assert "beta2: anneal(0.99,2,100) reaches 2; a beta2 must stay below 1" in err
+
+
+def test_a_key_that_looks_like_an_expression_key_is_reported(tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text("run:\n  exrp: warmup(5) >> cosine(0.1, 100)\n"  # an expression under a misspelt key
+                      "  momentun: cosine(0.9, 100)\n"
+                      "optimizer: {beta1: 0.9, scheduler: cosine}\n"  # near a key, but no expression: left alone
+                      "beta1: cosin(0.1, 10)\n"                      # does not parse: not an expression
+                      "ok: {expr: 'cosine(0.1, 100)'}\n")
+    status, out, err = check(capsys, config)
+    assert status == 1 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == (f"{config}:2: exrp: not a key lrdsl reads, so this expression is not checked; "
+                        f"did you mean 'expr'?")
+    assert lines[1].strip() == "warmup(5) >> cosine(0.1, 100)"
+    assert lines[2].startswith(f"{config}:3: momentun: ") and lines[2].endswith("did you mean 'momentum'?")
+    assert lines[-1] == f"1 expression(s) checked, 2 bad — in {config} (expr ×1)"
+    assert reported_lines(err, config) == [2, 3]
+
+
+def test_unit_keys_beside_an_expression_plan_it(tmp_path, capsys):
+    config = tmp_path / "units.yaml"
+    config.write_text("a:\n  expr: warmup(1ep) >> cosine(0.1, 9ep) >> cosine(0.01, 10st)\n  steps_per_epoch: 8\n"
+                      "b:\n  expr: warmup(1ep) >> cosine(0.1, 9ep) >> cosine(0.01, 10st)\n"  # no units here
+                      "c: {total: 1000, expr: 'warmup(10%) >> cosine(0.1, 40%)'}\n"  # ends at 500 of 1000
+                      "d: {expr: 'cosine(1, 2ep)', clock: tokens, tokens_per_epoch: 1000}\n")
+    status, out, err = check(capsys, config)
+    assert status == 1 and reported_lines(err, config) == [5]  # only b: ep and st without steps_per_epoch
+    assert "--steps-per-epoch" in err
+    assert out.splitlines()[0] == (f"{config}:6: warning: the schedule ends at tick {int(0.5 * 1000)} of 1000 "
+                                   f"(before 90% of --total)")
+    # the key beside the expression is more specific than the flag, which still serves the others
+    status, out, err = check(capsys, config, "--steps-per-epoch", "3", "--total", "2000")
+    assert status == 0 and err == ""
+    assert f"ends at tick {int(0.5 * 1000)} of 1000" in out  # c: its own total, not the flag's
+    assert f"ends at tick {10 * 3 + 10} of 2000" in out       # b: the flag's
+
+
+def test_a_file_with_nothing_to_check_is_no_silent_success(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("model: {layers: 2}\nexr: 0.1\n")
+    status, _, err = check(capsys, empty)  # named: it was meant to hold expressions
+    assert status == 1
+    assert err.splitlines()[0].startswith(f"{empty}: no schedule expression in this file (lrdsl check reads "
+                                          f"the keys expr, schedule, momentum")
+    assert err.splitlines()[1] == f"0 expression(s) checked, 1 bad — in {empty}"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "model.yaml").write_text("layers: 2\n")
+    status, _, err = check(capsys, folder)  # walked: no file of its own to blame, but nothing checked
+    assert status == 1 and err == ("0 expression(s) checked, 0 bad — in " f"{folder / 'model.yaml'}: nothing to "
+                                   "check (lrdsl check reads the keys expr, schedule, momentum, beta2, "
+                                   "weight_decay, ema, dropout, batch_size, seq_len)\n")
+    (folder / "run.yaml").write_text("expr: cosine(0.1, 100)\n")
+    status, out, err = check(capsys, folder)  # a walked file without expressions is fine
+    assert (status, err) == (0, "") and out == "1 expression(s) checked, 0 bad — in 2 files (expr ×1)\n"

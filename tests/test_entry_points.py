@@ -236,7 +236,8 @@ def test_check_reports_a_list_or_mapping_under_an_expression_key(tmp_path, capsy
                          f"e.g. beta2: \"cosine(0.9, 100%)\")",
                          f"{config}:6: weight_decay: a list, not an expression (give one expression per key, "
                          f"e.g. weight_decay: \"cosine(0.9, 100%)\")"]
-    assert lines[3] == "5 expression(s) checked, 3 bad"
+    assert lines[3] == (f"5 expression(s) checked, 3 bad — in {config} "
+                        f"(beta2 ×1, expr ×2, momentum ×1, weight_decay ×1)")
 
 
 def test_check_still_reads_a_schedule_mapping(tmp_path, capsys):

@@ -209,6 +209,26 @@ def test_fit_with_the_callback_per_step_ticks_and_plateau():
     np.testing.assert_allclose(history.history["learning_rate"], want[3::4], **F32)
 
 
+def test_callback_steps_per_epoch_is_checked_against_the_steps_fit_runs():
+    """64 samples in batches of 16 look like 4 steps an epoch; validation_split=0.25 trains on 48:
+    3 steps.  steps_per_epoch=4 would stretch every ep by 4/3: an error after the first epoch."""
+    x, y = _data(64)
+    expr = "warmup(1ep) >> cosine(0.1, 3ep)"
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="binary_crossentropy")
+    with pytest.raises(lrdsl.UnitError) as raised:
+        model.fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0,
+                  callbacks=[lrdsl.keras.callback(expr, steps_per_epoch=4)])
+    message = str(raised.value)
+    assert "steps_per_epoch=4 but fit ran 3 steps in its first epoch" in message
+    assert "pass steps_per_epoch=3" in message and "\n" not in message
+    model, recorder = _model(), LrRecorder()  # the count it names is the one that gives curve's LRs
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="binary_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0, shuffle=False,
+              callbacks=[lrdsl.keras.callback(expr, steps_per_epoch=3), recorder])
+    np.testing.assert_allclose(recorder.lrs, lrdsl.curve(expr, 6, steps_per_epoch=3), **F32)
+
+
 def test_missing_monitor_is_an_error_naming_the_metrics_present():
     x, y = _data()
     model = _model()

@@ -329,7 +329,7 @@ OTHER_BACKEND = textwrap.dedent("""
     import keras, lrdsl, lrdsl.keras
     assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
     program = "lr = 0.05\\nkl = linear(0, 1, 12)\\nbatch_size = linear(8, 12, 16)"
-    cb = lrdsl.keras.callback(program, steps_per_epoch=8)
+    cb = lrdsl.keras.callback(program, steps_per_epoch=16)  # 64 samples in batches of 4
     used = []
 
     class Weighted(keras.layers.Layer):
@@ -348,7 +348,7 @@ OTHER_BACKEND = textwrap.dedent("""
     except lrdsl.LrdslError as error:
         print("refused:", error)
         sys.exit(0)
-    reference = lrdsl.curve(program, 16, steps_per_epoch=8)
+    reference = lrdsl.curve(program, 16, steps_per_epoch=16)
     used = used[-16:]  # the 16 steps (Keras calls the layer symbolically before them)
     np.testing.assert_allclose([u[0] for u in used], reference["kl"], rtol=4e-6, atol=1e-12)
     assert [u[1] for u in used] == reference["batch_size"].tolist()

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import lrdsl
 from lrdsl.cli.terminal import as_flags, escaped, one_line, pointed
@@ -299,20 +300,40 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from lrdsl.cli.check import Problem, check_file, yaml_files
+    from collections import Counter
+
+    from lrdsl.cli.check import KEYS, Checked, Problem, check_file, yaml_files
 
     _units(args)
-    found = bad = warned = 0
+    named = set(map(Path, args.files))
+    bad = warned = 0
+    read: list[Path] = []
+    keys: Counter = Counter()
     for path in yaml_files(args.files):
-        count, problems = (0, [path]) if isinstance(path, Problem) else \
+        checked = Checked(0, [path], Counter()) if isinstance(path, Problem) else \
             check_file(path, steps_per_epoch=args.steps_per_epoch, total=args.total)
-        found += count
+        problems = checked.problems
+        if isinstance(path, Path):
+            read += [path] if not any(p.line == 0 for p in problems) else []
+            if path in named and not checked.found and not problems:
+                # named on the command line and nothing in it: not a silent success
+                problems = [Problem(path, 0, f"no schedule expression in this file (lrdsl check reads "
+                                             f"the keys {', '.join(KEYS)})")]
+        keys += checked.keys
         for problem in problems:
             warned += problem.warning
             bad += not problem.warning
             print(problem, file=sys.stdout if problem.warning else sys.stderr)
+    found = sum(keys.values())
     warnings = f", {warned} warning(s)" if warned else ""
-    print(f"{found} expression(s) checked, {bad} bad{warnings}", file=sys.stderr if bad else sys.stdout)
+    where = escaped(str(read[0])) if len(read) == 1 else f"{len(read)} files"
+    counts = ", ".join(f"{key} ×{n}" for key, n in sorted(keys.items()))
+    summary = f"{found} expression(s) checked, {bad} bad{warnings} — in {where}" + (f" ({counts})" if counts else "")
+    if not found and not bad:
+        print(f"{summary}: nothing to check (lrdsl check reads the keys {', '.join(KEYS)})",
+              file=sys.stderr)
+        return 1
+    print(summary, file=sys.stderr if bad else sys.stdout)
     return 1 if bad else 0
 
 

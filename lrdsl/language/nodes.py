@@ -19,6 +19,7 @@ from typing import Iterator
 
 from lrdsl.language import params
 from lrdsl.language.catalogue import PRIMITIVES
+from lrdsl.language.notebook import Notebook
 from lrdsl.language.params import NONNEGATIVE, Primitive, convert_duration, format_value
 from lrdsl.errors import ArgumentError, UnknownNameError, did_you_mean
 from lrdsl.language.units import Duration, parse_duration
@@ -27,8 +28,9 @@ from lrdsl.language.units import Duration, parse_duration
 SEQUENCE, SUM, PRODUCT, POSTFIX, ATOM = 1, 2, 3, 4, 5
 
 
-class Expr:
-    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*``, ``/`` and slices ``a[s:e]``."""
+class Expr(Notebook):
+    """A schedule expression.  Compose with ``>>``, ``+``, ``-``, ``*``, ``/`` and slices ``a[s:e]``;
+    ``e(t)`` is its value at ``t``, ``e.plot()`` draws it, Jupyter displays it (:class:`Notebook`)."""
 
     __slots__ = ()
     precedence = ATOM

@@ -13,21 +13,20 @@ SUFFIXES = (".png", ".svg", ".pdf")
 MAX_POINTS = 4096
 
 
-def sample_ticks(ticks: int, boundaries=()):
+def sample_ticks(ticks: int, boundaries=(), points: int = MAX_POINTS):
     """The ticks a figure of ``ticks`` ticks draws, as float64: all of them up to
-    :data:`MAX_POINTS`; beyond, :data:`MAX_POINTS` evenly spaced whole ticks plus, at each
+    ``points`` (:data:`MAX_POINTS`); beyond, ``points`` evenly spaced whole ticks plus, at each
     segment boundary b, the ticks ⌈b⌉−1 and ⌈b⌉ — so every jump between segments is drawn
     exactly where it happens, and memory and time stay bounded whatever ``ticks`` is.
     """
     import numpy as np
 
-    if ticks <= MAX_POINTS:
+    if ticks <= points:
         return np.arange(int(ticks), dtype=np.float64)
     last = float(ticks - 1)
-    points = [np.round(np.linspace(0.0, last, MAX_POINTS))]
     edges = [e for b in boundaries for e in (np.ceil(b) - 1, np.ceil(b)) if 0 <= e <= last]
-    points.append(np.asarray(edges, dtype=np.float64))
-    return np.unique(np.concatenate(points))
+    return np.unique(np.concatenate([np.round(np.linspace(0.0, last, points)),
+                                     np.asarray(edges, dtype=np.float64)]))
 
 
 def save_figure(expr, path: str | Path, *, ticks: int, steps_per_epoch=None, total=None,
@@ -56,33 +55,49 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
            log: bool = False, **units):
     """The matplotlib figure :func:`save_figure` writes (one expression or a list of them, or a
     program: a panel per channel).  ``units``: ``clock`` and the conversion constants."""
-    import matplotlib
-    import numpy as np
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
+
+    options = dict(ticks=ticks, steps_per_epoch=steps_per_epoch, total=total, metrics=metrics,
+                   report_every=report_every, log=log, **units)
+    if is_program(expr) and not isinstance(expr, (list, tuple)):
+        compiled = program(expr)
+        fig = Figure(figsize=(8, 1.2 + 2.2 * len(compiled)), dpi=100)
+        draw_program(fig.subplots(len(compiled), 1, sharex=True, squeeze=False)[:, 0], compiled,
+                     **options)
+    else:
+        fig = Figure(figsize=(8, 4.5), dpi=100)
+        draw(fig.subplots(), expr, **options)
+    fig.tight_layout()
+    return fig
+
+
+def _checked_ticks(ticks) -> int:
+    import numpy as np
 
     if not isinstance(ticks, (int, np.integer)) or isinstance(ticks, bool) or ticks < 1:
         raise LrdslError(f"ticks must be a whole number ≥ 1, got {ticks!r}")
-    if is_program(expr) and not isinstance(expr, (list, tuple)):
-        return _program_figure(program(expr), ticks=ticks, metrics=metrics, report_every=report_every,
-                               log=log, steps_per_epoch=steps_per_epoch, total=total, **units)
+    return int(ticks)
+
+
+def draw(ax, expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, report_every=None,
+         log: bool = False, **units):
+    """Draw one expression, or a list of them overlaid with a legend, on the matplotlib ``ax``:
+    the curve over ticks 0..ticks−1 (sampled as :func:`sample_ticks` says), the segment
+    boundaries dashed, the expression as the title."""
+    import matplotlib
+
+    ticks = _checked_ticks(ticks)
     several = isinstance(expr, (list, tuple))
     compiled = [plan(e, steps_per_epoch=steps_per_epoch, total=total, **units)
                 for e in (expr if several else [expr])]
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    ax = fig.subplots()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, c in enumerate(compiled):
         color = colors[index % len(colors)]
         t = sample_ticks(ticks, c.boundaries())
         values = curve(c.expr, t, steps_per_epoch=steps_per_epoch, total=total,
                        metrics=metrics, report_every=report_every, **units)
-        # every tick: a step per tick; sampled: a line through the samples (vertical at boundaries)
-        ax.plot(t, values, color=color, linewidth=1.6, label=str(c.expr),
-                drawstyle="steps-post" if len(t) == ticks else "default")
-        for boundary in c.boundaries():
-            if boundary < ticks:
-                ax.axvline(boundary, color=color if several else "0.6", alpha=0.5 if several else 1.0,
-                           linestyle="--", linewidth=0.8)
+        _line(ax, t, values, c.boundaries(), ticks, color=color, label=str(c.expr),
+              boundary_color=color if several else "0.6", alpha=0.5 if several else 1.0)
     ax.set_xlabel(_position_label(units))
     ax.set_ylabel("learning rate")
     ax.set_xlim(0, max(float(ticks - 1), 1.0))
@@ -97,34 +112,47 @@ def figure(expr, *, ticks: int, steps_per_epoch=None, total=None, metrics=None, 
     else:
         ax.set_title(str(compiled[0].expr), fontsize=9, family="monospace")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return ax
+
+
+def _line(ax, t, values, boundaries, ticks: int, *, color=None, label=None, boundary_color="0.6",
+          alpha=1.0) -> None:
+    """One curve and its boundaries: every tick drawn, a step per tick; sampled, a line through
+    the samples (vertical at boundaries)."""
+    ax.plot(t, values, color=color, linewidth=1.6, label=label,
+            drawstyle="steps-post" if len(t) == ticks else "default")
+    for boundary in boundaries:
+        if boundary < ticks:
+            ax.axvline(boundary, color=boundary_color, alpha=alpha, linestyle="--", linewidth=0.8)
 
 
 def _position_label(units: dict) -> str:
     return {"samples": "samples", "tokens": "tokens"}.get(units.get("clock", "ticks"), "tick")
 
 
-def _program_figure(compiled, *, ticks: int, metrics, report_every, log: bool, **units):
-    """A program: one panel per channel, sharing the position axis; each titled with its channel."""
-    from matplotlib.figure import Figure
-
-    plans = {name: found for name, (_, found) in channel_plans(compiled, **units).items()}
-    fig = Figure(figsize=(8, 1.2 + 2.2 * len(plans)), dpi=100)
-    axes = fig.subplots(len(plans), 1, sharex=True, squeeze=False)
-    for ax, (name, c) in zip(axes[:, 0], plans.items()):
+def draw_program(axes, source, *, ticks: int, metrics=None, report_every=None, log: bool = False,
+                 **units):
+    """A program on matplotlib ``axes``: one Axes per channel (sharing the position axis, each
+    titled with its channel), or all channels on one Axes with a legend."""
+    ticks = _checked_ticks(ticks)
+    plans = {name: found for name, (_, found) in channel_plans(source, **units).items()}
+    one = not isinstance(axes, (list, tuple)) and not hasattr(axes, "__len__")
+    if not one and len(axes) != len(plans):
+        raise LrdslError(f"plot: the program has {len(plans)} channels ({', '.join(plans)}); give "
+                         f"as many Axes, one Axes, or none, got {len(axes)}")
+    for ax, (name, c) in zip([axes] * len(plans) if one else axes, plans.items()):
         t = sample_ticks(ticks, c.boundaries())
         values = curve({name: c.expr}, t, metrics=metrics, report_every=report_every, **units)[name]
-        ax.plot(t, values, linewidth=1.6, drawstyle="steps-post" if len(t) == ticks else "default")
-        for boundary in c.boundaries():
-            if boundary < ticks:
-                ax.axvline(boundary, color="0.6", linestyle="--", linewidth=0.8)
-        ax.set_title(f"{name} = {c.expr}", fontsize=8, family="monospace", loc="left")
-        ax.set_ylabel(name)
+        _line(ax, t, values, c.boundaries(), ticks, label=f"{name} = {c.expr}")
+        if not one:
+            ax.set_title(f"{name} = {c.expr}", fontsize=8, family="monospace", loc="left")
+            ax.set_ylabel(name)
         if log and name == "lr":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(_position_label(units))
-    axes[-1, 0].set_xlim(0, max(float(ticks - 1), 1.0))
-    fig.tight_layout()
-    return fig
+    last = axes if one else axes[-1]
+    if one:
+        last.legend(prop={"family": "monospace", "size": 8})
+    last.set_xlabel(_position_label(units))
+    last.set_xlim(0, max(float(ticks - 1), 1.0))
+    return axes
