@@ -15,3 +15,10 @@ def test_every_command_on_the_distributed_page_is_run_by_a_test():
     missing = sorted(set(commands()) - used)
     assert not missing, f"blocks of {PAGE.name} no test runs: {missing}"
 
+
+
+def test_the_page_leaves_no_section_empty():
+    text = PAGE.read_text(encoding="utf-8")
+    assert "<!-- section:" not in text, "a section of docs/distributed.md is still a placeholder"
+    for heading in ("DDP", "FSDP", "Accelerate", "Lightning", "Multi-node", "SLURM", "Optuna", "DeepSpeed"):
+        assert f"\n## " in text and heading in "".join(line for line in text.splitlines() if line.startswith("## ")), heading
