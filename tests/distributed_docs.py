@@ -46,3 +46,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def records(stdout: str) -> list[dict]:
+    """Every ``{"rank": …}`` JSON object the processes printed, in order. The ranks share one
+    stdout, so two lines may arrive run together (each write is whole, the newline a write of its
+    own): the objects are decoded where they start, not line by line."""
+    import json
+
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while (at := stdout.find('{"rank"', at)) >= 0:
+        record, end = decoder.raw_decode(stdout, at)
+        found.append(record)
+        at = end
+    return found

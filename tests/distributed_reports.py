@@ -146,6 +146,7 @@ def main() -> None:
     found["refused"] = refused()
     found["cost"] = cost()
     (out / f"rank{rank}.json").write_text(json.dumps(found))
+    dist.barrier()  # gloo: no process leaves the group while another still uses it
     dist.destroy_process_group()
 
 

@@ -6,7 +6,6 @@ The example trains on 64 samples with a global batch of 8 (4 per process, or 8 s
 epoch of one process with that batch is 8 optimizer steps, 4 with gradient accumulation 2.
 """
 
-import json
 import math
 import re
 
@@ -15,7 +14,7 @@ import torch
 
 import lrdsl
 import lrdsl.torch
-from distributed_docs import command, run
+from distributed_docs import command, records, run
 
 SAMPLES, GLOBAL_BATCH = 64, 8
 
@@ -29,10 +28,8 @@ def lrs_of(result) -> dict[str, list[list[float]]]:
     """Each expression's LR sequences, one per rank, from the example's JSON lines."""
     assert result.returncode == 0, result.stderr[-3000:]
     found: dict[str, dict[int, list[float]]] = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            found.setdefault(record["expr"], {})[record["rank"]] = record["lrs"]
+    for record in records(result.stdout):
+        found.setdefault(record["expr"], {})[record["rank"]] = record["lrs"]
     for expr, ranks in found.items():
         assert sorted(ranks) == [0, 1], f"{expr}: ranks {sorted(ranks)}"
     return {expr: [ranks[0], ranks[1]] for expr, ranks in found.items()}

@@ -5,7 +5,6 @@ Expected LRs are ``lrdsl.curve`` of the expression over the optimizer steps of t
 """
 
 import csv
-import json
 import math
 import os
 import signal
@@ -18,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 
 import lrdsl  # noqa: E402
-from distributed_docs import BIN, ROOT, command, free_port, run  # noqa: E402
+from distributed_docs import BIN, ROOT, command, free_port, records, run  # noqa: E402
 
 EXPR = "warmup(1ep) >> cosine(0.05, 100%) | plateau(val_loss, 0.5, patience=0)"  # the page's --expr
 EPOCHS = 3
@@ -26,7 +25,7 @@ STEPS = math.ceil(192 / (2 * 8))  # ddp.py: 192 training samples, 2 processes ×
 
 
 def rank_lines(stdout):
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"rank"')]
+    lines = records(stdout)
     return {line["rank"]: line for line in lines}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import lrdsl
-from distributed_docs import BIN, ROOT, command
+from distributed_docs import BIN, ROOT, command, records
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,7 @@ def test_a_report_on_a_group_without_this_rank_is_refused_in_one_line(ranks):
 
 
 def test_the_documented_rank_0_validation(runs):
-    lines = sorted((json.loads(line) for line in runs[1].splitlines() if line.startswith("{\"rank\"")),
-                   key=lambda line: line["rank"])
+    lines = sorted(records(runs[1]), key=lambda line: line["rank"])
     assert [line["rank"] for line in lines] == [0, 1]
     losses = lines[0]["val_losses"]
     expr = example.EXPR

@@ -3,7 +3,6 @@ the commands of the page, run by real torchrun processes (gloo on CPU).  The LRs
 and of each resumed one together must be lrdsl.curve of the uninterrupted single-process run at
 the positions the steps started from, with the losses rank 0 reported."""
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch.distributed.checkpoint as dcp
 
 import lrdsl
 import lrdsl.torch
-from distributed_docs import BIN, ROOT, command
+from distributed_docs import BIN, ROOT, command, records
 
 sys.path.insert(0, str(ROOT / "examples" / "distributed"))
 import fsdp_dcp as example  # noqa: E402  (the schedules the example runs)
@@ -32,8 +31,7 @@ def ranks(process: subprocess.Popen) -> list[dict]:
     """Each rank's JSON line, by rank."""
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return sorted((json.loads(line) for line in stdout.splitlines() if line.startswith("{\"rank\"")),
-                  key=lambda line: line["rank"])
+    return sorted(records(stdout), key=lambda line: line["rank"])
 
 
 @pytest.fixture(scope="module")

@@ -307,13 +307,11 @@ def test_values_exist_once_training_starts_and_options_are_checked():
 def test_under_torchrun_every_process_logs_the_curve_of_the_global_batch_steps(tmp_path):
     """docs/distributed.md's examples/distributed/hf_trainer.py: 40 samples, 2 processes × batches
     of 4, so 5 optimizer steps an epoch, 3 epochs; a plateau on eval_loss (gathered by the Trainer)."""
-    import json
-
-    from distributed_docs import run
+    from distributed_docs import records, run
 
     result = run("hf-trainer", OUT=str(tmp_path / "hf"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"rank"')]
+    lines = records(result.stdout)
     by_rank = {line["rank"]: line for line in lines}
     assert sorted(by_rank) == [0, 1]
     assert by_rank[0] == {**by_rank[1], "rank": 0}  # the same LRs and eval losses on both

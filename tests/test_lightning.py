@@ -401,7 +401,7 @@ def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_b
     and on 2 (4 each, DDP over gloo)."""
     import json
 
-    from distributed_docs import run
+    from distributed_docs import records, run
 
     runs, printed = {}, {}
     for devices in (1, 2):
@@ -409,7 +409,7 @@ def test_under_ddp_two_processes_move_the_schedule_as_one_with_the_same_global_b
         result = run("lightning-ddp", DEVICES=str(devices), OUT=str(out))
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         runs[devices] = json.loads((out / "lrs.json").read_text())  # rank 0's
-        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"rank"')]
+        lines = records(result.stdout)
         printed[devices] = {line["rank"]: line["read"] for line in lines}
     assert sorted(printed[1]) == [0] and sorted(printed[2]) == [0, 1]
     assert printed[2][0] == printed[2][1] == runs[2]  # every process reads the same values

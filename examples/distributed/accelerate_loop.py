@@ -88,4 +88,5 @@ for index, expr in enumerate(args.expr):
     line = json.dumps({"rank": accelerator.process_index, "expr": expr, "lrs": lrs})
     print(line + "\n", end="", flush=True)  # in one write: the ranks share stdout
 
+accelerator.wait_for_everyone()  # gloo: no process leaves the group while another still uses it
 accelerator.end_training()

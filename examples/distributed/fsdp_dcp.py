@@ -94,6 +94,7 @@ def main() -> None:
     if args.save:  # also right after a report: the checkpoint holds it
         dcp.save(state, checkpoint_id=args.save)
     print(json.dumps({"rank": rank, "positions": positions, "lrs": lrs, "reported": reported}), flush=True)
+    dist.barrier()  # gloo: no process leaves the group while another still uses it
     dist.destroy_process_group()
 
 

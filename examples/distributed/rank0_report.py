@@ -56,6 +56,7 @@ def main() -> None:
             val_losses.append(val_loss)
             sched.report(val_loss=val_loss)
     print(json.dumps({"rank": rank, "lrs": lrs, "val_losses": val_losses}), flush=True)
+    dist.barrier()  # gloo: no process leaves the group while another still uses it
     dist.destroy_process_group()
 
 
