@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(PY) bench/core.py
 	$(PY) bench/torch_step.py
 	$(PY) bench/torch_compile.py
+	$(PY) bench/torch_reports.py
 	$(PY) bench/keras_fit.py
 	$(PY) bench/optax_step.py
 	$(PY) bench/train_overhead.py

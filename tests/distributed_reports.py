@@ -123,28 +123,12 @@ def refused() -> str:
     return "not refused"
 
 
-def cost(steps=2000) -> dict:
-    """Seconds per optimizer step of a one-parameter SGD, without and with a plateau."""
-    timing = {}
-    for name, expr in (("no_plateau", "0.1"), ("plateau", "0.1 | plateau(val_loss, 0.5)")):
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        lrdsl.torch.scheduler(optimizer, expr)
-        dist.barrier()
-        began = time.perf_counter()
-        for _ in range(steps):
-            optimizer.step()
-        timing[name] = (time.perf_counter() - began) / steps
-        dist.barrier()
-    return timing
-
-
 def main() -> None:
     out = Path(sys.argv[1])
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     found = {name: case() for name, case in cases(out).items()}
     found["refused"] = refused()
-    found["cost"] = cost()
     (out / f"rank{rank}.json").write_text(json.dumps(found))
     dist.barrier()  # gloo: no process leaves the group while another still uses it
     dist.destroy_process_group()

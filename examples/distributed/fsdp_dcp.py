@@ -92,6 +92,7 @@ def main() -> None:
             reported.append(loss.item())
             sched.report(loss=loss.item())
     if args.save:  # also right after a report: the checkpoint holds it
+        dist.barrier()  # a report just made on some rank is posted before any rank reads the state
         dcp.save(state, checkpoint_id=args.save)
     print(json.dumps({"rank": rank, "positions": positions, "lrs": lrs, "reported": reported}), flush=True)
     dist.barrier()  # gloo: no process leaves the group while another still uses it
