@@ -17,19 +17,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import lrdsl  # noqa: E402
-
-#: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger
-F32 = (4e-6, 1e-12)
-F64 = (1e-12, 1e-14)
-
-
-def assert_close(got, want, tolerance, what=""):
-    rel, of_peak = tolerance
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    bad = ~(np.abs(got - want) <= bound)
-    assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} values off, first at index "
-                           f"{np.argmax(bad)}: got {got[bad][0]!r}, want {want[bad][0]!r}")
+from tolerances import F32, F64, assert_close  # noqa: E402
 
 
 # --- exact oracles -------------------------------------------------------------------------

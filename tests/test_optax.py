@@ -25,19 +25,7 @@ import lrdsl.optax  # noqa: E402
 from cases import LONG, VALUE_CASES, long_ticks, value_params  # noqa: E402
 from lrdsl.language.plateau import PlateauRule, PlateauState  # noqa: E402
 
-#: LANGUAGE.md §5: (relative, share of the schedule's largest value), whichever is larger
-F32 = (4e-6, 1e-12)
-F64 = (1e-12, 1e-14)
-PRECISIONS = {"float32": (False, F32), "float64": (True, F64)}
-
-
-def assert_close(got, want, tolerance, what=""):
-    rel, of_peak = tolerance
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    bad = ~(np.abs(got - want) <= bound)  # a NaN is bad too
-    assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} values off, first at index "
-                           f"{np.argmax(bad)}: got {got[bad][0]!r}, want {want[bad][0]!r}")
+from tolerances import F32, F64, PRECISIONS, assert_close  # noqa: E402
 
 
 def split_options(case):

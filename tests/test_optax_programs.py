@@ -21,18 +21,7 @@ import lrdsl.optax  # noqa: E402
 from lrdsl.errors import UnitError  # noqa: E402
 from lrdsl.optax import Count  # noqa: E402
 
-F32 = (4e-6, 1e-12)
-F64 = (1e-12, 1e-14)
-PRECISIONS = {"float32": (False, F32), "float64": (True, F64)}
-
-
-def assert_close(got, want, tolerance, what=""):
-    rel, of_peak = tolerance
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    bound = np.maximum(rel * np.abs(want), of_peak * np.max(np.abs(want), initial=0.0))
-    bad = ~(np.abs(got - want) <= bound)
-    assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} values off, first at index "
-                           f"{np.argmax(bad)}: got {got[bad][0]!r}, want {want[bad][0]!r}")
+from tolerances import PRECISIONS, assert_close  # noqa: E402
 
 
 def counts(positions):
