@@ -72,6 +72,17 @@ class MetricError(LrdslError):
     """A plateau report lacks its monitored metric, or a state does not fit."""
 
 
+#: how close (difflib's ratio) a name must be to a known one to be taken for its misspelling
+#: rather than a name of its own: ``exrp`` is 0.75 from ``expr``, ``momentun`` 0.875 from ``momentum``
+MISSPELT = 0.75
+
+
+def misspelling_of(word: str, names: Iterable[str]) -> str | None:
+    """The known name ``word`` looks like a misspelling of (ratio ≥ :data:`MISSPELT`), or None."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=MISSPELT)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` — did you mean 'x'?`` for the closest choice, or a list of the valid ones."""
     choices = sorted(choices)

@@ -21,7 +21,6 @@ span lines freely.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
 from lrdsl import channels
-from lrdsl.errors import LrdslError
+from lrdsl.errors import LrdslError, misspelling_of
 from lrdsl.language.curve import curve as language_curve, tick_array
 from lrdsl.language.nodes import Expr, Plateau
 from lrdsl.language.notebook import Notebook
@@ -177,10 +176,10 @@ class Program(Mapping, Notebook):
             if name != "lr" and isinstance(expr, Plateau):
                 raise ProgramError(f"{name}: only lr may carry '| plateau', got {expr}")
             if name not in channels.CHANNELS:
-                close = difflib.get_close_matches(name, channels.TARGETS, n=1, cutoff=0.75)
-                if close:
+                close = misspelling_of(name, channels.TARGETS)
+                if close is not None:
                     raise ProgramError(
-                        f"{name!r} looks like the optimizer target {close[0]!r} misspelt; a free "
+                        f"{name!r} looks like the optimizer target {close!r} misspelt; a free "
                         f"value must not be within a letter or two of a target's name (rename it, "
                         f"e.g. {name}_value, if it really is a free value)")
         object.__setattr__(self, "channels", tuple(sorted(self.channels, key=lambda c: _order(c[0]))))

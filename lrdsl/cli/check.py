@@ -25,7 +25,6 @@ C composer overflows the C stack on it).
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from collections import Counter
@@ -35,7 +34,7 @@ from typing import Iterator, NamedTuple
 
 from lrdsl import channels
 from lrdsl.cli.terminal import as_flags, escaped, pointed
-from lrdsl.errors import LrdslError, UnitError
+from lrdsl.errors import LrdslError, UnitError, misspelling_of
 from lrdsl.language.plan import plan
 from lrdsl.language.units import CONSTANTS, format_number
 from lrdsl.programs import is_program, program
@@ -49,9 +48,6 @@ KEYS = ("expr", "schedule", *channels.CONFIG_KEYS[1:], *(c.config_key for c in c
 UNIT_KEYS = ("steps_per_epoch", "total", "clock", *CONSTANTS)
 #: keys of a schedule mapping that are settings, not channels
 NOT_CHANNELS = ("unit", *UNIT_KEYS)
-#: how close (difflib's ratio) a key must be to one of :data:`KEYS` to be reported as its
-#: misspelling, when its value parses as an expression: ``exrp`` is 0.75 from ``expr``
-CLOSE_KEY = 0.75
 SKIPPED_KEYS = ("defaults", "hydra")
 #: keys that hold one expression, never a list or mapping (``schedule:`` may be a mapping: a
 #: Hydra schedule config holding expr, momentum, …)
@@ -182,14 +178,14 @@ def _misspelt(key: object, value: str) -> str | None:
     expression (so ``beta1: 0.9`` or ``scheduler: cosine`` are left alone)."""
     if not isinstance(key, str) or key in KEYS:
         return None
-    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=CLOSE_KEY)
-    if not close:
+    close = misspelling_of(key, KEYS)  # as near as lrdsl.errors.MISSPELT, and it parses
+    if close is None:
         return None
     try:
         program(value)
     except (LrdslError, RecursionError):
         return None
-    return close[0]
+    return close
 
 
 def expressions(text: str) -> Iterator[Found]:

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from lrdsl import channels
-from lrdsl.errors import LrdslError, did_you_mean
+from lrdsl.errors import LrdslError, did_you_mean, misspelling_of
 from lrdsl.language.nodes import Plateau
 from lrdsl.language.parser import parse
 from lrdsl.train.tensorboard_log import tensorboard_writer
@@ -227,20 +227,20 @@ def _check_schedule_keys(cfg: Any) -> None:
             continue
         value = cfg.schedule[key]
         if _finite(value) and key not in FREE_VALUES:  # a named number: not a channel's misspelt name
-            close = difflib.get_close_matches(str(key), [*TARGETS, *FREE_VALUES, *SCHEDULE_KEYS], n=1, cutoff=0.75)
-            if close:
+            close = misspelling_of(str(key), [*TARGETS, *FREE_VALUES, *SCHEDULE_KEYS])
+            if close is not None:
                 raise LrdslError(f"config key schedule.{key}={_show(value)}: a named number called like "
-                                 f"schedule.{close[0]} misspelt; did you mean schedule.{close[0]}? (rename "
+                                 f"schedule.{close} misspelt; did you mean schedule.{close}? (rename "
                                  f"it, e.g. {key}_value, if it really is a named number)")
         # text under a target's misspelt name: lrdsl.program refuses it (program_of), naming it
-        misspelt = isinstance(value, str) and difflib.get_close_matches(str(key), TARGETS, n=1, cutoff=0.75)
+        misspelt = isinstance(value, str) and misspelling_of(str(key), TARGETS) is not None
         if not (_finite(value) or key in FREE_VALUES and isinstance(value, str) or misspelt):
-            close = difflib.get_close_matches(str(key), [*SCHEDULE_KEYS, *FREE_VALUES], n=1, cutoff=0.6)
+            near = difflib.get_close_matches(str(key), [*SCHEDULE_KEYS, *FREE_VALUES], n=1, cutoff=0.6)
             raise LrdslError(f"config key schedule.{key}={_show(value)}: a schedule's extra keys are named "
                              f"numbers (e.g. peak: 0.1, used as ${{schedule.peak}} in expr) or the free values "
                              f"this app reads, {', '.join(FREE_VALUES)} (expressions: e.g. ema: "
                              f"'anneal(0.99, 0.999, 100%)'), and this is neither"
-                             + (f"; did you mean schedule.{close[0]}?" if close else
+                             + (f"; did you mean schedule.{near[0]}?" if near else
                                 f"; the schedule's own keys are {', '.join(SCHEDULE_KEYS)}"))
     if OmegaConf.is_missing(cfg.schedule, "expr"):
         raise LrdslError("config key schedule.expr is missing: pick a preset (schedule=cosine) or set "
