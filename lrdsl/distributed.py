@@ -21,6 +21,9 @@ outside the group ignores it.  Cost: one store round trip per optimizer step on 
 (two on rank 0, which deletes the round before the last), and only for a schedule with a
 plateau under a world size above 1.
 
+``report(..., collective=True)``, where every rank reports at one point, is the one collective
+here: :func:`mean_across`, an all_reduce decided at once.
+
 The store is reached through ``torch.distributed.distributed_c10d._get_default_store``, a
 private name (there is no public one): tests/test_distributed_reports.py fails loudly if it
 goes away.
@@ -32,6 +35,7 @@ import hashlib
 import json
 from typing import Any, Callable
 
+import torch
 import torch.distributed as dist
 
 from lrdsl.errors import LrdslError
@@ -57,6 +61,16 @@ def members(group: Any) -> list[int] | None:
         raise LrdslError(f"process_group= holds ranks {ranks}, not this rank ({dist.get_rank()}): "
                          f"report from a rank of the group, or pass this rank's group")
     return None if len(ranks) == dist.get_world_size() else ranks
+
+
+def mean_across(values: list[float], group: Any = None) -> list[float]:
+    """The mean over the ranks of ``group`` (a collective: every rank of it must call this)."""
+    size = dist.get_world_size(group)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
+        else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return [float(total) / size for total in tensor.tolist()]
 
 
 class Rounds:

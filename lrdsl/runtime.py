@@ -469,11 +469,15 @@ class Runtime:
         if plateau is not None and self.post is None:  # the common case: step(metric) is hot
             plateau.report_value(metrics if type(metrics) is float else plateau.rule.value_in(metrics))
             return
-        values = [state.rule.value_in(metrics) for state in self.plateaus.values()]
+        values = self.monitored(metrics)
         if self.post is not None:
             self.post(values)
         else:
             self.decide([values])
+
+    def monitored(self, metrics) -> list[float]:
+        """Each plateau's monitored value in ``metrics`` (all read before any state changes)."""
+        return [state.rule.value_in(metrics) for state in self.plateaus.values()]
 
     def decide(self, reports: list[list[float]]) -> None:
         """Report each of ``reports`` (one value per plateau, in order) to the plateaus."""

@@ -29,7 +29,6 @@ import weakref
 from typing import Any, Callable, Mapping, Union
 
 import torch
-import torch.distributed as dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrdsl import accelerate as _accelerate, channels
@@ -415,9 +414,9 @@ class Scheduler(LRScheduler):
         metrics = named if metrics is None else metrics
         if (collective or process_group is not None) and _distributed.world():
             group = _distributed.members(process_group)  # checked before anything is posted or sent
-            values = [state.rule.value_in(metrics) for state in self.runtime.plateaus.values()]
+            values = self.runtime.monitored(metrics)
             if collective:
-                self.runtime.decide([_mean_across_ranks(values, process_group)])
+                self.runtime.decide([_distributed.mean_across(values, process_group)])
             else:
                 self._rounds_up().post(values, process_group if group is not None else None)
                 return
@@ -598,16 +597,6 @@ def _per_group(spec: Mapping, groups: list[dict], target: str) -> list:
                                  f"key; the groups are {listing} (use '*' for the rest)")
             chosen[i] = spec["*"]
     return chosen
-
-
-def _mean_across_ranks(values: list[float], group: Any = None) -> list[float]:
-    """The mean over the ranks of ``group`` (a collective: every rank of it must call this)."""
-    size = dist.get_world_size(group)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" \
-        else torch.device("cpu")
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
-    return [float(total) / size for total in tensor.tolist()]
 
 
 def _decide_before(scheduler: Scheduler) -> Callable[..., None]:
