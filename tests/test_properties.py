@@ -148,7 +148,8 @@ def test_generated_programs_round_trip(channels):
 
 #: plan-time refusals a generated expression may meet (its numbers, not its shape, are at fault)
 REFUSALS = ("may go negative", "already ended", "not before its end", "no room to stretch",
-            "cool-down from 0", "warm-up to 0", "the divisor of '/'", "beyond float range")
+            "cool-down from 0", "warm-up to 0", "the divisor of '/'", "beyond float range",
+            "round=true runs whole-tick periods")  # repeat(..., round=true) of a sub-tick period
 
 
 #: the units generated expressions are evaluated with: sp and tok convert through the batch
